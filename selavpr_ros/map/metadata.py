@@ -1,0 +1,202 @@
+"""Place metadata in SQLite (``places.sqlite``): id, stamp, frame, pose, source, optional GPS.
+
+SQLite gives each commit a transaction. The manifest's place count is authoritative: rows with
+``id >= count`` are left over from an append that died before its manifest was replaced; readers
+never return them and the next writer deletes them before inserting.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import sqlite3
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from selavpr_ros.errors import MapFormatError
+
+SCHEMA_VERSION = 1
+_COLUMNS = (
+    "id, stamp_ns, frame_id, px, py, pz, qx, qy, qz, qw, source, source_ref, "
+    "latitude, longitude, altitude"
+)
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS schema (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS places (
+    id INTEGER PRIMARY KEY,
+    stamp_ns INTEGER NOT NULL,
+    frame_id TEXT NOT NULL,
+    px REAL, py REAL, pz REAL,
+    qx REAL, qy REAL, qz REAL, qw REAL,
+    source TEXT NOT NULL,
+    source_ref TEXT NOT NULL,
+    latitude REAL, longitude REAL, altitude REAL
+);
+"""
+
+
+@dataclass(frozen=True)
+class PlaceInfo:
+    """What is known about a place when it is added to a map.
+
+    Attributes:
+        stamp_ns: when the place's image was recorded (ns since the epoch; 0 if unknown).
+        frame_id: the camera frame of the image.
+        position: (x, y, z) in the map frame, or None.
+        orientation: quaternion (x, y, z, w) in the map frame, or None.
+        source: where the image came from (bag path and topic, image folder, ...).
+        source_ref: the image's reference inside the source (message index, file name).
+        gps: (latitude, longitude, altitude) in degrees and metres, or None.
+    """
+
+    stamp_ns: int = 0
+    frame_id: str = ""
+    position: tuple[float, float, float] | None = None
+    orientation: tuple[float, float, float, float] | None = None
+    source: str = ""
+    source_ref: str = ""
+    gps: tuple[float, float, float] | None = None
+
+    def __post_init__(self) -> None:
+        for name, size in (("position", 3), ("orientation", 4), ("gps", 3)):
+            value = getattr(self, name)
+            if value is not None:
+                value = tuple(float(v) for v in value)
+                if len(value) != size:
+                    raise ValueError(f"{name} needs {size} values, got {len(value)}")
+                if not all(math.isfinite(v) for v in value):
+                    raise ValueError(f"{name} must be finite, got {value}")
+                object.__setattr__(self, name, value)
+
+    @property
+    def has_pose(self) -> bool:
+        return self.position is not None and self.orientation is not None
+
+
+@dataclass(frozen=True, kw_only=True)
+class Place(PlaceInfo):
+    """A place stored in a map, with its id (its row in the descriptors and in the index)."""
+
+    id: int
+
+
+def _row(place_id: int, p: PlaceInfo) -> tuple[object, ...]:
+    pos = p.position if p.position is not None else (None, None, None)
+    ori = p.orientation if p.orientation is not None else (None, None, None, None)
+    gps = p.gps if p.gps is not None else (None, None, None)
+    return (place_id, int(p.stamp_ns), p.frame_id, *pos, *ori, p.source, p.source_ref, *gps)
+
+
+def _place(row: Sequence[object]) -> Place:
+    def triple(values: Sequence[object]) -> tuple[float, ...] | None:
+        return None if values[0] is None else tuple(float(v) for v in values)  # type: ignore
+
+    return Place(
+        id=int(row[0]),  # type: ignore[arg-type]
+        stamp_ns=int(row[1]),  # type: ignore[arg-type]
+        frame_id=str(row[2]),
+        position=triple(row[3:6]),  # type: ignore[arg-type]
+        orientation=triple(row[6:10]),  # type: ignore[arg-type]
+        source=str(row[10]),
+        source_ref=str(row[11]),
+        gps=triple(row[12:15]),  # type: ignore[arg-type]
+    )
+
+
+def rows_digest(rows: Iterable[Sequence[object]]) -> str:
+    """sha256 of rows in a canonical text form (independent of the SQLite file's layout)."""
+    digest = hashlib.sha256()
+    for row in rows:
+        values = [repr(v) if isinstance(v, float) else v for v in row]
+        digest.update(json.dumps(values).encode("utf-8") + b"\n")
+    return digest.hexdigest()
+
+
+class MetadataStore:
+    """The ``places`` table of a map; ``count`` bounds what readers see."""
+
+    def __init__(self, path: Path, count: int, *, writable: bool) -> None:
+        self.path = Path(path)
+        self.count = count
+        if not self.path.is_file():
+            raise MapFormatError(f"{self.path} is missing (place metadata)")
+        # A read-write connection lets SQLite roll back a journal left by a killed writer;
+        # a read-only file system is opened read-only (it cannot hold such a journal).
+        mode = "rw" if writable or os.access(self.path.parent, os.W_OK) else "ro"
+        try:
+            self._db = sqlite3.connect(f"file:{self.path}?mode={mode}", uri=True)
+            self._db.execute("PRAGMA synchronous=FULL")
+            version = self._db.execute(
+                "SELECT value FROM schema WHERE key='version'"
+            ).fetchone()
+            stored = self._db.execute(
+                "SELECT COUNT(*) FROM places WHERE id < ?", (count,)
+            ).fetchone()[0]
+        except sqlite3.DatabaseError as err:
+            raise MapFormatError(f"{self.path} is not a readable place database: {err}") from err
+        if version is None or int(version[0]) != SCHEMA_VERSION:
+            raise MapFormatError(
+                f"{self.path}: metadata schema version {version and version[0]!r} is not "
+                f"supported (expected {SCHEMA_VERSION})"
+            )
+        if stored != count:
+            raise MapFormatError(
+                f"{self.path} holds {stored} of the {count} places listed in the manifest"
+            )
+
+    @staticmethod
+    def create(path: Path) -> None:
+        db = sqlite3.connect(path)
+        try:
+            with db:
+                db.executescript(_SCHEMA)
+                db.execute(
+                    "INSERT OR REPLACE INTO schema VALUES ('version', ?)", (str(SCHEMA_VERSION),)
+                )
+        finally:
+            db.close()
+
+    def close(self) -> None:
+        self._db.close()
+
+    def drop_uncommitted(self) -> int:
+        """Delete rows left by an append that never committed its manifest."""
+        with self._db:
+            cur = self._db.execute("DELETE FROM places WHERE id >= ?", (self.count,))
+        return cur.rowcount
+
+    def insert(self, places: Sequence[PlaceInfo]) -> str:
+        """Insert places with ids count.. in one transaction; return the rows' digest.
+
+        ``count`` is not advanced here: the caller does that after the manifest is committed.
+        """
+        rows = [_row(self.count + i, p) for i, p in enumerate(places)]
+        with self._db:
+            self._db.execute("DELETE FROM places WHERE id >= ?", (self.count,))
+            self._db.executemany(
+                f"INSERT INTO places ({_COLUMNS}) VALUES ({', '.join('?' * 15)})", rows
+            )
+        return rows_digest(rows)
+
+    def get(self, ids: Sequence[int]) -> list[Place]:
+        """Places by id, in the order asked; raises IndexError for unknown ids."""
+        ids = [int(i) for i in ids]
+        for i in ids:
+            if not 0 <= i < self.count:
+                raise IndexError(f"place id {i} is not in the map (0..{self.count - 1})")
+        found: dict[int, Place] = {}
+        for start in range(0, len(ids), 500):
+            part = ids[start : start + 500]
+            query = f"SELECT {_COLUMNS} FROM places WHERE id IN ({', '.join('?' * len(part))})"
+            for row in self._db.execute(query, part):
+                found[int(row[0])] = _place(row)
+        return [found[i] for i in ids]
+
+    def digest(self, start: int, stop: int) -> str:
+        cur = self._db.execute(
+            f"SELECT {_COLUMNS} FROM places WHERE id >= ? AND id < ? ORDER BY id", (start, stop)
+        )
+        return rows_digest(cur)

@@ -1,0 +1,448 @@
+"""A place map on disk: the directory layout, opening, searching, appending and validation.
+
+Layout of ``<name>.selavpr/`` (format version 1)::
+
+    manifest.json            what the map holds and which files make up its current state
+    places.sqlite            place metadata (id, stamp, frame, pose, source, GPS)
+    global-<gen>.npy         float32 (n, D) global descriptors added by commit <gen>
+    local-<gen>.npy          float16 (n, L, C) local features added by commit <gen>
+    mask-<gen>.npy           bool (n, L), only for extractors with a variable feature count
+    keypoints-<gen>.npy      float32 (n, L, 2), only for extractors with keypoints
+    index-<gen>.faiss        the faiss index over all global descriptors at commit <gen>
+
+Commits: new files are written and fsynced, metadata rows are inserted in one SQLite
+transaction, then ``manifest.json`` is replaced atomically. Killing the process at any point
+leaves the previous manifest, which names only complete files; leftovers are removed the next
+time the map is opened for writing.
+
+Checks: opening checks the cheap things (format version, every listed file exists with the
+recorded size, array shapes and dtypes, metadata row count, extractor identity when one is
+given). Full sha256 checksums of every file take seconds per GB, so they run in
+:meth:`PlaceMap.validate` or with ``open(..., verify=True)``, not on every open.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime, timezone
+from pathlib import Path
+from types import TracebackType
+
+import faiss
+import numpy as np
+
+from selavpr_ros.errors import MapFormatError
+from selavpr_ros.extractor import Extractor, ExtractorInfo, Features
+from selavpr_ros.map import index as idx
+from selavpr_ros.map.fsutil import WriteLock, fsync_dir, sha256_file
+from selavpr_ros.map.manifest import (
+    METADATA_NAME,
+    FileEntry,
+    Manifest,
+    Segment,
+    read_manifest,
+    write_manifest,
+)
+from selavpr_ros.map.metadata import MetadataStore, Place, PlaceInfo
+from selavpr_ros.map.segments import (
+    SegmentArrays,
+    check_segment_files,
+    expected_shapes,
+    open_array,
+    segment_file_name,
+    segment_kinds,
+    write_array,
+)
+
+log = logging.getLogger(__name__)
+
+_DATA_FILE = re.compile(r"^(global|local|mask|keypoints)-\d{6}\.npy$|^index-\d{6}\.faiss$")
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    """Top-k of a global search: (B, k) similarities (best first) and place ids (-1 = none)."""
+
+    similarities: np.ndarray
+    ids: np.ndarray
+
+
+def check_extractor(map_info: ExtractorInfo, info: ExtractorInfo, where: Path) -> None:
+    """Raise MapFormatError unless ``info`` describes the extractor that built the map."""
+    if map_info == info:
+        return
+    diffs = [
+        f"{name}: map has {getattr(map_info, name)!r}, extractor has {getattr(info, name)!r}"
+        for name in map_info.__dataclass_fields__
+        if getattr(map_info, name) != getattr(info, name)
+    ]
+    raise MapFormatError(
+        f"map {where} was built by extractor {map_info.describe()} and cannot be queried with "
+        f"{info.describe()}: " + "; ".join(diffs)
+    )
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+class PlaceMap:
+    """A place map directory; see the module docstring for the layout and the guarantees."""
+
+    def __init__(self, path: Path, manifest: Manifest, *, writable: bool) -> None:
+        self.path = Path(path)
+        self.writable = writable
+        self._manifest = manifest
+        self._lock: WriteLock | None = None
+        if writable:
+            self._lock = WriteLock(self.path)
+            self._lock.acquire()
+        try:
+            self._metadata = MetadataStore(
+                self.path / METADATA_NAME, manifest.count, writable=writable
+            )
+            self._arrays = {kind: SegmentArrays() for kind in self._kinds}
+            for segment in manifest.segments:
+                self._open_segment(segment)
+            self._index: faiss.Index | None = None
+            self._search_index: faiss.Index | None = None
+            self._check_index_file()
+        except BaseException:
+            self.close()
+            raise
+
+    # ---------------------------------------------------------------- create / open / close
+    @classmethod
+    def create(
+        cls,
+        path: str | Path,
+        extractor: Extractor | ExtractorInfo,
+        *,
+        index: idx.IndexSpec | None = None,
+        map_frame: str = "map",
+        local_dtype: str = "float16",
+    ) -> PlaceMap:
+        """Create an empty map at ``path`` (a new or empty directory), open for writing."""
+        path = Path(path)
+        info = extractor.info if isinstance(extractor, Extractor) else extractor
+        if path.exists() and (not path.is_dir() or any(path.iterdir())):
+            raise MapFormatError(f"cannot create a map at {path}: it exists and is not empty")
+        if local_dtype not in ("float16", "float32"):
+            raise MapFormatError(f"local_dtype must be float16 or float32, got {local_dtype!r}")
+        path.mkdir(parents=True, exist_ok=True)
+        MetadataStore.create(path / METADATA_NAME)
+        now = _now()
+        manifest = Manifest(
+            map_id=str(uuid.uuid4()),
+            created=now,
+            modified=now,
+            generation=0,
+            map_frame=map_frame,
+            extractor=info,
+            local_dtype=local_dtype,
+            count=0,
+            index={"spec": (index or idx.IndexSpec()).to_dict(), "file": None},
+        )
+        fsync_dir(path)
+        write_manifest(path, manifest)
+        log.info("created place map %s (%s)", path, info.describe())
+        return cls(path, manifest, writable=True)
+
+    @classmethod
+    def open(
+        cls,
+        path: str | Path,
+        *,
+        writable: bool = False,
+        verify: bool = False,
+        extractor: Extractor | ExtractorInfo | None = None,
+    ) -> PlaceMap:
+        """Open a map (read-only unless ``writable``); ``verify`` also checks every sha256.
+
+        Raises:
+            MapFormatError: the map is missing, damaged, of an unknown version, or (when
+                ``extractor`` is given) was built by another extractor or other weights.
+        """
+        path = Path(path)
+        manifest = read_manifest(path)
+        if extractor is not None:
+            info = extractor.info if isinstance(extractor, Extractor) else extractor
+            check_extractor(manifest.extractor, info, path)
+        place_map = cls(path, manifest, writable=writable)
+        try:
+            if verify:
+                place_map.validate()
+            if writable:
+                place_map._collect_garbage()
+        except BaseException:
+            place_map.close()
+            raise
+        return place_map
+
+    def close(self) -> None:
+        if getattr(self, "_metadata", None) is not None:
+            self._metadata.close()
+            self._metadata = None  # type: ignore[assignment]
+        self._index = self._search_index = None
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
+
+    def __enter__(self) -> PlaceMap:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # ---------------------------------------------------------------- properties
+    @property
+    def manifest(self) -> Manifest:
+        return self._manifest
+
+    @property
+    def count(self) -> int:
+        return self._manifest.count
+
+    def __len__(self) -> int:
+        return self.count
+
+    @property
+    def map_id(self) -> str:
+        return self._manifest.map_id
+
+    @property
+    def map_frame(self) -> str:
+        return self._manifest.map_frame
+
+    @property
+    def extractor_info(self) -> ExtractorInfo:
+        return self._manifest.extractor
+
+    @property
+    def index_spec(self) -> idx.IndexSpec:
+        return idx.IndexSpec.from_dict(self._manifest.index["spec"])
+
+    @property
+    def _kinds(self) -> tuple[str, ...]:
+        info = self._manifest.extractor
+        return segment_kinds(info.variable_local_count, info.has_keypoints)
+
+    # ---------------------------------------------------------------- reading
+    def _open_segment(self, segment: Segment) -> None:
+        m, info = self._manifest, self._manifest.extractor
+        check_segment_files(segment, self._kinds, str(self.path / "manifest.json"))
+        for kind in self._kinds:
+            shape, dtype = expected_shapes(
+                kind, segment.rows, info.global_dim, info.local_count, info.local_dim,
+                m.local_dtype,
+            )
+            array = open_array(self.path, segment.files[kind], shape, dtype)
+            self._arrays[kind].add(segment.start, array)
+
+    def _check_index_file(self) -> None:
+        entry = self._manifest.index_file
+        if entry is None:
+            return
+        path = self.path / entry.name
+        if not path.is_file():
+            raise MapFormatError(f"{path} is missing (the map's faiss index)")
+        if path.stat().st_size != entry.bytes:
+            raise MapFormatError(
+                f"{path} has {path.stat().st_size} bytes, manifest says {entry.bytes}"
+            )
+
+    def load_index(self) -> faiss.Index | None:
+        """Load the faiss index now (otherwise done by the first search); None when empty."""
+        entry = self._manifest.index_file
+        if self._index is None and entry is not None:
+            path = self.path / entry.name
+            index = idx.read_index(path, self.index_spec, writable=self.writable)
+            idx.check_index(index, path, self.count, self.extractor_info.global_dim)
+            self._index = index
+        if self._search_index is None and self._index is not None:
+            self._search_index = idx.maybe_to_gpu(self._index, self.index_spec)
+        return self._search_index
+
+    def search(self, queries: np.ndarray, k: int) -> SearchResult:
+        """Top-``k`` places by inner product of global descriptors, for (D,) or (B, D) queries."""
+        q = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
+        if q.shape[1] != self.extractor_info.global_dim:
+            raise ValueError(
+                f"query descriptors have {q.shape[1]} dims, map has {self.extractor_info.global_dim}"
+            )
+        k = min(int(k), self.count)
+        if k <= 0:
+            return SearchResult(
+                np.zeros((len(q), 0), np.float32), np.zeros((len(q), 0), np.int64)
+            )
+        index = self.load_index()
+        sims, ids = index.search(q, k)
+        return SearchResult(sims.astype(np.float32), ids.astype(np.int64))
+
+    def features(self, ids: Sequence[int] | np.ndarray) -> Features:
+        """Stored features of places ``ids`` (local features in the map's dtype)."""
+        ids = np.asarray(ids, dtype=np.int64)
+        return Features(
+            global_desc=self._arrays["global"].gather(ids),
+            local=self._arrays["local"].gather(ids),
+            local_mask=self._arrays["mask"].gather(ids) if "mask" in self._arrays else None,
+            keypoints=(
+                self._arrays["keypoints"].gather(ids) if "keypoints" in self._arrays else None
+            ),
+        )
+
+    def global_descriptors(self) -> np.ndarray:
+        """All (N, D) global descriptors (a copy)."""
+        if self.count == 0:
+            return np.zeros((0, self.extractor_info.global_dim), np.float32)
+        return self._arrays["global"].all()
+
+    def places(self, ids: Sequence[int] | np.ndarray) -> list[Place]:
+        return self._metadata.get([int(i) for i in ids])
+
+    def place(self, place_id: int) -> Place:
+        return self._metadata.get([place_id])[0]
+
+    # ---------------------------------------------------------------- validation
+    def validate(self) -> None:
+        """Full check: sha256 of every data file, metadata digests, index size and dim."""
+        m = self._manifest
+        entries: list[FileEntry] = [e for s in m.segments for e in s.files.values()]
+        if m.index_file is not None:
+            entries.append(m.index_file)
+        for entry in entries:
+            path = self.path / entry.name
+            found = sha256_file(path)
+            if found != entry.sha256:
+                raise MapFormatError(
+                    f"{path}: checksum mismatch (sha256 {found[:16]}..., manifest "
+                    f"{entry.sha256[:16]}...): the file is damaged"
+                )
+        for seg in m.segments:
+            if self._metadata.digest(seg.start, seg.start + seg.rows) != seg.rows_sha256:
+                raise MapFormatError(
+                    f"{self.path / METADATA_NAME}: rows {seg.start}..{seg.start + seg.rows - 1}"
+                    " do not match the manifest's checksum: the metadata was changed or damaged"
+                )
+        if m.index_file is not None:
+            path = self.path / m.index_file.name
+            index = idx.read_index(path, self.index_spec, writable=False)
+            idx.check_index(index, path, self.count, self.extractor_info.global_dim)
+
+    # ---------------------------------------------------------------- writing
+    def _require_writable(self) -> None:
+        if not self.writable:
+            raise MapFormatError(f"map {self.path} is open read-only")
+
+    def _collect_garbage(self) -> None:
+        """Remove files and metadata rows left by commits that never completed."""
+        keep = set(self._manifest.data_files())
+        for child in self.path.iterdir():
+            stale = child.name.startswith(".manifest.json.tmp")
+            if (stale or _DATA_FILE.match(child.name)) and child.name not in keep:
+                log.info("removing %s, left by an unfinished commit", child)
+                child.unlink()
+        dropped = self._metadata.drop_uncommitted()
+        if dropped:
+            log.info("removed %d metadata rows of an unfinished commit", dropped)
+
+    def append(self, features: Features, places: Sequence[PlaceInfo]) -> range:
+        """Add places with their features in one atomic commit; return their ids."""
+        self._require_writable()
+        info = self.extractor_info
+        if len(features) != len(places):
+            raise ValueError(f"{len(features)} feature rows for {len(places)} places")
+        if len(places) == 0:
+            return range(self.count, self.count)
+        features.check_against(info)
+        norms = np.linalg.norm(features.global_desc, axis=1)
+        if not np.all(np.abs(norms - 1.0) < 1e-2):
+            raise ValueError("global descriptors must be L2-normalised")
+        arrays = {
+            "global": features.global_desc,
+            "local": features.local.astype(self._manifest.local_dtype, copy=False),
+        }
+        if "mask" in self._kinds:
+            arrays["mask"] = (
+                features.local_mask
+                if features.local_mask is not None
+                else np.ones(features.local.shape[:2], np.bool_)
+            )
+        if "keypoints" in self._kinds:
+            arrays["keypoints"] = features.keypoints.astype(np.float32, copy=False)
+        generation = self._manifest.generation + 1
+        files = {
+            kind: write_array(self.path / segment_file_name(kind, generation), array)
+            for kind, array in arrays.items()
+        }
+        index, spec = self._extended_index(features.global_desc)
+        index_entry = self._write_index(index, generation)
+        rows_sha = self._metadata.insert(places)
+        segment = Segment(self.count, len(places), files, rows_sha)
+        manifest = replace(
+            self._manifest,
+            generation=generation,
+            modified=_now(),
+            count=self.count + len(places),
+            segments=(*self._manifest.segments, segment),
+            index={"spec": spec.to_dict(), "file": index_entry.to_dict()},
+        )
+        self._commit(manifest, index)
+        self._open_segment(segment)
+        return range(segment.start, segment.start + segment.rows)
+
+    def rebuild_index(self, spec: idx.IndexSpec | None = None) -> None:
+        """Rebuild (and retrain) the index, optionally of another kind, in a new commit."""
+        self._require_writable()
+        spec = spec or replace(self.index_spec, nlist=0)
+        if self.count == 0:
+            manifest = replace(self._manifest, index={"spec": spec.to_dict(), "file": None})
+            self._commit(manifest, None)
+            return
+        index, spec = idx.build_index(spec, self.global_descriptors())
+        generation = self._manifest.generation + 1
+        entry = self._write_index(index, generation)
+        manifest = replace(
+            self._manifest,
+            generation=generation,
+            modified=_now(),
+            index={"spec": spec.to_dict(), "file": entry.to_dict()},
+        )
+        self._commit(manifest, index)
+
+    def _extended_index(self, vectors: np.ndarray) -> tuple[faiss.Index, idx.IndexSpec]:
+        """The current index plus ``vectors``, leaving the current one untouched."""
+        spec = self.index_spec
+        self.load_index()
+        current = self._index
+        if current is None:
+            return idx.build_index(spec, vectors)
+        extended = faiss.clone_index(current)
+        extended.add(np.ascontiguousarray(vectors, dtype=np.float32))
+        return extended, spec
+
+    def _write_index(self, index: faiss.Index, generation: int) -> FileEntry:
+        path = self.path / f"index-{generation:06d}.faiss"
+        idx.write_index(index, path)
+        return FileEntry(path.name, path.stat().st_size, sha256_file(path))
+
+    def _commit(self, manifest: Manifest, index: faiss.Index | None) -> None:
+        """Switch to ``manifest`` (the commit point), then drop files it no longer lists."""
+        fsync_dir(self.path)
+        write_manifest(self.path, manifest)
+        self._manifest = manifest
+        self._metadata.count = manifest.count
+        self._index = index
+        self._search_index = None
+        if index is not None:
+            idx.configure_search(index, self.index_spec)
+        self._collect_garbage()
