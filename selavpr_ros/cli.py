@@ -12,7 +12,7 @@ from selavpr_ros import __version__
 from selavpr_ros.errors import SelaVPRError
 
 # Subcommand modules under selavpr_ros.commands, in the order --help lists them.
-COMMANDS: tuple[str, ...] = ()
+COMMANDS: tuple[str, ...] = ("convert_checkpoint",)
 
 
 def build_parser() -> argparse.ArgumentParser:
