@@ -1,0 +1,1 @@
+"""Implementations of :class:`selavpr_ros.extractor.Extractor`."""

@@ -1,0 +1,106 @@
+"""The accept/reject decision and the confidence of the best candidate.
+
+Inputs are the candidates in final order with their scores (MNN counts, or global similarities
+when re-ranking is off) and positions. The "distinct" candidate is the best one at least
+``margin_distance_m`` from the best (by id distance when a position is missing): a second
+candidate next to the best is the same place seen again, not a competing hypothesis.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from selavpr_ros.localizer.config import LocalizerConfig
+
+
+@dataclass(frozen=True)
+class Decision:
+    accepted: bool
+    confidence: float
+    reject_reason: str
+    score_fraction: float  # best score / query feature count (global similarity without rerank)
+    margin: float  # by config.margin_mode; inf when no distinct candidate exists
+    distinct_index: int | None  # position of the distinct candidate in the final order
+
+
+def distinct_candidate(
+    ids: Sequence[int],
+    positions: Sequence[tuple[float, float, float] | None],
+    config: LocalizerConfig,
+) -> int | None:
+    """Index of the first candidate after the best that is far enough from it."""
+    if not ids:
+        return None
+    best_pos = positions[0]
+    for i in range(1, len(ids)):
+        pos = positions[i]
+        if best_pos is not None and pos is not None:
+            far = math.dist(best_pos, pos) >= config.margin_distance_m
+        else:
+            far = abs(int(ids[i]) - int(ids[0])) >= config.margin_id_distance
+        if far:
+            return i
+    return None
+
+
+def confidence(score_fraction: float, best: float, distinct: float | None,
+               full_fraction: float) -> float:
+    """Confidence in [0, 1]: evidence term times distinctiveness term.
+
+    ``evidence = min(1, score_fraction / full_fraction)`` grows with the best score;
+    ``distinctiveness = 1 - distinct / best`` (1 without a distinct candidate) grows with the
+    margin. The product rises with the best score and falls with the distinct candidate's score.
+    """
+    evidence = min(1.0, max(0.0, score_fraction) / full_fraction)
+    if best <= 0:
+        return 0.0
+    distinctiveness = 1.0 if distinct is None else 1.0 - max(0.0, distinct) / best
+    return float(min(1.0, max(0.0, evidence * distinctiveness)))
+
+
+def decide(
+    ids: Sequence[int],
+    scores: Sequence[float],
+    global_similarities: Sequence[float],
+    positions: Sequence[tuple[float, float, float] | None],
+    query_feature_count: int,
+    config: LocalizerConfig,
+    reranked: bool,
+) -> Decision:
+    """Apply the acceptance rules of ``config`` to candidates in final order."""
+    if not ids:
+        return Decision(False, 0.0, "no candidates: the map is empty", 0.0, 0.0, None)
+    best = float(scores[0])
+    if reranked:
+        fraction = best / query_feature_count if query_feature_count else 0.0
+    else:
+        fraction = best
+    d = distinct_candidate(ids, positions, config)
+    distinct = float(scores[d]) if d is not None else None
+    if distinct is None:
+        margin = math.inf
+    elif config.margin_mode == "ratio":
+        margin = best / distinct if distinct > 0 else math.inf
+    else:
+        margin = best - distinct
+    reason = ""
+    sim = float(global_similarities[0])
+    what = "MNN score" if reranked else "global similarity"
+    if sim < config.min_global_similarity:
+        reason = f"global similarity {sim:.3f} < {config.min_global_similarity:.3f}"
+    elif reranked and best < config.min_score:
+        reason = f"MNN score {best:.0f} < {config.min_score}"
+    elif reranked and fraction < config.min_score_fraction:
+        reason = f"MNN score fraction {fraction:.3f} < {config.min_score_fraction:.3f}"
+    elif margin < config.min_margin:
+        reason = (
+            f"{what} margin ({config.margin_mode}) {margin:.3f} < {config.min_margin:.3f}: "
+            f"best place {ids[0]} scores {best:.4g}, distinct place {ids[d]} scores {distinct:.4g}"
+        )
+    if reason:
+        return Decision(False, 0.0, reason, fraction, margin, d)
+    full = config.confidence_full_fraction if reranked else 1.0
+    conf = confidence(fraction, best, distinct, full)
+    return Decision(True, conf, "", fraction, margin, d)

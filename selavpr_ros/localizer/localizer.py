@@ -1,0 +1,188 @@
+"""The ROS-free query pipeline: extract, global search, MNN re-rank, decide.
+
+Final order: re-ranked candidates by MNN count (descending), ties by global similarity
+(descending), then by place id (ascending), so the order is deterministic (the reference's
+numpy quicksort leaves ties in an arbitrary order); candidates beyond ``rerank_k`` follow in
+their global order with a NaN re-rank score.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from selavpr_ros.extractor import Extractor, Features
+from selavpr_ros.localizer.config import LocalizerConfig
+from selavpr_ros.localizer.decision import decide
+from selavpr_ros.map import Place, PlaceMap, check_extractor
+from selavpr_ros.matching import mnn_scores
+
+log = logging.getLogger(__name__)
+
+STAGES = ("extract", "search", "fetch", "rerank", "decide")
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One ranked map place (maps onto ``selavpr_msgs/PlaceCandidate``)."""
+
+    place_id: int
+    place_stamp_ns: int
+    position: tuple[float, float, float] | None
+    orientation: tuple[float, float, float, float] | None
+    global_similarity: float
+    rerank_score: float  # MNN count; NaN when not re-ranked
+    global_rank: int  # 0-based rank after the global search
+
+    @property
+    def has_pose(self) -> bool:
+        return self.position is not None and self.orientation is not None
+
+
+@dataclass(frozen=True)
+class LocalizationResult:
+    """The answer for one query (maps onto ``selavpr_msgs/PlaceRecognition``).
+
+    ``timings_ms`` holds the stages in order (extract, search, fetch = reading candidates'
+    local features from the map, rerank, decide); ``total_ms`` covers all of them.
+    ``score_fraction`` and ``margin`` are the raw statistics behind the decision.
+    """
+
+    map_id: str
+    map_frame: str
+    candidates: tuple[Candidate, ...]
+    accepted: bool
+    confidence: float
+    reject_reason: str
+    matched: Candidate | None
+    timings_ms: dict[str, float] = field(default_factory=dict)
+    total_ms: float = 0.0
+    query_feature_count: int = 0
+    score_fraction: float = 0.0
+    margin: float = 0.0
+
+    @property
+    def stages(self) -> list[tuple[str, float]]:
+        return list(self.timings_ms.items())
+
+
+class Localizer:
+    """Answers "which mapped place is this?" for images or precomputed features.
+
+    Raises:
+        MapFormatError: the map was built by another extractor or with other weights.
+    """
+
+    def __init__(
+        self,
+        place_map: PlaceMap,
+        extractor: Extractor,
+        config: LocalizerConfig | None = None,
+    ) -> None:
+        check_extractor(place_map.extractor_info, extractor.info, place_map.path)
+        self.place_map = place_map
+        self.extractor = extractor
+        self.config = config or LocalizerConfig()
+        self._rerank = place_map.extractor_info.rerank
+        place_map.load_index()  # load now rather than in the first query
+
+    def query(self, image: np.ndarray | Features) -> LocalizationResult:
+        """Localise one (H, W, 3) uint8 RGB image (or a batch-of-one :class:`Features`)."""
+        if isinstance(image, Features):
+            return self.query_features(image)
+        start = time.perf_counter()
+        features = self.extractor.extract([image])
+        return self.query_features(features, extract_ms=(time.perf_counter() - start) * 1e3)
+
+    def query_features(self, features: Features, extract_ms: float = 0.0) -> LocalizationResult:
+        """Localise from the features of one image (batch of one)."""
+        if len(features) != 1:
+            raise ValueError(f"query_features takes one image's features, got {len(features)}")
+        features.check_against(self.place_map.extractor_info)
+        cfg = self.config
+        timings = {"extract": extract_ms}
+        t0 = time.perf_counter()
+        found = self.place_map.search(features.global_desc, cfg.top_k)
+        keep = found.ids[0] >= 0
+        ids, sims = found.ids[0][keep], found.similarities[0][keep]
+        t1 = time.perf_counter()
+        timings["search"] = (t1 - t0) * 1e3
+
+        k = min(cfg.effective_rerank_k, len(ids))
+        mask = None if features.local_mask is None else features.local_mask[0]
+        n_query = int(mask.sum()) if mask is not None else features.local.shape[1]
+        scores = np.full(len(ids), np.nan)
+        if k > 0:
+            cands = self.place_map.features(ids[:k])
+            t2 = time.perf_counter()
+            timings["fetch"] = (t2 - t1) * 1e3
+            scores[:k] = mnn_scores(
+                features.local[0],
+                cands.local,
+                query_mask=mask,
+                candidate_mask=cands.local_mask,
+                match_filter=self._rerank.match_filter,
+                ratio=self._rerank.ratio,
+                min_similarity=self._rerank.min_similarity,
+                device=cfg.device,
+                precision=cfg.precision,
+                memory_budget=int(cfg.rerank_memory_mb * 2**20),
+            )
+            t1 = time.perf_counter()
+            timings["rerank"] = (t1 - t2) * 1e3
+        else:
+            timings["fetch"] = timings["rerank"] = 0.0
+
+        order = self._final_order(ids, sims, scores, k)
+        places = self.place_map.places(ids[order]) if len(order) else []
+        candidates = tuple(
+            _candidate(p, float(sims[i]), float(scores[i]), int(i))
+            for p, i in zip(places, order)
+        )
+        ranked = [float(scores[i]) if k else float(sims[i]) for i in order[: max(k, 1)]]
+        decision = decide(
+            ids=[c.place_id for c in candidates[: len(ranked)]],
+            scores=ranked,
+            global_similarities=[c.global_similarity for c in candidates],
+            positions=[c.position for c in candidates[: len(ranked)]],
+            query_feature_count=n_query,
+            config=cfg,
+            reranked=k > 0,
+        )
+        timings["decide"] = (time.perf_counter() - t1) * 1e3
+        return LocalizationResult(
+            map_id=self.place_map.map_id,
+            map_frame=self.place_map.map_frame,
+            candidates=candidates,
+            accepted=decision.accepted,
+            confidence=decision.confidence,
+            reject_reason=decision.reject_reason,
+            matched=candidates[0] if decision.accepted else None,
+            timings_ms=timings,
+            total_ms=float(sum(timings.values())),
+            query_feature_count=n_query,
+            score_fraction=decision.score_fraction,
+            margin=decision.margin,
+        )
+
+    @staticmethod
+    def _final_order(ids: np.ndarray, sims: np.ndarray, scores: np.ndarray, k: int) -> np.ndarray:
+        """Indices into the global ranking, in final order (see the module docstring)."""
+        head = np.lexsort((ids[:k], -sims[:k].astype(np.float64), -scores[:k]))
+        return np.concatenate([head, np.arange(k, len(ids))]).astype(np.int64)
+
+
+def _candidate(place: Place, sim: float, score: float, rank: int) -> Candidate:
+    return Candidate(
+        place_id=place.id,
+        place_stamp_ns=place.stamp_ns,
+        position=place.position,
+        orientation=place.orientation,
+        global_similarity=sim,
+        rerank_score=score if not math.isnan(score) else float("nan"),
+        global_rank=rank,
+    )
