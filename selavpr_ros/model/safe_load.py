@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import pickle
+import warnings
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
@@ -63,9 +64,21 @@ def allowed_global_names() -> set[str]:
     return {entry[1] for entry in allowed_numpy_globals() if isinstance(entry, tuple)}
 
 
+def _unpickler_detail(err: Exception) -> str:
+    """The specific part of torch's long weights-only error message."""
+    text = str(err)
+    marker = "WeightsUnpickler error:"
+    if marker in text:
+        text = text.split(marker, 1)[1].split("Check the documentation", 1)[0]
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    return lines[0] if lines else type(err).__name__
+
+
 def _refusal(path: Path, err: Exception) -> CheckpointError:
     """Name the globals that made the safe unpickler refuse the file."""
-    detail = ""
+    detail = _unpickler_detail(err)
+    if "global" not in detail.lower() and "can only build" not in detail.lower():
+        return CheckpointError(f"{path}: not a readable torch checkpoint ({detail})")
     try:
         unsafe = torch.serialization.get_unsafe_globals_in_checkpoint(str(path))
         extra = sorted(set(unsafe) - allowed_global_names())
@@ -73,10 +86,6 @@ def _refusal(path: Path, err: Exception) -> CheckpointError:
             detail = f"it needs non-allow-listed globals {extra}"
     except Exception:  # noqa: BLE001 - only used to improve the message
         pass
-    if not detail:
-        lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
-        hits = [ln for ln in lines if "global" in ln.lower() or "can only build" in ln.lower()]
-        detail = (hits or lines or [type(err).__name__])[0]
     return CheckpointError(
         f"{path}: refusing to load: {detail}. Only tensors, plain containers and numpy "
         "arrays/scalars are accepted (no arbitrary pickled objects)."
@@ -94,7 +103,8 @@ def torch_load_safe(path: str | Path) -> Any:
         raise CheckpointError(f"{path}: no such checkpoint file")
     is_zip = zipfile.is_zipfile(path)
     try:
-        with torch.serialization.safe_globals(allowed_numpy_globals()):
+        with torch.serialization.safe_globals(allowed_numpy_globals()), warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
             return torch.load(path, map_location="cpu", weights_only=True, mmap=is_zip)
     except pickle.UnpicklingError as err:
         raise _refusal(path, err) from err
