@@ -1,0 +1,190 @@
+"""MNN scores against the plain unchunked reference (bench/reference_mnn.py) and hand-made cases."""
+
+from __future__ import annotations
+
+import importlib.util
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from selavpr_ros.errors import ConfigError
+from selavpr_ros.matching import chunk_size_for_budget, mnn_scores
+
+ROOT = Path(__file__).resolve().parents[1]
+_spec = importlib.util.spec_from_file_location("reference_mnn", ROOT / "bench" / "reference_mnn.py")
+reference_mnn = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(reference_mnn)
+reference_mnn_scores = reference_mnn.reference_mnn_scores
+loop_mnn_scores = reference_mnn.loop_mnn_scores
+
+
+def unit(x: np.ndarray) -> np.ndarray:
+    return (x / np.linalg.norm(x, axis=-1, keepdims=True)).astype(np.float32)
+
+
+@pytest.mark.parametrize(
+    ("k", "lq", "lc", "c", "seed"),
+    [(1, 40, 40, 16, 0), (7, 100, 100, 32, 1), (12, 64, 81, 8, 2), (5, 150, 90, 64, 3)],
+)
+def test_random_features_match_reference(k: int, lq: int, lc: int, c: int, seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    q = unit(rng.standard_normal((lq, c)))
+    cands = unit(rng.standard_normal((k, lc, c)))
+    expected = reference_mnn_scores(q, cands)
+    assert np.array_equal(mnn_scores(q, cands), expected)
+    assert np.array_equal(mnn_scores(torch.from_numpy(q), torch.from_numpy(cands)), expected)
+
+
+def test_float16_candidates_match_reference() -> None:
+    rng = np.random.default_rng(4)
+    q = unit(rng.standard_normal((11, 11, 32)))
+    cands = unit(rng.standard_normal((6, 11, 11, 32))).astype(np.float16)
+    cands[2] = q.astype(np.float16)  # a near-copy of the query
+    expected = reference_mnn_scores(q, cands)
+    assert np.array_equal(mnn_scores(q, cands), expected)
+    assert expected[2] == 121  # distinct random features: every one finds itself
+
+
+def test_full_size_grid_matches_reference() -> None:
+    """Real SelaVPR shapes: 61x61x128, a few candidates (one of them the query itself)."""
+    rng = np.random.default_rng(5)
+    q = unit(rng.standard_normal((61, 61, 128)))
+    cands = unit(rng.standard_normal((3, 61, 61, 128))).astype(np.float16)
+    cands[1] = q.astype(np.float16)
+    expected = reference_mnn_scores(q, cands)
+    assert np.array_equal(mnn_scores(q, cands, chunk_size=2), expected)
+    assert expected[1] == 61 * 61
+
+
+def test_exact_ties_match_reference_and_loops() -> None:
+    """Small integer vectors make many exact ties; argmax must take the first index."""
+    rng = np.random.default_rng(6)
+    for _ in range(20):
+        q = rng.integers(-1, 2, size=(25, 4)).astype(np.float32)
+        cands = rng.integers(-1, 2, size=(6, 30, 4)).astype(np.float32)
+        expected = loop_mnn_scores(q, cands)
+        assert np.array_equal(reference_mnn_scores(q, cands), expected)
+        for chunk in (1, 4, 6):
+            assert np.array_equal(mnn_scores(q, cands, chunk_size=chunk), expected)
+
+
+def test_one_match_counts_one() -> None:
+    """Every candidate feature equals v; only query feature 2 equals v: exactly one MNN."""
+    v = np.array([1.0, 0.0, 0.0, 0.0], np.float32)
+    q = np.array([[0, 1, 0, 0], [0, 0, 1, 0], v, [0, 0, 0, 1], [0.6, 0.8, 0, 0]], np.float32)
+    cands = np.tile(v, (2, 7, 1))
+    # best candidate feature of every query feature is feature 0 (a tie, first index);
+    # feature 0's best query feature is 2, so only query feature 2 is mutual.
+    assert list(mnn_scores(q, cands)) == [1, 1]
+    assert list(reference_mnn_scores(q, cands, single_match_quirk=True)) == [0, 0]
+
+
+def test_identical_distinct_features_all_match() -> None:
+    eye = np.eye(9, dtype=np.float32)
+    assert list(mnn_scores(eye, eye[None])) == [9]
+    # a permutation of the same features: still all mutual
+    assert list(mnn_scores(eye, eye[None, ::-1])) == [9]
+
+
+def test_chunk_size_and_budget_do_not_change_counts() -> None:
+    rng = np.random.default_rng(7)
+    q = unit(rng.standard_normal((60, 16)))
+    cands = unit(rng.standard_normal((9, 70, 16)))
+    expected = mnn_scores(q, cands, chunk_size=9)
+    for chunk in (1, 2, 5, 8, 100):
+        assert np.array_equal(mnn_scores(q, cands, chunk_size=chunk), expected)
+    for budget in (1, 60 * 70 * 4 * 3, 10**9):
+        assert np.array_equal(mnn_scores(q, cands, memory_budget=budget), expected)
+
+
+def test_chunk_size_for_budget_bounds_the_similarity_tensor() -> None:
+    lq = lc = 3721
+    budget = 256 * 2**20
+    chunk = chunk_size_for_budget(lq, lc, 128, budget)
+    assert chunk >= 1
+    assert chunk * lq * lc * 4 <= budget  # the similarity tensors of one chunk fit
+    assert chunk_size_for_budget(lq, lc, 128, 1) == 1
+
+
+def test_masks_equal_matching_only_the_valid_features() -> None:
+    rng = np.random.default_rng(8)
+    q = unit(rng.standard_normal((50, 16)))
+    cands = unit(rng.standard_normal((5, 40, 16)))
+    q_mask = rng.random(50) < 0.7
+    c_mask = rng.random((5, 40)) < 0.6
+    c_mask[3] = False  # a candidate without any valid feature
+    got = mnn_scores(q, cands, query_mask=q_mask, candidate_mask=c_mask)
+    expected = [
+        0 if not c_mask[n].any() else reference_mnn_scores(q[q_mask], cands[n][c_mask[n]][None])[0]
+        for n in range(5)
+    ]
+    assert list(got) == expected
+    assert got[3] == 0
+
+
+def _numpy_mutual_pairs(q: np.ndarray, c: np.ndarray) -> list[tuple[int, int, np.ndarray]]:
+    sim = c.astype(np.float64) @ q.T.astype(np.float64)
+    pairs = []
+    for j in range(q.shape[0]):
+        i = int(np.argmax(sim[:, j]))
+        if int(np.argmax(sim[i])) == j:
+            pairs.append((i, j, sim[:, j]))
+    return pairs
+
+
+def test_min_similarity_filter() -> None:
+    rng = np.random.default_rng(9)
+    q = unit(rng.standard_normal((40, 8)))
+    cands = unit(rng.standard_normal((4, 45, 8)))
+    got = mnn_scores(q, cands, match_filter="min_similarity", min_similarity=0.8)
+    expected = [
+        sum(1 for i, _, col in _numpy_mutual_pairs(q, c) if col[i] >= 0.8) for c in cands
+    ]
+    assert list(got) == expected
+    assert sum(expected) < sum(mnn_scores(q, cands))  # the filter removed something
+
+
+def test_ratio_filter() -> None:
+    rng = np.random.default_rng(10)
+    q = unit(rng.standard_normal((40, 8)))
+    cands = unit(rng.standard_normal((4, 45, 8)))
+    got = mnn_scores(q, cands, match_filter="ratio", ratio=0.8)
+
+    def keep(col: np.ndarray) -> bool:
+        s1, s2 = np.sort(col)[::-1][:2]
+        return np.sqrt(max(0.0, 2 - 2 * s1)) < 0.8 * np.sqrt(max(0.0, 2 - 2 * s2))
+
+    expected = [sum(1 for _, _, col in _numpy_mutual_pairs(q, c) if keep(col)) for c in cands]
+    assert list(got) == expected
+    assert 0 < sum(expected) < sum(mnn_scores(q, cands))
+
+
+def test_bad_inputs_are_refused() -> None:
+    q = np.zeros((4, 8), np.float32)
+    with pytest.raises(ValueError, match="channels"):
+        mnn_scores(q, np.zeros((2, 4, 7), np.float32))
+    with pytest.raises(ConfigError, match="fp16"):
+        mnn_scores(q, np.zeros((2, 4, 8), np.float32), precision="fp16")
+    with pytest.raises(ConfigError, match="match_filter"):
+        mnn_scores(q, np.zeros((2, 4, 8), np.float32), match_filter="sometimes")
+    assert mnn_scores(q, np.zeros((0, 4, 8), np.float32)).shape == (0,)
+
+
+def test_matching_does_not_import_faiss() -> None:
+    code = "import sys, selavpr_ros.matching; assert 'faiss' not in sys.modules, 'faiss'"
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_matches_reference() -> None:
+    rng = np.random.default_rng(11)
+    q = unit(rng.standard_normal((61 * 61, 128)))
+    cands = unit(rng.standard_normal((4, 61 * 61, 128))).astype(np.float16)
+    expected = reference_mnn_scores(q, cands, device="cuda")  # same device, same matmul
+    assert np.array_equal(mnn_scores(q, cands, device="cuda"), expected)
+    half = mnn_scores(q, cands, device="cuda", precision="fp16")
+    assert np.all(np.abs(half - expected) <= 0.02 * expected)
