@@ -1,0 +1,221 @@
+"""Localizer: final order, decision rules, confidence, timings, and a real SelaVPR round trip."""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from selavpr_ros.errors import ConfigError, MapFormatError
+from selavpr_ros.extractor import Extractor, ExtractorInfo, Features
+from selavpr_ros.localizer import Localizer, LocalizerConfig, confidence, decide
+from selavpr_ros.map import PlaceInfo, PlaceMap
+
+ROOT = Path(__file__).resolve().parents[1]
+_spec = importlib.util.spec_from_file_location("reference_mnn", ROOT / "bench" / "reference_mnn.py")
+reference_mnn = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(reference_mnn)
+
+D, L, C = 32, 16, 8
+
+
+class FeatureOnlyExtractor(Extractor):
+    """Identity only: these tests pass precomputed features to ``query_features``."""
+
+    def __init__(self, fingerprint: str = "w") -> None:
+        self._info = ExtractorInfo("synthetic", fingerprint, D, L, C)
+
+    @property
+    def info(self) -> ExtractorInfo:
+        return self._info
+
+    def extract(self, images: Sequence[np.ndarray]) -> Features:
+        raise NotImplementedError
+
+
+def unit(x: np.ndarray) -> np.ndarray:
+    return (x / np.linalg.norm(x, axis=-1, keepdims=True)).astype(np.float32)
+
+
+def with_similarity(query: np.ndarray, sim: float, seed: int) -> np.ndarray:
+    """A unit vector whose cosine with the unit vector ``query`` is ``sim``."""
+    r = np.random.default_rng([7, seed]).standard_normal(D)
+    r -= (r @ query) * query
+    r /= np.linalg.norm(r)
+    return (sim * query + math.sqrt(1 - sim**2) * r).astype(np.float32)
+
+
+@pytest.fixture()
+def scene(tmp_path: Path) -> tuple[PlaceMap, Features, np.ndarray]:
+    """Seven places with crafted ties in MNN count and in global similarity."""
+    rng = np.random.default_rng(0)
+    q_global = unit(rng.standard_normal(D))
+    q_local = unit(rng.standard_normal((L, C)))
+    half = q_local.copy()
+    half[8:] = unit(rng.standard_normal((8, C)))
+    locals_ = [q_local, q_local, half, half, unit(rng.standard_normal((L, C))), half,
+               unit(rng.standard_normal((L, C)))]
+    sims = [0.5, 0.9, 0.7, 0.7, 0.95, 0.3, 0.2]
+    globals_ = [with_similarity(q_global, s, seed=i) for i, s in enumerate(sims)]
+    globals_[3] = globals_[2]  # places 2 and 3: same count and same similarity
+    pm = PlaceMap.create(tmp_path / "scene", FeatureOnlyExtractor(), local_dtype="float32")
+    places = [PlaceInfo(stamp_ns=i, position=(40.0 * i, 0.0, 0.0), orientation=(0, 0, 0, 1))
+              for i in range(7)]
+    pm.append(Features(np.stack(globals_), np.stack(locals_)), places)
+    query = Features(q_global[None], q_local[None])
+    counts = reference_mnn.reference_mnn_scores(q_local, np.stack(locals_))
+    return pm, query, counts
+
+
+def test_final_order_counts_then_similarity_then_id(scene) -> None:
+    pm, query, counts = scene
+    result = Localizer(pm, FeatureOnlyExtractor(), LocalizerConfig(top_k=7)).query(query)
+    sims = {c.place_id: c.global_similarity for c in result.candidates}
+    expected = sorted(range(7), key=lambda i: (-counts[i], -sims[i], i))
+    assert [c.place_id for c in result.candidates] == expected
+    assert expected[:2] == [1, 0]  # equal counts (16): higher similarity first
+    assert expected.index(2) + 1 == expected.index(3)  # equal count and similarity: id order
+    assert [c.rerank_score for c in result.candidates] == [float(counts[i]) for i in expected]
+    # global ranks: a permutation in decreasing similarity (faiss orders the 2/3 tie itself)
+    by_rank = sorted(result.candidates, key=lambda c: c.global_rank)
+    assert [c.global_rank for c in by_rank] == list(range(7))
+    assert [c.global_similarity for c in by_rank] == sorted(sims.values(), reverse=True)
+    # places 1 and 0 (40 m apart) both match every feature: ambiguous, so rejected
+    assert not result.accepted and result.matched is None
+    assert "distinct place 0 scores 16" in result.reject_reason
+    lenient = Localizer(pm, FeatureOnlyExtractor(), LocalizerConfig(top_k=7, min_margin=1.0))
+    result = lenient.query(query)
+    assert result.accepted and result.matched.place_id == 1
+    assert result.matched.position == (40.0, 0.0, 0.0) and result.matched.has_pose
+    assert result.map_id == pm.map_id and result.map_frame == "map"
+    assert list(result.timings_ms) == ["extract", "search", "fetch", "rerank", "decide"]
+    assert all(v >= 0 for v in result.timings_ms.values())
+    assert result.total_ms == pytest.approx(sum(result.timings_ms.values()))
+
+
+def test_partial_rerank_keeps_global_order_for_the_rest(scene) -> None:
+    pm, query, counts = scene
+    result = Localizer(pm, FeatureOnlyExtractor(), LocalizerConfig(top_k=6, rerank_k=3)).query(
+        query)
+    ranks = [c.global_rank for c in result.candidates]
+    head, tail = result.candidates[:3], result.candidates[3:]
+    assert sorted(ranks[:3]) == [0, 1, 2] and ranks[3:] == [3, 4, 5]
+    assert all(math.isnan(c.rerank_score) for c in tail)
+    assert [c.rerank_score for c in head] == sorted(
+        (float(counts[c.place_id]) for c in head), reverse=True)
+    no_rerank = Localizer(pm, FeatureOnlyExtractor(), LocalizerConfig(top_k=7, rerank_k=0))
+    result = no_rerank.query(query)
+    assert [c.place_id for c in result.candidates][:2] == [4, 1]  # similarity 0.95, 0.9
+    assert result.timings_ms["rerank"] == 0.0
+
+
+def test_extractor_mismatch_is_refused(scene) -> None:
+    pm, _, _ = scene
+    with pytest.raises(MapFormatError, match="fingerprint"):
+        Localizer(pm, FeatureOnlyExtractor(fingerprint="other"))
+
+
+def test_empty_map_is_rejected(tmp_path: Path) -> None:
+    pm = PlaceMap.create(tmp_path / "empty", FeatureOnlyExtractor())
+    q = Features(unit(np.ones((1, D))), unit(np.ones((1, L, C))))
+    result = Localizer(pm, FeatureOnlyExtractor()).query(q)
+    assert not result.accepted and result.candidates == () and "empty" in result.reject_reason
+    assert result.confidence == 0.0 and result.matched is None
+
+
+# ------------------------------------------------------------------ decision rules, by hand
+IDS = [10, 11, 40]
+SCORES = [100.0, 95.0, 50.0]
+SIMS = [0.8, 0.7, 0.6]
+
+
+def test_margin_uses_the_best_distinct_place() -> None:
+    cfg = LocalizerConfig()  # ratio 1.1 at 25 m
+    near = [(0.0, 0.0, 0.0), (5.0, 0.0, 0.0), (100.0, 0.0, 0.0)]
+    d = decide(IDS, SCORES, SIMS, near, 400, cfg, reranked=True)
+    # place 11 is 5 m away (the same place); place 40 is the distinct one: 100 / 50 = 2
+    assert d.accepted and d.distinct_index == 2 and d.margin == 2.0
+    assert d.score_fraction == 0.25
+    assert d.confidence == pytest.approx(1.0 * (1 - 50 / 100))
+    far = [(0.0, 0.0, 0.0), (30.0, 0.0, 0.0), (100.0, 0.0, 0.0)]
+    d = decide(IDS, SCORES, SIMS, far, 400, cfg, reranked=True)
+    assert not d.accepted and d.distinct_index == 1 and d.confidence == 0.0
+    assert "margin (ratio) 1.053 < 1.100" in d.reject_reason and "place 11" in d.reject_reason
+    # without positions, ids 10 apart are distinct: 11 is not, 40 is
+    d = decide(IDS, SCORES, SIMS, [None] * 3, 400, cfg, reranked=True)
+    assert d.accepted and d.distinct_index == 2
+    # no distinct candidate at all: unlimited margin
+    d = decide(IDS[:2], SCORES[:2], SIMS[:2], near[:2], 400, cfg, reranked=True)
+    assert d.accepted and d.margin == math.inf and d.confidence == 1.0
+
+
+@pytest.mark.parametrize(
+    ("changes", "reason"),
+    [
+        ({"min_score": 101}, "MNN score 100 < 101"),
+        ({"min_score_fraction": 0.3}, "MNN score fraction 0.250 < 0.300"),
+        ({"min_global_similarity": 0.85}, "global similarity 0.800 < 0.850"),
+        ({"margin_mode": "difference", "min_margin": 51.0}, "margin (difference) 50.000"),
+    ],
+)
+def test_each_rule_rejects(changes: dict, reason: str) -> None:
+    positions = [(0.0, 0.0, 0.0), (5.0, 0.0, 0.0), (100.0, 0.0, 0.0)]
+    d = decide(IDS, SCORES, SIMS, positions, 400, LocalizerConfig(**changes), reranked=True)
+    assert not d.accepted and reason in d.reject_reason
+    relaxed = {k: v for k, v in changes.items() if k == "margin_mode"}
+    assert decide(IDS, SCORES, SIMS, positions, 400, LocalizerConfig(**relaxed),
+                  reranked=True).accepted
+
+
+def test_confidence_is_bounded_and_monotone() -> None:
+    values = [confidence(f, b, s, 0.25) for f, b, s in
+              [(0.05, 100, 90), (0.1, 200, 90), (0.2, 400, 90), (0.3, 600, 90), (0.3, 600, 10)]]
+    assert all(0.0 <= v <= 1.0 for v in values)
+    assert values == sorted(values) and values[0] < values[-1]
+    assert confidence(0.5, 100, None, 0.25) == 1.0
+    assert confidence(0.0, 0, None, 0.25) == 0.0
+
+
+def test_config_validation() -> None:
+    for bad in ({"top_k": 0}, {"rerank_k": 200}, {"precision": "fp16"}, {"min_margin": -1.0},
+                {"margin_mode": "sometimes"}, {"min_score_fraction": 2.0},
+                {"rerank_k": 0, "min_score": 5}, {"confidence_full_fraction": 0.0}):
+        with pytest.raises(ConfigError):
+            LocalizerConfig(**bad)
+    assert LocalizerConfig().effective_rerank_k == 100
+
+
+# ------------------------------------------------------------------ with a real SelaVPR model
+def synthetic_image(seed: int) -> np.ndarray:
+    """A blocky colour pattern with noise, 120x160 RGB."""
+    rng = np.random.default_rng(seed)
+    blocks = np.kron(rng.integers(0, 256, (6, 8, 3)).astype(np.float32), np.ones((20, 20, 1)))
+    return np.clip(blocks + rng.normal(0, 20, blocks.shape), 0, 255).astype(np.uint8)
+
+
+def test_image_in_the_map_is_found_first_and_accepted(tmp_path: Path) -> None:
+    from selavpr_ros.extractors.selavpr import SelaVPRExtractor
+    from selavpr_ros.model import SelaVPR, SelaVPRConfig
+
+    torch.manual_seed(0)
+    extractor = SelaVPRExtractor(SelaVPR(SelaVPRConfig(backbone="vits14", depth=2)).eval())
+    images = [synthetic_image(i) for i in range(5)]
+    pm = PlaceMap.create(tmp_path / "selavpr", extractor)
+    poses = [((30.0 * i, 1.0, 0.0), (0.0, 0.0, 0.1 * i, math.sqrt(1 - 0.01 * i * i)))
+             for i in range(5)]
+    pm.append(extractor.extract(images),
+              [PlaceInfo(stamp_ns=i, position=p, orientation=o) for i, (p, o) in
+               enumerate(poses)])
+    localizer = Localizer(pm, extractor, LocalizerConfig(top_k=5))
+    result = localizer.query(images[3])
+    assert result.candidates[0].place_id == 3 and result.accepted
+    assert result.matched.position == poses[3][0]
+    assert result.matched.orientation == pytest.approx(poses[3][1])
+    assert result.candidates[0].rerank_score == 61 * 61  # the image matches itself everywhere
+    assert 0.0 < result.confidence <= 1.0 and result.reject_reason == ""
+    assert result.timings_ms["extract"] > 0
