@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import statistics
 import sys
 import time
 from collections.abc import Callable
@@ -54,38 +55,62 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def time_once(
+    forward: Callable[[torch.Tensor], object], x: torch.Tensor, device: torch.device
+) -> tuple[float, float | None]:
+    """One timed forward -> (seconds, peak memory MiB during it)."""
+    _sync(device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    _reset_rss_peak()
+    start = time.perf_counter()
+    forward(x)
+    _sync(device)
+    elapsed = time.perf_counter() - start
+    if device.type == "cuda":
+        return elapsed, torch.cuda.max_memory_allocated(device) / 2**20
+    return elapsed, _rss_peak_mib()
+
+
 def measure(
-    forward: Callable[[torch.Tensor], object],
+    impls: dict[str, Callable[[torch.Tensor], object]],
     x: torch.Tensor,
     device: torch.device,
     precision: str,
     warmup: int,
     iters: int,
-) -> dict[str, float | None]:
+) -> list[dict[str, float | int | str | None]]:
+    """Time the implementations interleaved (A B A B ...), so load from other processes hits
+    both alike; throughput uses the median time per batch."""
     dtype = PRECISIONS[precision]
-    autocast = torch.autocast(device.type, dtype=dtype, enabled=dtype is not None)
-    with torch.inference_mode(), autocast:
-        for _ in range(warmup):
-            forward(x)
-        _sync(device)
-        if device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(device)
-        _reset_rss_peak()
-        start = time.perf_counter()
+    times: dict[str, list[float]] = {name: [] for name in impls}
+    peaks: dict[str, list[float]] = {name: [] for name in impls}
+    with torch.inference_mode(), torch.autocast(
+        device.type, dtype=dtype, enabled=dtype is not None
+    ):
+        for forward in impls.values():
+            for _ in range(warmup):
+                forward(x)
         for _ in range(iters):
-            forward(x)
-        _sync(device)
-        elapsed = time.perf_counter() - start
-    peak = (
-        torch.cuda.max_memory_allocated(device) / 2**20
-        if device.type == "cuda"
-        else _rss_peak_mib()
-    )
-    return {
-        "images_per_s": x.shape[0] * iters / elapsed,
-        "ms_per_batch": 1000 * elapsed / iters,
-        "peak_mib": peak,
-    }
+            for name, forward in impls.items():
+                elapsed, peak = time_once(forward, x, device)
+                times[name].append(elapsed)
+                if peak is not None:
+                    peaks[name].append(peak)
+    rows = []
+    for name in impls:
+        median = statistics.median(times[name])
+        rows.append(
+            {
+                "impl": name,
+                "batch": int(x.shape[0]),
+                "images_per_s": x.shape[0] / median,
+                "ms_per_batch": 1000 * median,
+                "ms_min": 1000 * min(times[name]),
+                "peak_mib": max(peaks[name]) if peaks[name] else None,
+            }
+        )
+    return rows
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -93,7 +118,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     parser.add_argument("--precision", choices=sorted(PRECISIONS), default="fp32")
     parser.add_argument("--batch", type=int, nargs="+", default=[1, 8])
-    parser.add_argument("--iters", type=int, default=2, help="timed iterations per batch size")
+    parser.add_argument(
+        "--iters", type=int, default=3, help="timed forwards per implementation and batch size"
+    )
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--backbone", default="vitl14")
     parser.add_argument("--depth", type=int, default=None, help="fewer blocks (quick runs)")
@@ -129,18 +156,16 @@ def main(argv: list[str] | None = None) -> int:
         + (f" | {gpu}" if gpu else f" | {platform.processor() or platform.machine()}")
     )
     header = f"{'impl':<10} {'batch':>5} {'img/s':>9} {'ms/batch':>10} {'peak MiB':>10}"
-    print(header)
+    print(header + "   (median of --iters)")
     print("-" * len(header))
     results = []
     for batch in args.batch:
         x = torch.randn(batch, 3, args.image_size, args.image_size, device=device)
-        for name, forward in impls.items():
-            row = measure(forward, x, device, args.precision, args.warmup, args.iters)
-            row.update(impl=name, batch=batch)
+        for row in measure(impls, x, device, args.precision, args.warmup, args.iters):
             results.append(row)
             peak = f"{row['peak_mib']:.0f}" if row["peak_mib"] is not None else "n/a"
             print(
-                f"{name:<10} {batch:>5} {row['images_per_s']:>9.2f} "
+                f"{row['impl']:<10} {batch:>5} {row['images_per_s']:>9.2f} "
                 f"{row['ms_per_batch']:>10.1f} {peak:>10}"
             )
     ratios = {}

@@ -8,9 +8,7 @@ unpickling and is memory-mapped.
 from __future__ import annotations
 
 import argparse
-import logging
 
-LOG = logging.getLogger(__name__)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]

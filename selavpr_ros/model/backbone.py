@@ -117,7 +117,9 @@ class DinoV2Backbone(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, _, h, w = x.shape
         if h % self.patch_size or w % self.patch_size:
-            raise ValueError(f"input {h}x{w} is not a multiple of the patch size {self.patch_size}")
+            raise ValueError(
+                f"input {h}x{w} is not a multiple of the patch size {self.patch_size}"
+            )
         grid = (h // self.patch_size, w // self.patch_size)
         x = self.patch_embed(x)
         # The token stream stays in the parameters' dtype (fp32 under autocast), as in DINOv2

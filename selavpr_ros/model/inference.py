@@ -7,7 +7,6 @@ the backbone's matmuls in half precision; the heads' normalisations and GeM stay
 
 from __future__ import annotations
 
-import logging
 
 import torch
 
@@ -15,7 +14,6 @@ from selavpr_ros.errors import ConfigError
 from selavpr_ros.model.network import SelaVPR
 from selavpr_ros.model.preprocess import ImageBatch, preprocess
 
-LOG = logging.getLogger(__name__)
 
 PRECISIONS: dict[str, torch.dtype | None] = {
     "fp32": None,

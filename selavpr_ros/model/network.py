@@ -6,7 +6,6 @@
 
 from __future__ import annotations
 
-import logging
 
 import torch
 import torch.nn.functional as F
@@ -16,7 +15,6 @@ from selavpr_ros.model.backbone import DinoV2Backbone
 from selavpr_ros.model.config import LOCAL_DIM, LOCAL_HIDDEN_DIM, SelaVPRConfig
 from selavpr_ros.model.heads import LocalAdapt, build_aggregation
 
-LOG = logging.getLogger(__name__)
 
 RANDOM_INIT = "random-init"
 

@@ -23,7 +23,9 @@ ImageBatch = np.ndarray | torch.Tensor | Sequence[np.ndarray | torch.Tensor]
 
 
 def _as_hwc_uint8(image: np.ndarray | torch.Tensor, index: int) -> torch.Tensor:
-    tensor = torch.from_numpy(np.ascontiguousarray(image)) if isinstance(image, np.ndarray) else image
+    tensor = image
+    if isinstance(image, np.ndarray):
+        tensor = torch.from_numpy(np.ascontiguousarray(image))
     if tensor.dtype != torch.uint8 or tensor.dim() != 3 or tensor.shape[-1] != 3:
         raise ImageDecodeError(
             f"image {index}: expected uint8 RGB of shape (H, W, 3), got {tensor.dtype} "

@@ -10,7 +10,6 @@ Anything else is refused with the offending global named.
 
 from __future__ import annotations
 
-import logging
 import pickle
 import warnings
 import zipfile
@@ -23,7 +22,6 @@ import torch
 
 from selavpr_ros.errors import CheckpointError
 
-LOG = logging.getLogger(__name__)
 
 # Plain numeric dtypes only: object, string, void and datetime dtypes are left out.
 _NUMERIC_DTYPE_CLASSES = (
