@@ -112,6 +112,21 @@ def test_partial_rerank_keeps_global_order_for_the_rest(scene) -> None:
     result = no_rerank.query(query)
     assert [c.place_id for c in result.candidates][:2] == [4, 1]  # similarity 0.95, 0.9
     assert result.timings_ms["rerank"] == 0.0
+    # without re-ranking the margin compares similarities: 0.95 / 0.9 (place 1 is 120 m away)
+    assert result.margin == pytest.approx(
+        result.candidates[0].global_similarity / result.candidates[1].global_similarity)
+    assert not result.accepted and "global similarity margin" in result.reject_reason
+
+
+def test_queries_from_another_thread(scene) -> None:
+    """ROS executors call from worker threads: the map's SQLite connection must allow it."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    pm, query, _ = scene
+    localizer = Localizer(pm, FeatureOnlyExtractor(), LocalizerConfig(top_k=7))
+    with ThreadPoolExecutor(2) as pool:
+        results = list(pool.map(lambda _: localizer.query(query), range(4)))
+    assert len({tuple(c.place_id for c in r.candidates) for r in results}) == 1
 
 
 def test_extractor_mismatch_is_refused(scene) -> None:

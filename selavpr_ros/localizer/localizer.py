@@ -143,7 +143,8 @@ class Localizer:
             _candidate(p, float(sims[i]), float(scores[i]), int(i))
             for p, i in zip(places, order)
         )
-        ranked = [float(scores[i]) if k else float(sims[i]) for i in order[: max(k, 1)]]
+        # the decision looks at the re-ranked candidates (all of them without re-ranking)
+        ranked = [float(scores[i]) for i in order[:k]] if k else [float(sims[i]) for i in order]
         decision = decide(
             ids=[c.place_id for c in candidates[: len(ranked)]],
             scores=ranked,

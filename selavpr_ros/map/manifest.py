@@ -10,7 +10,7 @@ and sha256 of every data file.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -82,7 +82,6 @@ class Manifest:
     index: dict[str, Any]  # {"spec": IndexSpec dict, "file": FileEntry dict or None}
     segments: tuple[Segment, ...] = ()
     format_version: int = FORMAT_VERSION
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def index_file(self) -> FileEntry | None:
@@ -122,11 +121,7 @@ class Manifest:
             "metadata": {"file": METADATA_NAME},
             "segments": [s.to_dict() for s in self.segments],
             "files": self.data_files(),
-            **self.extra,
         }
-
-    def with_commit(self, **changes: Any) -> Manifest:
-        return replace(self, **changes)
 
 
 def manifest_path(directory: Path) -> Path:

@@ -12,6 +12,7 @@ import json
 import math
 import os
 import sqlite3
+import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -116,7 +117,11 @@ def rows_digest(rows: Iterable[Sequence[object]]) -> str:
 
 
 class MetadataStore:
-    """The ``places`` table of a map; ``count`` bounds what readers see."""
+    """The ``places`` table of a map; ``count`` bounds what readers see.
+
+    The connection may be used from any thread (ROS executors call from worker threads); a lock
+    serialises access to it.
+    """
 
     def __init__(self, path: Path, count: int, *, writable: bool) -> None:
         self.path = Path(path)
@@ -127,7 +132,10 @@ class MetadataStore:
         # a read-only file system is opened read-only (it cannot hold such a journal).
         mode = "rw" if writable or os.access(self.path.parent, os.W_OK) else "ro"
         try:
-            self._db = sqlite3.connect(f"file:{self.path}?mode={mode}", uri=True)
+            self._lock = threading.Lock()
+            self._db = sqlite3.connect(
+                f"file:{self.path}?mode={mode}", uri=True, check_same_thread=False
+            )
             self._db.execute("PRAGMA synchronous=FULL")
             version = self._db.execute(
                 "SELECT value FROM schema WHERE key='version'"
@@ -160,11 +168,12 @@ class MetadataStore:
             db.close()
 
     def close(self) -> None:
-        self._db.close()
+        with self._lock:
+            self._db.close()
 
     def drop_uncommitted(self) -> int:
         """Delete rows left by an append that never committed its manifest."""
-        with self._db:
+        with self._lock, self._db:
             cur = self._db.execute("DELETE FROM places WHERE id >= ?", (self.count,))
         return cur.rowcount
 
@@ -174,7 +183,7 @@ class MetadataStore:
         ``count`` is not advanced here: the caller does that after the manifest is committed.
         """
         rows = [_row(self.count + i, p) for i, p in enumerate(places)]
-        with self._db:
+        with self._lock, self._db:
             self._db.execute("DELETE FROM places WHERE id >= ?", (self.count,))
             self._db.executemany(
                 f"INSERT INTO places ({_COLUMNS}) VALUES ({', '.join('?' * 15)})", rows
@@ -191,12 +200,16 @@ class MetadataStore:
         for start in range(0, len(ids), 500):
             part = ids[start : start + 500]
             query = f"SELECT {_COLUMNS} FROM places WHERE id IN ({', '.join('?' * len(part))})"
-            for row in self._db.execute(query, part):
+            with self._lock:
+                rows = self._db.execute(query, part).fetchall()
+            for row in rows:
                 found[int(row[0])] = _place(row)
         return [found[i] for i in ids]
 
     def digest(self, start: int, stop: int) -> str:
-        cur = self._db.execute(
-            f"SELECT {_COLUMNS} FROM places WHERE id >= ? AND id < ? ORDER BY id", (start, stop)
-        )
-        return rows_digest(cur)
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT {_COLUMNS} FROM places WHERE id >= ? AND id < ? ORDER BY id",
+                (start, stop),
+            ).fetchall()
+        return rows_digest(rows)

@@ -93,14 +93,14 @@ def _now() -> str:
 class PlaceMap:
     """A place map directory; see the module docstring for the layout and the guarantees."""
 
-    def __init__(self, path: Path, manifest: Manifest, *, writable: bool) -> None:
+    def __init__(self, path: Path, manifest: Manifest, *, lock: WriteLock | None) -> None:
+        """Use :meth:`create` or :meth:`open`; a map is writable when it holds the lock."""
         self.path = Path(path)
-        self.writable = writable
+        self.writable = lock is not None
+        writable = self.writable
         self._manifest = manifest
-        self._lock: WriteLock | None = None
-        if writable:
-            self._lock = WriteLock(self.path)
-            self._lock.acquire()
+        self._lock = lock
+        self._metadata: MetadataStore | None = None
         try:
             self._metadata = MetadataStore(
                 self.path / METADATA_NAME, manifest.count, writable=writable
@@ -134,6 +134,8 @@ class PlaceMap:
         if local_dtype not in ("float16", "float32"):
             raise MapFormatError(f"local_dtype must be float16 or float32, got {local_dtype!r}")
         path.mkdir(parents=True, exist_ok=True)
+        lock = WriteLock(path)
+        lock.acquire()
         MetadataStore.create(path / METADATA_NAME)
         now = _now()
         manifest = Manifest(
@@ -150,7 +152,7 @@ class PlaceMap:
         fsync_dir(path)
         write_manifest(path, manifest)
         log.info("created place map %s (%s)", path, info.describe())
-        return cls(path, manifest, writable=True)
+        return cls(path, manifest, lock=lock)
 
     @classmethod
     def open(
@@ -172,7 +174,18 @@ class PlaceMap:
         if extractor is not None:
             info = extractor.info if isinstance(extractor, Extractor) else extractor
             check_extractor(manifest.extractor, info, path)
-        place_map = cls(path, manifest, writable=writable)
+        lock = None
+        if writable:
+            # Lock first, then read the manifest again: a writer that committed in between
+            # must not have its new files taken for garbage.
+            lock = WriteLock(path)
+            lock.acquire()
+            try:
+                manifest = read_manifest(path)
+            except BaseException:
+                lock.release()
+                raise
+        place_map = cls(path, manifest, lock=lock)
         try:
             if verify:
                 place_map.validate()
@@ -184,9 +197,9 @@ class PlaceMap:
         return place_map
 
     def close(self) -> None:
-        if getattr(self, "_metadata", None) is not None:
+        if self._metadata is not None:
             self._metadata.close()
-            self._metadata = None  # type: ignore[assignment]
+            self._metadata = None
         self._index = self._search_index = None
         if self._lock is not None:
             self._lock.release()
@@ -204,6 +217,12 @@ class PlaceMap:
         self.close()
 
     # ---------------------------------------------------------------- properties
+    @property
+    def _store(self) -> MetadataStore:
+        if self._metadata is None:
+            raise MapFormatError(f"map {self.path} is closed")
+        return self._metadata
+
     @property
     def manifest(self) -> Manifest:
         return self._manifest
@@ -307,10 +326,10 @@ class PlaceMap:
         return self._arrays["global"].all()
 
     def places(self, ids: Sequence[int] | np.ndarray) -> list[Place]:
-        return self._metadata.get([int(i) for i in ids])
+        return self._store.get([int(i) for i in ids])
 
     def place(self, place_id: int) -> Place:
-        return self._metadata.get([place_id])[0]
+        return self._store.get([place_id])[0]
 
     # ---------------------------------------------------------------- validation
     def validate(self) -> None:
@@ -328,7 +347,7 @@ class PlaceMap:
                     f"{entry.sha256[:16]}...): the file is damaged"
                 )
         for seg in m.segments:
-            if self._metadata.digest(seg.start, seg.start + seg.rows) != seg.rows_sha256:
+            if self._store.digest(seg.start, seg.start + seg.rows) != seg.rows_sha256:
                 raise MapFormatError(
                     f"{self.path / METADATA_NAME}: rows {seg.start}..{seg.start + seg.rows - 1}"
                     " do not match the manifest's checksum: the metadata was changed or damaged"
@@ -351,7 +370,7 @@ class PlaceMap:
             if (stale or _DATA_FILE.match(child.name)) and child.name not in keep:
                 log.info("removing %s, left by an unfinished commit", child)
                 child.unlink()
-        dropped = self._metadata.drop_uncommitted()
+        dropped = self._store.drop_uncommitted()
         if dropped:
             log.info("removed %d metadata rows of an unfinished commit", dropped)
 
@@ -386,7 +405,7 @@ class PlaceMap:
         }
         index, spec = self._extended_index(features.global_desc)
         index_entry = self._write_index(index, generation)
-        rows_sha = self._metadata.insert(places)
+        rows_sha = self._store.insert(places)
         segment = Segment(self.count, len(places), files, rows_sha)
         manifest = replace(
             self._manifest,
@@ -440,7 +459,7 @@ class PlaceMap:
         fsync_dir(self.path)
         write_manifest(self.path, manifest)
         self._manifest = manifest
-        self._metadata.count = manifest.count
+        self._store.count = manifest.count
         self._index = index
         self._search_index = None
         if index is not None:

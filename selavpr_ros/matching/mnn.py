@@ -108,7 +108,7 @@ def mnn_scores(
     dtype = torch.float16 if precision == "fp16" else torch.float32
 
     _, channels = _flatten_query(query)
-    if candidates.ndim != query.ndim + 1 and candidates.ndim not in (3, 4):
+    if candidates.ndim not in (3, 4):
         raise ValueError(f"candidates must be (K, L, C) or (K, H, W, C), got {candidates.shape}")
     if int(candidates.shape[-1]) != channels:
         raise ValueError(

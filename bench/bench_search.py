@@ -1,0 +1,148 @@
+"""Benchmark: global search over maps of 1k/10k/100k places, exact vs IVF vs HNSW (faiss).
+
+Run from the repository root: ``python bench/bench_search.py [--sizes 1000 10000 100000]``.
+Descriptors are synthetic but shaped like a real map: routes are random walks on the unit
+sphere (consecutive places are similar), and part of each later route revisits an earlier one
+(near-duplicates far apart in id), so neighbourhoods are clustered, not i.i.d. Queries are
+revisits too: perturbed copies of map places. Indexes are built with the map's own
+``selavpr_ros.map.index.build_index`` (defaults of IndexSpec unless overridden).
+Reports build time, single-query latency (one query at a time, as the localizer searches),
+serialized index bytes per place, and recall@k of each index against exact search.
+Prints a table and, last, one JSON line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import faiss
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from selavpr_ros.map.index import IndexSpec, build_index, configure_search  # noqa: E402
+
+
+def unit_rows(x: np.ndarray) -> np.ndarray:
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    return x
+
+
+def synthetic_map(n: int, dim: int, rng: np.random.Generator, route_len: int = 500,
+                  step: float = 0.15, revisit: float = 0.3, noise: float = 0.35) -> np.ndarray:
+    """(n, dim) float32 unit descriptors: random-walk routes with revisits of earlier routes."""
+    out = np.empty((n, dim), np.float32)
+    filled = 0
+    while filled < n:
+        length = min(route_len, n - filled)
+        walk = np.empty((length, dim), np.float32)
+        x = unit_rows(rng.standard_normal((1, dim)).astype(np.float32))[0]
+        for t in range(length):
+            x = x + step * rng.standard_normal(dim).astype(np.float32) / np.sqrt(dim) * 4
+            x /= np.linalg.norm(x)
+            walk[t] = x
+        if filled > route_len:  # revisit part of an earlier stretch of road
+            span = int(revisit * length)
+            src = rng.integers(0, filled - span)
+            walk[:span] = out[src : src + span] + noise * rng.standard_normal(
+                (span, dim)).astype(np.float32) / np.sqrt(dim)
+            unit_rows(walk[:span])
+        out[filled : filled + length] = walk
+        filled += length
+    return out
+
+
+def queries_from(db: np.ndarray, count: int, rng: np.random.Generator, noise: float = 0.4
+                 ) -> np.ndarray:
+    picks = rng.integers(0, len(db), count)
+    q = db[picks] + noise * rng.standard_normal((count, db.shape[1])).astype(np.float32) / np.sqrt(
+        db.shape[1])
+    return unit_rows(q.astype(np.float32))
+
+
+def time_queries(index: faiss.Index, queries: np.ndarray, k: int) -> tuple[float, np.ndarray]:
+    """Median single-query latency (s) and the (Q, k) ids."""
+    index.search(queries[:5], k)  # warm-up
+    ids = np.empty((len(queries), k), np.int64)
+    times = []
+    for i in range(len(queries)):
+        start = time.perf_counter()
+        _, found = index.search(queries[i : i + 1], k)
+        times.append(time.perf_counter() - start)
+        ids[i] = found[0]
+    return statistics.median(times), ids
+
+
+def recall(approx: np.ndarray, exact: np.ndarray) -> float:
+    hits = sum(len(set(a) & set(e)) for a, e in zip(approx, exact))
+    return hits / exact.size
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000, 100000])
+    parser.add_argument("--dim", type=int, default=1024)
+    parser.add_argument("--kinds", nargs="+", default=["flat", "ivf", "hnsw"],
+                        choices=["flat", "ivf", "ivfpq", "hnsw"])
+    parser.add_argument("--k", type=int, default=100)
+    parser.add_argument("--queries", type=int, default=200)
+    parser.add_argument("--nprobe", type=int, default=IndexSpec().nprobe)
+    parser.add_argument("--ef-search", type=int, default=IndexSpec().ef_search)
+    parser.add_argument("--ef-construction", type=int, default=IndexSpec().ef_construction)
+    parser.add_argument("--threads", type=int, default=0, help="faiss OpenMP threads (0: all)")
+    args = parser.parse_args()
+    if args.threads:
+        faiss.omp_set_num_threads(args.threads)
+
+    rows = []
+    for n in args.sizes:
+        rng = np.random.default_rng(n)
+        db = synthetic_map(n, args.dim, rng)
+        queries = queries_from(db, args.queries, rng)
+        k = min(args.k, n)
+        exact_ids = None
+        for kind in args.kinds:
+            spec = IndexSpec(kind, nprobe=args.nprobe, ef_search=args.ef_search,
+                             ef_construction=args.ef_construction, use_gpu=False)
+            start = time.perf_counter()
+            index, spec = build_index(spec, db)
+            build_s = time.perf_counter() - start
+            configure_search(index, spec)
+            latency, ids = time_queries(index, queries, k)
+            if kind == "flat":
+                exact_ids = ids
+            size = len(faiss.serialize_index(index))
+            rows.append({
+                "places": n, "kind": kind, "nlist": spec.nlist if "ivf" in kind else None,
+                "build_s": build_s, "query_ms": latency * 1e3,
+                "bytes_per_place": size / n,
+                "recall_at_k": recall(ids, exact_ids) if exact_ids is not None else None,
+                "k": k,
+            })
+            del index
+
+    print(f"Global search, D={args.dim}, {args.queries} single queries, k={args.k}, "
+          f"faiss {faiss.__version__}, {faiss.omp_get_max_threads()} threads, "
+          f"nprobe={args.nprobe}, efSearch={args.ef_search}, efConstruction={args.ef_construction}")
+    print(f"{'places':>8} {'index':>6} {'nlist':>6} {'build s':>8} {'query ms':>9} "
+          f"{'B/place':>8} {'recall@k':>9}")
+    for r in rows:
+        nlist = "-" if r["nlist"] is None else str(r["nlist"])
+        rec = "-" if r["recall_at_k"] is None else f"{r['recall_at_k']:.4f}"
+        print(f"{r['places']:>8} {r['kind']:>6} {nlist:>6} {r['build_s']:>8.2f} "
+              f"{r['query_ms']:>9.3f} {r['bytes_per_place']:>8.0f} {rec:>9}")
+    print(json.dumps({"bench": "search", "dim": args.dim, "k": args.k,
+                      "threads": faiss.omp_get_max_threads(), "nprobe": args.nprobe,
+                      "ef_search": args.ef_search, "ef_construction": args.ef_construction,
+                      "rows": rows}))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
