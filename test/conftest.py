@@ -1,0 +1,52 @@
+"""Shared pytest fixtures: isolated DDS for every ROS test, node processes, a probe node."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+
+import pytest
+
+import ros_harness
+
+GARDENS_POINT = ros_harness.REPO_ROOT.parent / "shared" / "data" / "gardens_point_walking"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _isolated_dds(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Every test (and every process it starts) uses loopback DDS in this run's own domain."""
+    ros_harness.apply_isolated_dds_env(tmp_path_factory.mktemp("ros_log"))
+
+
+@pytest.fixture
+def ros_probe() -> Iterator[ros_harness.RosProbe]:
+    """An rclpy node in the test process, spinning in the background; closed after the test."""
+    probe = ros_harness.RosProbe()
+    try:
+        yield probe
+    finally:
+        probe.close()
+
+
+@pytest.fixture
+def start_process(tmp_path: Path) -> Iterator[Callable[..., ros_harness.NodeProcess]]:
+    """Start commands as separate processes; all are stopped after the test, pass or fail."""
+    started: list[ros_harness.NodeProcess] = []
+
+    def start(argv: Sequence[str], env: dict[str, str] | None = None) -> ros_harness.NodeProcess:
+        log = tmp_path / f"proc{len(started)}_{Path(argv[0]).name}.log"
+        proc = ros_harness.NodeProcess(argv, log, env)
+        started.append(proc)
+        return proc
+
+    yield start
+    for proc in started:
+        proc.stop()
+
+
+@pytest.fixture
+def gardens_point() -> Path:
+    """The Gardens Point Walking images; skips the test when the data set is absent."""
+    if not (GARDENS_POINT / "day_left").is_dir():
+        pytest.skip(f"Gardens Point data not found at {GARDENS_POINT} (only in the dev workspace)")
+    return GARDENS_POINT
