@@ -1,0 +1,1 @@
+"""Input/output without ROS: image decoding and encoding, rosbags, image folders."""
