@@ -1,0 +1,183 @@
+"""``selavpr build-map MAP``: build or extend a place map from a rosbag2 or an image folder.
+
+    selavpr build-map campus.selavpr --bag drive1 --image-topic /camera/image_raw \\
+        --pose-topic /odom --checkpoint SelaVPR_msls.safetensors
+    selavpr build-map gp.selavpr --images gardens_point_walking/day_left --spacing 1 \\
+        --min-distance 0 --checkpoint SelaVPR_msls.safetensors
+    selavpr build-map campus.selavpr --append --bag drive2 ...   # extend, or resume after Ctrl-C
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+
+from selavpr_ros.errors import ConfigError, MapFormatError
+from selavpr_ros.extractors.factory import add_extractor_arguments, spec_from_args
+from selavpr_ros.io.folders import DEFAULT_RATE_HZ, DEFAULT_SPACING_M
+from selavpr_ros.io.frames import Frame
+
+log = logging.getLogger(__name__)
+
+
+def _off_or_float(text: str) -> float | None:
+    if text.strip().lower() in ("off", "none", "-1"):
+        return None
+    try:
+        return float(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(f"expected a number or 'off', got '{text}'") from err
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    parser = subparsers.add_parser(
+        "build-map",
+        help="build or extend a place map from a rosbag2 or an image folder",
+        description=(
+            "Select keyframes from a recorded drive (a rosbag2 with an image and a pose topic, "
+            "or an image folder with an optional poses CSV), extract their features and write "
+            "them to a place map. Commits are atomic: an interrupted build keeps its last "
+            "commit, and re-running with --append resumes it."
+        ),
+    )
+    parser.add_argument("map", metavar="MAP", help="place map directory to create or extend")
+    parser.add_argument("--append", action="store_true",
+                        help="extend MAP if it exists (also resumes an interrupted build)")
+    src = parser.add_argument_group("source (one of --bag or --images)")
+    src.add_argument("--bag", help="rosbag2 directory (sqlite3 or mcap)")
+    src.add_argument("--image-topic",
+                     help="sensor_msgs/Image or CompressedImage topic (default: the only one)")
+    src.add_argument("--pose-topic", help="Odometry, PoseStamped or PoseWithCovarianceStamped "
+                                          "topic (default: the only one)")
+    src.add_argument("--pose-tolerance", type=float, default=0.1, metavar="S",
+                     help="max seconds between an image and the poses around it (default 0.1)")
+    src.add_argument("--images", help="image folder (natural file-name order)")
+    src.add_argument("--poses", help="CSV: file, timestamp, x, y, z[, qx, qy, qz, qw]; without "
+                                     "it frames get pseudo-positions along x")
+    src.add_argument("--spacing", type=float, default=DEFAULT_SPACING_M, metavar="M",
+                     help=f"metres between pseudo-positions (default {DEFAULT_SPACING_M})")
+    src.add_argument("--rate", type=float, default=DEFAULT_RATE_HZ, metavar="HZ",
+                     help="frame rate for stamps of a folder without timestamps "
+                          f"(default {DEFAULT_RATE_HZ})")
+    src.add_argument("--frame-id", default="camera", help="camera frame of folder images")
+    src.add_argument("--stride", type=int, default=1, metavar="N",
+                     help="use every N-th frame of the source")
+    src.add_argument("--limit", type=int, default=0, metavar="N",
+                     help="stop after N frames of the source (after --stride)")
+    kf = parser.add_argument_group("keyframes (a frame is a new place if ANY is met; 'off')")
+    kf.add_argument("--min-distance", type=_off_or_float, default=0.5, metavar="M",
+                    help="metres moved since the last place (default 0.5; 0 keeps every frame)")
+    kf.add_argument("--min-rotation", type=_off_or_float, default=15.0, metavar="DEG",
+                    help="degrees turned since the last place (default 15)")
+    kf.add_argument("--min-interval", type=_off_or_float, default=None, metavar="S",
+                    help="seconds since the last place (default off)")
+    out = parser.add_argument_group("map")
+    out.add_argument("--commit-every", type=int, default=100, metavar="N",
+                     help="places per atomic commit (default 100)")
+    out.add_argument("--map-frame", default="",
+                     help="frame of the map's poses (default: the pose topic's frame, or map)")
+    out.add_argument("--index", default="flat", choices=("flat", "ivf", "ivfpq", "hnsw"),
+                     help="faiss index of a new map (default flat)")
+    out.add_argument("--json", action="store_true", help="print the summary as JSON")
+    out.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_extractor_arguments(parser)
+    parser.set_defaults(handler=run)
+
+
+def _frames(args: argparse.Namespace) -> tuple[Iterator[Frame], int | None, str, list[object]]:
+    """(frames, their count if known, the poses' frame id, things to close)."""
+    if bool(args.bag) == bool(args.images):
+        raise ConfigError("give exactly one source: --bag BAG or --images FOLDER")
+    if args.stride < 1:
+        raise ConfigError(f"--stride must be at least 1, got {args.stride}")
+    if args.limit < 0:
+        raise ConfigError(f"--limit must be >= 0, got {args.limit}")
+    if args.bag:
+        from selavpr_ros.io.bags import IMAGE_TYPES, BagFrames
+
+        if not args.pose_tolerance >= 0:
+            raise ConfigError(f"--pose-tolerance must be >= 0, got {args.pose_tolerance}")
+        bag = BagFrames(args.bag)
+        try:
+            image_topic, _ = bag.topic_of(args.image_topic, IMAGE_TYPES, "image")
+            poses, pose_frame = bag.read_poses(args.pose_topic)
+        except BaseException:
+            bag.close()
+            raise
+        if len(poses) == 0:
+            bag.close()
+            raise ConfigError(f"the pose topic of {args.bag} has no usable poses")
+        frames: Iterator[Frame] = bag.frames(image_topic, poses,
+                                             round(args.pose_tolerance * 1e9))
+        total: int | None = bag.count(image_topic)
+        closers: list[object] = [bag]
+    else:
+        from selavpr_ros.io.folders import FolderOptions, folder_frames, list_images
+
+        if args.image_topic or args.pose_topic:
+            raise ConfigError("--image-topic and --pose-topic are for --bag sources")
+        options = FolderOptions(poses=Path(args.poses) if args.poses else None,
+                                spacing=args.spacing, rate_hz=args.rate, frame_id=args.frame_id)
+        frames = folder_frames(args.images, options)
+        total = len(list_images(args.images))
+        pose_frame, closers = "", []
+    if args.stride > 1:
+        frames = itertools.islice(frames, 0, None, args.stride)
+        total = -(-total // args.stride) if total is not None else None
+    if args.limit:
+        frames = itertools.islice(frames, args.limit)
+        total = min(total, args.limit) if total is not None else args.limit
+    return frames, total, pose_frame, closers
+
+
+def _open_map(args: argparse.Namespace, extractor, pose_frame: str):  # type: ignore[no-untyped-def]
+    from selavpr_ros.map import IndexSpec, PlaceMap
+
+    path = Path(args.map)
+    exists = (path / "manifest.json").is_file()
+    if exists and not args.append:
+        raise MapFormatError(f"map {path} exists; pass --append to extend it")
+    if exists:
+        place_map = PlaceMap.open(path, writable=True, extractor=extractor)
+        frame = args.map_frame or pose_frame
+        if frame and frame != place_map.map_frame:
+            log.warning("poses are in frame '%s' but map %s is in '%s'", frame, path,
+                        place_map.map_frame)
+        return place_map
+    return PlaceMap.create(path, extractor, index=IndexSpec(kind=args.index),
+                           map_frame=args.map_frame or pose_frame or "map")
+
+
+def run(args: argparse.Namespace) -> int:
+    from selavpr_ros.extractors.factory import create_extractor
+    from selavpr_ros.mapping.builder import BuildConfig, MapBuilder, build
+    from selavpr_ros.mapping.keyframes import KeyframeConfig
+
+    spec = spec_from_args(args)
+    config = BuildConfig(
+        keyframes=KeyframeConfig(args.min_distance, args.min_rotation, args.min_interval),
+        batch_size=spec.batch_size,
+        commit_every=args.commit_every,
+    )
+    frames, total, pose_frame, closers = _frames(args)
+    try:
+        extractor = create_extractor(spec)
+        with _open_map(args, extractor, pose_frame) as place_map:
+            builder = MapBuilder(place_map, extractor, config)
+            summary = build(frames, builder, progress=not args.no_progress, total=total)
+    finally:
+        for closer in closers:
+            closer.close()  # type: ignore[attr-defined]
+    if args.json:
+        print(json.dumps(summary.to_dict(), indent=2))
+    else:
+        for line in summary.lines():
+            print(line)
+    if summary.interrupted:
+        print(f"re-run with --append to continue building {args.map}")
+        return 130
+    return 0

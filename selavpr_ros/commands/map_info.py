@@ -1,0 +1,113 @@
+"""``selavpr map-info MAP [--json]``: what a place map holds, at a glance."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    parser = subparsers.add_parser(
+        "map-info",
+        help="print a place map's manifest and statistics",
+        description="Print a place map's manifest (format, id, extractor, sizes, index) and "
+                    "statistics of its places (time span, bounding box, sources, size on disk).",
+    )
+    parser.add_argument("map", metavar="MAP", help="place map directory")
+    parser.add_argument("--json", action="store_true", help="print JSON")
+    parser.add_argument("--verify", action="store_true",
+                        help="also check every file's sha256 (slow for large maps)")
+    parser.set_defaults(handler=run)
+
+
+def map_info(path: str | Path, verify: bool = False) -> dict[str, Any]:
+    """The manifest plus statistics of the places of the map at ``path``."""
+    from selavpr_ros.map import PlaceMap
+    from selavpr_ros.mapping.builder import directory_size
+
+    with PlaceMap.open(path, verify=verify) as place_map:
+        m = place_map.manifest
+        manifest = m.to_dict()
+        stamps: list[int] = []
+        positions: list[tuple[float, float, float]] = []
+        sources: Counter[str] = Counter()
+        count = place_map.count
+        for start in range(0, count, 5000):
+            for place in place_map.places(range(start, min(start + 5000, count))):
+                if place.stamp_ns:
+                    stamps.append(place.stamp_ns)
+                if place.position is not None:
+                    positions.append(place.position)
+                sources[place.source] += 1
+    stats: dict[str, Any] = {
+        "places": count,
+        "with_position": len(positions),
+        "time_span": None,
+        "bounding_box": None,
+        "sources": dict(sources),
+        "bytes_on_disk": directory_size(Path(path)),
+        "verified": verify,
+    }
+    if stamps:
+        stats["time_span"] = {"first_ns": min(stamps), "last_ns": max(stamps),
+                              "seconds": (max(stamps) - min(stamps)) / 1e9}
+    if positions:
+        stats["bounding_box"] = {
+            "min": [min(p[i] for p in positions) for i in range(3)],
+            "max": [max(p[i] for p in positions) for i in range(3)],
+        }
+    return {
+        "path": str(path),
+        "format_version": manifest["format_version"],
+        "map_id": m.map_id,
+        "created": m.created,
+        "modified": m.modified,
+        "generation": m.generation,
+        "map_frame": m.map_frame,
+        "extractor": manifest["extractor"],
+        "global": manifest["global"],
+        "local": manifest["local"],
+        "index": manifest["index"]["spec"],
+        "statistics": stats,
+    }
+
+
+def run(args: argparse.Namespace) -> int:
+    from selavpr_ros.mapping.builder import format_bytes
+
+    info = map_info(args.map, verify=args.verify)
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return 0
+    ex, st = info["extractor"], info["statistics"]
+    loc = info["local"]
+    grid = "x".join(str(v) for v in loc["grid"]) if loc["grid"] else str(loc["count"])
+    lines = [
+        f"map         {info['path']}",
+        f"format      version {info['format_version']}, id {info['map_id']}, generation "
+        f"{info['generation']}",
+        f"created     {info['created']}, modified {info['modified']}",
+        f"extractor   {ex['name']} (fingerprint {ex['fingerprint']})",
+        f"descriptors global {info['global']['dim']} float32; local {grid} x {loc['dim']} "
+        f"{loc['dtype']}",
+        f"index       {info['index']['kind']}",
+        f"map frame   {info['map_frame']}",
+        f"places      {st['places']} ({st['with_position']} with a position)",
+    ]
+    if st["time_span"]:
+        span = st["time_span"]
+        lines.append(f"time span   {span['first_ns'] / 1e9:.3f} .. {span['last_ns'] / 1e9:.3f} s "
+                     f"({span['seconds']:.1f} s)")
+    if st["bounding_box"]:
+        lo, hi = st["bounding_box"]["min"], st["bounding_box"]["max"]
+        lines.append("bounds      " + ", ".join(
+            f"{axis} {a:.2f}..{b:.2f}" for axis, a, b in zip("xyz", lo, hi)))
+    for source, n in st["sources"].items():
+        lines.append(f"source      {source or '(none)'}: {n}")
+    lines.append(f"size        {format_bytes(st['bytes_on_disk'])}"
+                 + (" (checksums verified)" if st["verified"] else ""))
+    print("\n".join(lines))
+    return 0

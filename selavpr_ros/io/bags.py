@@ -1,0 +1,303 @@
+"""Reading camera frames with poses from rosbag2 files, and writing such bags, without ROS.
+
+Uses ``rosbags`` (pure Python) with the Jazzy typestore, so sqlite3 and mcap bags are read on any
+machine. Each image gets the pose interpolated at its stamp from the pose topic (see
+:mod:`selavpr_ros.io.poses`). Stamps are the messages' header stamps; a header stamp of zero
+(unset) falls back to the time the message was recorded.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import numpy as np
+from rosbags.highlevel import AnyReader, AnyReaderError
+from rosbags.rosbag2 import StoragePlugin, Writer
+from rosbags.typesys import Stores, get_typestore
+from rosbags.typesys.store import Typestore
+
+from selavpr_ros.errors import BagReadError, ConfigError
+from selavpr_ros.io.frames import Frame
+from selavpr_ros.io.images import decode_image_message, encode_compressed, encode_raw
+from selavpr_ros.io.poses import Pose, PoseTrack
+
+log = logging.getLogger(__name__)
+
+IMAGE = "sensor_msgs/msg/Image"
+COMPRESSED_IMAGE = "sensor_msgs/msg/CompressedImage"
+ODOMETRY = "nav_msgs/msg/Odometry"
+POSE_STAMPED = "geometry_msgs/msg/PoseStamped"
+POSE_WITH_COVARIANCE_STAMPED = "geometry_msgs/msg/PoseWithCovarianceStamped"
+
+IMAGE_TYPES: tuple[str, ...] = (IMAGE, COMPRESSED_IMAGE)
+# message type -> the geometry_msgs/Pose inside it
+POSE_TYPES: dict[str, Callable[[Any], Any]] = {
+    ODOMETRY: lambda msg: msg.pose.pose,
+    POSE_STAMPED: lambda msg: msg.pose,
+    POSE_WITH_COVARIANCE_STAMPED: lambda msg: msg.pose.pose,
+}
+STORAGES: tuple[str, ...] = ("sqlite3", "mcap")
+
+_typestore: Typestore | None = None
+
+
+def typestore() -> Typestore:
+    """The ROS 2 Jazzy message definitions (built once)."""
+    global _typestore
+    if _typestore is None:
+        _typestore = get_typestore(Stores.ROS2_JAZZY)
+    return _typestore
+
+
+def header_stamp_ns(msg: Any, record_ns: int) -> int:
+    """The message's header stamp in ns, or the record time when the stamp is unset."""
+    stamp = msg.header.stamp
+    ns = int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
+    return ns if ns != 0 else int(record_ns)
+
+
+def pose_of_message(msg: Any, msgtype: str, stamp_ns: int) -> Pose:
+    """A :class:`Pose` from an Odometry, PoseStamped or PoseWithCovarianceStamped message."""
+    pose = POSE_TYPES[msgtype](msg)
+    p, q = pose.position, pose.orientation
+    return Pose(stamp_ns, (p.x, p.y, p.z), (q.x, q.y, q.z, q.w))
+
+
+class BagFrames:
+    """A rosbag2 (sqlite3 or mcap) opened for reading camera frames and poses.
+
+    Use as a context manager. Raises BagReadError when the bag cannot be opened or lacks a
+    requested topic (naming the bag's topics and their types).
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        if not self.path.exists():
+            raise BagReadError(f"bag {self.path} does not exist")
+        try:
+            self._reader = AnyReader([self.path], default_typestore=typestore())
+            self._reader.open()
+        except (AnyReaderError, OSError, ValueError, KeyError) as err:
+            raise BagReadError(f"cannot read bag {self.path}: {err}") from err
+
+    def close(self) -> None:
+        self._reader.close()
+
+    def __enter__(self) -> BagFrames:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    @property
+    def topics(self) -> dict[str, tuple[str, int]]:
+        """topic -> (message type, message count)."""
+        out: dict[str, tuple[str, int]] = {}
+        for conn in self._reader.connections:
+            msgtype, count = out.get(conn.topic, (conn.msgtype, 0))
+            out[conn.topic] = (msgtype, count + conn.msgcount)
+        return out
+
+    def _describe_topics(self) -> str:
+        listed = ", ".join(f"{t} [{m}]" for t, (m, _) in sorted(self.topics.items()))
+        return listed or "none"
+
+    def topic_of(self, topic: str | None, types: tuple[str, ...], what: str) -> tuple[str, str]:
+        """(topic, type): ``topic`` checked against ``types``, or the only topic of those types.
+
+        Raises:
+            BagReadError: the topic is missing or of another type, or (no topic given) the bag
+                has no topic or several topics of ``types``.
+        """
+        topics = self.topics
+        if topic:
+            if topic not in topics:
+                raise BagReadError(
+                    f"bag {self.path} has no {what} topic '{topic}'; its topics: "
+                    f"{self._describe_topics()}"
+                )
+            msgtype = topics[topic][0]
+            if msgtype not in types:
+                raise BagReadError(
+                    f"topic '{topic}' in {self.path} is {msgtype}, not a {what} topic "
+                    f"({', '.join(types)})"
+                )
+            return topic, msgtype
+        found = sorted(t for t, (m, _) in topics.items() if m in types)
+        if len(found) != 1:
+            reason = "no" if not found else f"{len(found)} ({', '.join(found)})"
+            raise BagReadError(
+                f"bag {self.path} has {reason} {what} topics; name one. Its topics: "
+                f"{self._describe_topics()}"
+            )
+        return found[0], topics[found[0]][0]
+
+    def _connections(self, topic: str) -> list[Any]:
+        return [c for c in self._reader.connections if c.topic == topic]
+
+    def read_poses(self, topic: str | None = None) -> tuple[PoseTrack, str]:
+        """All poses of ``topic`` (or the bag's only pose topic) and their frame id."""
+        topic, msgtype = self.topic_of(topic, tuple(POSE_TYPES), "pose")
+        track = PoseTrack()
+        frame_id = ""
+        for conn, record_ns, raw in self._reader.messages(connections=self._connections(topic)):
+            msg = self._reader.deserialize(raw, conn.msgtype)
+            stamp = header_stamp_ns(msg, record_ns)
+            try:
+                track.add(pose_of_message(msg, msgtype, stamp))
+            except ValueError as err:  # zero quaternion, NaN position
+                log.warning("%s: skipping pose at %d: %s", topic, stamp, err)
+                continue
+            frame_id = frame_id or str(msg.header.frame_id)
+        return track, frame_id
+
+    def frames(
+        self,
+        image_topic: str | None,
+        poses: PoseTrack,
+        tolerance_ns: int,
+    ) -> Iterator[Frame]:
+        """Frames of ``image_topic`` in recording order, each with its interpolated pose.
+
+        ``source_ref`` is the message's index on the topic. The pixels are decoded when the
+        frame's ``load`` is called.
+        """
+        topic, _ = self.topic_of(image_topic, IMAGE_TYPES, "image")
+        source = f"{self.path.resolve()}#{topic}"
+        index = 0
+        for conn, record_ns, raw in self._reader.messages(connections=self._connections(topic)):
+            msg = self._reader.deserialize(raw, conn.msgtype)
+            stamp = header_stamp_ns(msg, record_ns)
+            yield Frame(
+                stamp_ns=stamp,
+                load=_decoder(msg),
+                pose=poses.at(stamp, tolerance_ns),
+                source=source,
+                source_ref=str(index),
+                frame_id=str(msg.header.frame_id),
+            )
+            index += 1
+
+    def count(self, topic: str) -> int:
+        return self.topics.get(topic, ("", 0))[1]
+
+
+def _decoder(msg: Any) -> Callable[[], np.ndarray]:
+    return lambda: decode_image_message(msg)
+
+
+class BagWriter:
+    """Writes camera images and odometry into a new rosbag2 (sqlite3 or mcap).
+
+    Message stamps (header and record time) are the given stamps, so replaying the bag looks
+    like the original drive.
+    """
+
+    def __init__(self, path: str | Path, storage: str = "sqlite3") -> None:
+        if storage not in STORAGES:
+            raise ConfigError(f"storage must be one of {STORAGES}, got '{storage}'")
+        self.path = Path(path)
+        if self.path.exists():
+            raise ConfigError(f"bag {self.path} already exists; choose a new output path")
+        plugin = StoragePlugin.MCAP if storage == "mcap" else StoragePlugin.SQLITE3
+        self._ts = typestore()
+        self._writer = Writer(self.path, version=9, storage_plugin=plugin)
+        self._writer.open()
+        self._connections: dict[str, Any] = {}
+
+    def close(self) -> None:
+        self._writer.close()
+
+    def __enter__(self) -> BagWriter:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def _write(self, topic: str, msgtype: str, stamp_ns: int, msg: Any) -> None:
+        conn = self._connections.get(topic)
+        if conn is None:
+            conn = self._writer.add_connection(topic, msgtype, typestore=self._ts)
+            self._connections[topic] = conn
+        elif conn.msgtype != msgtype:
+            raise ConfigError(f"topic '{topic}' already holds {conn.msgtype}, not {msgtype}")
+        self._writer.write(conn, int(stamp_ns), self._ts.serialize_cdr(msg, msgtype))
+
+    def _header(self, stamp_ns: int, frame_id: str) -> Any:
+        types = self._ts.types
+        stamp = types["builtin_interfaces/msg/Time"](
+            sec=int(stamp_ns) // 1_000_000_000, nanosec=int(stamp_ns) % 1_000_000_000
+        )
+        return types["std_msgs/msg/Header"](stamp=stamp, frame_id=frame_id)
+
+    def write_image(
+        self, topic: str, stamp_ns: int, rgb: np.ndarray, frame_id: str, encoding: str = "rgb8"
+    ) -> None:
+        """A ``sensor_msgs/Image`` in ``encoding`` (rgb8, bgr8, rgba8, bgra8, mono8, mono16)."""
+        data, step = encode_raw(rgb, encoding)
+        msg = self._ts.types[IMAGE](
+            header=self._header(stamp_ns, frame_id),
+            height=rgb.shape[0],
+            width=rgb.shape[1],
+            encoding=encoding,
+            is_bigendian=0,
+            step=step,
+            data=np.frombuffer(data, dtype=np.uint8),
+        )
+        self._write(topic, IMAGE, stamp_ns, msg)
+
+    def write_compressed_image(
+        self,
+        topic: str,
+        stamp_ns: int,
+        rgb: np.ndarray,
+        frame_id: str,
+        fmt: str = "jpeg",
+        quality: int = 90,
+    ) -> None:
+        """A ``sensor_msgs/CompressedImage`` (jpeg or png)."""
+        data = encode_compressed(rgb, fmt, quality)
+        msg = self._ts.types[COMPRESSED_IMAGE](
+            header=self._header(stamp_ns, frame_id),
+            format=fmt,
+            data=np.frombuffer(data, dtype=np.uint8),
+        )
+        self._write(topic, COMPRESSED_IMAGE, stamp_ns, msg)
+
+    def write_odometry(
+        self, topic: str, pose: Pose, frame_id: str, child_frame_id: str
+    ) -> None:
+        """A ``nav_msgs/Odometry`` at ``pose.stamp_ns`` (identity orientation when unknown)."""
+        t = self._ts.types
+        q = pose.orientation or (0.0, 0.0, 0.0, 1.0)
+        geometry = t["geometry_msgs/msg/Pose"](
+            position=t["geometry_msgs/msg/Point"](*pose.position),
+            orientation=t["geometry_msgs/msg/Quaternion"](*q),
+        )
+        zeros3 = t["geometry_msgs/msg/Vector3"](0.0, 0.0, 0.0)
+        msg = t[ODOMETRY](
+            header=self._header(pose.stamp_ns, frame_id),
+            child_frame_id=child_frame_id,
+            pose=t["geometry_msgs/msg/PoseWithCovariance"](
+                pose=geometry, covariance=np.zeros(36, np.float64)
+            ),
+            twist=t["geometry_msgs/msg/TwistWithCovariance"](
+                twist=t["geometry_msgs/msg/Twist"](linear=zeros3, angular=zeros3),
+                covariance=np.zeros(36, np.float64),
+            ),
+        )
+        self._write(topic, ODOMETRY, pose.stamp_ns, msg)

@@ -1,0 +1,1 @@
+"""Map building: keyframe selection and the builder shared by the CLI and the live node."""
