@@ -17,7 +17,9 @@ from selavpr_ros.localizer import Localizer, LocalizerConfig, confidence, decide
 from selavpr_ros.map import PlaceInfo, PlaceMap
 
 ROOT = Path(__file__).resolve().parents[1]
-_spec = importlib.util.spec_from_file_location("reference_mnn", ROOT / "bench" / "reference_mnn.py")
+_spec = importlib.util.spec_from_file_location(
+    "reference_mnn", ROOT / "bench" / "reference_mnn.py"
+)
 reference_mnn = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(reference_mnn)
 

@@ -1,4 +1,4 @@
-"""MNN scores against the plain unchunked reference (bench/reference_mnn.py) and hand-made cases."""
+"""MNN scores against the plain unchunked reference (bench/reference_mnn.py); hand-made cases."""
 
 from __future__ import annotations
 
@@ -15,7 +15,9 @@ from selavpr_ros.errors import ConfigError
 from selavpr_ros.matching import chunk_size_for_budget, mnn_scores
 
 ROOT = Path(__file__).resolve().parents[1]
-_spec = importlib.util.spec_from_file_location("reference_mnn", ROOT / "bench" / "reference_mnn.py")
+_spec = importlib.util.spec_from_file_location(
+    "reference_mnn", ROOT / "bench" / "reference_mnn.py"
+)
 reference_mnn = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(reference_mnn)
 reference_mnn_scores = reference_mnn.reference_mnn_scores

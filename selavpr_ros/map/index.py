@@ -43,12 +43,12 @@ class IndexSpec:
 
     kind: IndexKind = "flat"
     nlist: int = 0
-    nprobe: int = 16
+    nprobe: int = 64
     pq_m: int = 64
     pq_bits: int = 8
     hnsw_m: int = 32
     ef_construction: int = 200
-    ef_search: int = 128
+    ef_search: int = 256
     use_gpu: bool = True
 
     def __post_init__(self) -> None:

@@ -69,7 +69,7 @@ class Segment:
 
 @dataclass(frozen=True)
 class Manifest:
-    """Parsed ``manifest.json``; :func:`read_manifest` checks it, :func:`write_manifest` commits."""
+    """The parsed ``manifest.json``; see read_manifest and write_manifest."""
 
     map_id: str
     created: str

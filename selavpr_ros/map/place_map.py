@@ -296,7 +296,8 @@ class PlaceMap:
         q = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
         if q.shape[1] != self.extractor_info.global_dim:
             raise ValueError(
-                f"query descriptors have {q.shape[1]} dims, map has {self.extractor_info.global_dim}"
+                f"query descriptors have {q.shape[1]} dims, "
+                f"map has {self.extractor_info.global_dim}"
             )
         k = min(int(k), self.count)
         if k <= 0:
