@@ -1,4 +1,11 @@
-"""Launch the localizer node: ros2 launch selavpr_ros localizer.launch.py map:=/maps/x.selavpr"""
+"""Launch the localizer node.
+
+    ros2 launch selavpr_ros localizer.launch.py map:=/maps/campus.selavpr \
+        checkpoint:=/weights/SelaVPR_msls.pth camera_topic:=/camera/image_raw
+
+The launch arguments override the parameter file (params_file, default: the installed
+config/localizer.yaml). Remap ``pose`` to ``/initialpose`` for re-localisation.
+"""
 
 import os
 
@@ -16,6 +23,8 @@ def generate_launch_description() -> LaunchDescription:
         DeclareLaunchArgument("params_file", default_value=default_params,
                               description="parameter YAML of localizer_node"),
         DeclareLaunchArgument("map", default_value="", description="place map directory"),
+        DeclareLaunchArgument("checkpoint", default_value="",
+                              description="SelaVPR weights (.pth or .safetensors)"),
         DeclareLaunchArgument("camera_topic", default_value="/camera/image_raw",
                               description="image topic (Image or CompressedImage)"),
         DeclareLaunchArgument("namespace", default_value="", description="node namespace"),
@@ -28,6 +37,7 @@ def generate_launch_description() -> LaunchDescription:
             parameters=[
                 LaunchConfiguration("params_file"),
                 {"map_path": LaunchConfiguration("map"),
+                 "checkpoint": LaunchConfiguration("checkpoint"),
                  "image_topic": LaunchConfiguration("camera_topic")},
             ],
         ),

@@ -10,6 +10,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 import rclpy
+from rclpy.exceptions import ParameterException
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.node import Node
 
@@ -25,7 +26,7 @@ def run_node(
     try:
         try:
             node = make_node()
-        except SelaVPRError as err:
+        except (SelaVPRError, ParameterException) as err:
             rclpy.logging.get_logger("selavpr_ros").fatal(f"cannot start: {err}")
             return 1
         executor = MultiThreadedExecutor(num_threads=num_threads)

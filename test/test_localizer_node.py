@@ -1,0 +1,276 @@
+"""localizer_node as a separate process over DDS: answers, bad input, bursts, reload, startup."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import cv2
+import pytest
+
+import node_testlib
+import ros_harness
+
+pytestmark = [pytest.mark.ros, pytest.mark.slow]
+
+PLACES = 6
+NODE = "localizer_node"
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    """A checkpoint, two maps (A: 6 places, B: 3 other places) and their images as PNG files."""
+    root = tmp_path_factory.mktemp("localizer_node")
+    checkpoint = node_testlib.make_checkpoint(root / "small.safetensors")
+    images_a = node_testlib.place_images(PLACES, seed=1)
+    images_b = node_testlib.place_images(3, seed=2)
+    files = {}
+    for name, images in (("a", images_a), ("b", images_b)):
+        files[name] = []
+        for i, image in enumerate(images):
+            path = root / f"{name}{i}.png"
+            cv2.imwrite(str(path), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+            files[name].append(str(path))
+    map_a = node_testlib.build_map(root / "a.selavpr", checkpoint, images_a)
+    map_b = node_testlib.build_map(root / "b.selavpr", checkpoint, images_b)
+    return {"checkpoint": checkpoint, "map_a": map_a, "map_b": map_b, "files": files}
+
+
+def start_localizer(start_process, world, *extra: str, map_path=None, topic="/cam/image_raw"):
+    argv = [ros_harness.executable(NODE), "--ros-args",
+            "-p", f"map_path:={map_path or world['map_a']}",
+            "-p", f"checkpoint:={world['checkpoint']}",
+            "-p", f"image_topic:={topic}", "-p", "top_k:=5", "-p", "publish_loop_closure:=true"]
+    for item in extra:
+        argv += ["-p", item]
+    node = start_process(argv)
+    node.wait_for_output(f"{NODE} started", timeout=60)
+    return node
+
+
+def publish(start_process, topic, items, *flags):
+    return start_process([sys.executable, str(ros_harness.TEST_DIR / "image_publisher.py"),
+                          "--topic", topic, *flags, *items])
+
+
+def sent_stamps(publisher) -> list[int]:
+    return [int(line.split()[2]) for line in publisher.output().splitlines()
+            if line.startswith("sent ")]
+
+
+def stamp_ns(stamp) -> int:
+    return stamp.sec * 10**9 + stamp.nanosec
+
+
+def latest_diagnostics(probe) -> dict[str, str]:
+    for array in reversed(probe.messages("/diagnostics")):
+        for status in array.status:
+            if status.name.startswith(NODE):
+                return {kv.key: kv.value for kv in status.values}
+    return {}
+
+
+@pytest.mark.parametrize("flags", [["--encoding", "bgr8"], ["--compressed", "png"],
+                                   ["--compressed", "jpeg"]], ids=["raw-bgr8", "png", "jpeg"])
+def test_frames_of_mapped_places_are_recognised_with_their_poses(
+        flags, world, ros_probe, start_process):
+    from geometry_msgs.msg import PoseWithCovarianceStamped
+    from std_msgs.msg import Float64MultiArray
+
+    from selavpr_msgs.msg import PlaceRecognition
+
+    topic = "/cam/image_raw/compressed" if "--compressed" in flags else "/cam/image_raw"
+    ros_probe.subscribe(PlaceRecognition, "/place_recognition")
+    ros_probe.subscribe(PoseWithCovarianceStamped, "/pose")
+    ros_probe.subscribe(Float64MultiArray, "/loop_closure")
+    start_localizer(start_process, world, topic=topic)
+    ros_probe.wait_for_publishers("/place_recognition")
+    publisher = publish(start_process, topic, world["files"]["a"], "--rate", "3",
+                        "--reliable", *flags)
+    publisher.wait_for_output("done", timeout=60)
+    stamps = sent_stamps(publisher)
+    results = ros_probe.wait_for_messages("/place_recognition", count=PLACES - 1, timeout=60)
+
+    assert len(results) <= PLACES
+    for msg in results:
+        index = stamps.index(stamp_ns(msg.header.stamp))  # the header is the frame's header
+        assert msg.header.frame_id == "test_camera"
+        assert msg.accepted, msg.reject_reason
+        assert msg.matched_place_id == index
+        assert msg.candidates[0].place_id == index
+        assert msg.candidates[0].has_pose
+        position, _ = node_testlib.place_pose(index)
+        p = msg.matched_pose.pose.position
+        assert (p.x, p.y, p.z) == position
+        assert stamp_ns(msg.matched_place_stamp) == (1_000 + index) * 10**9
+        assert msg.map_frame == "map" and msg.map_id
+        assert {s.stage for s in msg.stages} >= {"decode", "extract", "search", "rerank"}
+        assert msg.processing_ms > 0 and msg.latency_ms >= msg.processing_ms * 0.5
+    poses = ros_probe.wait_for_messages("/pose", count=len(results))
+    assert [stamp_ns(p.header.stamp) for p in poses] == [stamp_ns(r.header.stamp)
+                                                         for r in results]
+    assert all(p.header.frame_id == "map" for p in poses)
+    loops = ros_probe.wait_for_messages("/loop_closure", count=len(results))
+    first = results[0]
+    assert list(loops[0].data) == pytest.approx(
+        [stamp_ns(first.header.stamp) / 1e9, 1_000.0 + first.matched_place_id])
+
+
+@pytest.mark.parametrize("flags", [["--encoding", "rgb8"], ["--compressed", "jpeg"]],
+                         ids=["raw", "compressed"])
+def test_bad_frames_are_counted_and_skipped(flags, world, ros_probe, start_process):
+    from diagnostic_msgs.msg import DiagnosticArray
+
+    from selavpr_msgs.msg import PlaceRecognition
+
+    topic = "/cam/image_raw/compressed" if "--compressed" in flags else "/cam/image_raw"
+    ros_probe.subscribe(PlaceRecognition, "/place_recognition")
+    ros_probe.subscribe(DiagnosticArray, "/diagnostics")
+    node = start_localizer(start_process, world, "qos_reliability:=reliable",
+                           "qos_depth:=10", topic=topic)
+    files = world["files"]["a"]
+    items = [files[0], "BAD:corrupt", "BAD:unsupported", "BAD:empty", files[1]]
+    publisher = publish(start_process, topic, items, "--rate", "3", "--reliable", *flags)
+    publisher.wait_for_output("done", timeout=60)
+    results = ros_probe.wait_for_messages("/place_recognition", count=2, timeout=60)
+    assert [r.matched_place_id for r in results] == [0, 1]
+    ros_harness.wait_until(
+        lambda: latest_diagnostics(ros_probe).get("frames_processed") == "2", 30,
+        "frames_processed == 2 in diagnostics")
+    diagnostics = latest_diagnostics(ros_probe)
+    assert diagnostics["bad_frames"] == "3"
+    assert diagnostics["frames_received"] == "5"
+    assert diagnostics["map_places"] == str(PLACES)
+    assert node.returncode is None
+    assert "skipped undecodable frame" in node.output()
+    assert "Traceback" not in node.output()
+
+
+def test_a_burst_is_dropped_not_queued(world, ros_probe, start_process):
+    from diagnostic_msgs.msg import DiagnosticArray
+
+    from selavpr_msgs.msg import PlaceRecognition
+
+    ros_probe.subscribe(PlaceRecognition, "/place_recognition")
+    ros_probe.subscribe(DiagnosticArray, "/diagnostics")
+    start_localizer(start_process, world, "qos_reliability:=reliable", "qos_depth:=100",
+                    "rerank_k:=5")
+    burst = (world["files"]["a"] * 10)[:60]
+    publisher = publish(start_process, "/cam/image_raw", burst, "--rate", "0", "--reliable")
+    publisher.wait_for_output("done", timeout=60)
+    last_stamp = sent_stamps(publisher)[-1]
+    ros_harness.wait_until(
+        lambda: any(stamp_ns(m.header.stamp) == last_stamp
+                    for m in ros_probe.messages("/place_recognition")),
+        60, "the result for the last frame of the burst")
+    results = ros_probe.messages("/place_recognition")
+    last = next(m for m in results if stamp_ns(m.header.stamp) == last_stamp)
+
+    def accounted() -> bool:  # every frame of the burst is either processed or dropped
+        d = latest_diagnostics(ros_probe)
+        return bool(d) and int(d["frames_processed"]) + int(d["frames_dropped"]) == len(burst)
+
+    ros_harness.wait_until(accounted, 30, "all burst frames processed or dropped")
+    diagnostics = latest_diagnostics(ros_probe)
+    assert diagnostics["frames_received"] == str(len(burst))
+    processed, dropped = int(diagnostics["frames_processed"]), int(diagnostics["frames_dropped"])
+    assert processed == len(results) and processed < len(burst)
+    median_ms = sorted(m.processing_ms for m in results)[len(results) // 2]
+    print(f"burst of {len(burst)}: {processed} processed, {dropped} dropped, last frame "
+          f"latency {last.latency_ms:.0f} ms, median processing {median_ms:.0f} ms")
+    # Without dropping, the last frame would wait for every frame before it.
+    assert last.latency_ms < 0.5 * len(burst) * median_ms
+
+
+def test_reload_swaps_the_map_and_a_failed_reload_keeps_it(world, ros_probe, start_process,
+                                                          tmp_path):
+    from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue
+    from rcl_interfaces.srv import SetParameters
+    from std_srvs.srv import Trigger
+
+    from selavpr_msgs.msg import PlaceRecognition
+
+    ros_probe.subscribe(PlaceRecognition, "/place_recognition")
+    start_localizer(start_process, world)
+    set_params = ros_probe.node.create_client(SetParameters, f"/{NODE}/set_parameters")
+    reload_map = ros_probe.node.create_client(Trigger, f"/{NODE}/reload_map")
+    assert reload_map.wait_for_service(timeout_sec=30)
+
+    def call(client, request):
+        future = client.call_async(request)
+        ros_harness.wait_until(future.done, 60, f"{client.srv_name} response")
+        return future.result()
+
+    def reload_from(path) -> Trigger.Response:
+        value = ParameterValue(type=ParameterType.PARAMETER_STRING, string_value=str(path))
+        result = call(set_params, SetParameters.Request(
+            parameters=[Parameter(name="map_path", value=value)]))
+        assert result.results[0].successful
+        return call(reload_map, Trigger.Request())
+
+    ok = reload_from(world["map_b"])
+    assert ok.success and "3 places" in ok.message
+    broken = tmp_path / "broken.selavpr"
+    broken.mkdir()
+    failed = reload_from(broken)
+    assert not failed.success
+    assert f"keeping {world['map_b']}" in failed.message
+    failed = reload_from(tmp_path / "missing.selavpr")
+    assert not failed.success
+
+    publisher = publish(start_process, "/cam/image_raw", [world["files"]["b"][2]], "--reliable")
+    publisher.wait_for_output("done", timeout=60)
+    result = ros_probe.wait_for_messages("/place_recognition", timeout=60)[0]
+    assert result.accepted and result.matched_place_id == 2
+    assert result.candidates[0].global_similarity == pytest.approx(1.0, abs=1e-3)
+
+
+@pytest.mark.parametrize("case", ["missing map", "no map_path", "bad parameter type"])
+def test_startup_refuses_bad_configuration_in_one_line(case, world, start_process, tmp_path):
+    params = {"missing map": [f"map_path:={tmp_path / 'missing.selavpr'}",
+                              f"checkpoint:={world['checkpoint']}"],
+              "no map_path": [f"checkpoint:={world['checkpoint']}"],
+              "bad parameter type": [f"map_path:={world['map_a']}", "top_k:=many"]}[case]
+    argv = [ros_harness.executable(NODE), "--ros-args"]
+    for item in params:
+        argv += ["-p", item]
+    node = start_process(argv)
+    ros_harness.wait_until(lambda: node.returncode is not None, 60, "the node to exit")
+    assert node.returncode == 1, node.output()
+    assert "cannot start" in node.output()
+    assert "Traceback" not in node.output()
+
+
+def test_shipped_parameter_file_declares_every_parameter_and_starts_the_node(
+        world, ros_probe, start_process, tmp_path):
+    import yaml
+
+    from selavpr_ros.nodes.localizer_node import PARAMS
+
+    shipped = ros_harness.REPO_ROOT / "config" / "localizer.yaml"
+    values = yaml.safe_load(shipped.read_text())[NODE]["ros__parameters"]
+    assert list(values) == [p.name for p in PARAMS]
+    for p in PARAMS:  # rcl refuses a YAML value whose type differs from the declared one
+        assert type(values[p.name]) is type(p.default), p.name
+    values.update(map_path=str(world["map_a"]), checkpoint=str(world["checkpoint"]))
+    params_file = tmp_path / "localizer.yaml"
+    params_file.write_text(yaml.safe_dump({NODE: {"ros__parameters": values}}))
+    node = start_process([ros_harness.executable(NODE), "--ros-args",
+                          "--params-file", str(params_file)])
+    node.wait_for_output(f"{NODE} started", timeout=60)
+    ros_probe.wait_for_node(NODE)
+    assert f"{PLACES} places" in node.output()
+    assert node.stop() == 0, node.output()
+
+
+def test_launch_file_passes_its_arguments_to_the_node():
+    source = (ros_harness.REPO_ROOT / "launch" / "localizer.launch.py").read_text()
+    from selavpr_ros.nodes.localizer_node import PARAMS
+
+    names = {p.name for p in PARAMS}
+    for argument, parameter in (("map", "map_path"), ("checkpoint", "checkpoint"),
+                                ("camera_topic", "image_topic")):
+        assert f'DeclareLaunchArgument("{argument}"' in source
+        assert f'"{parameter}": LaunchConfiguration("{argument}")' in source
+        assert parameter in names
+    assert 'LaunchConfiguration("params_file")' in source
