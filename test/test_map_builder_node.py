@@ -1,0 +1,113 @@
+"""The live map_builder_node over real DDS: same frames as a bag -> same map as build-map.
+
+A publisher process replays a bag written in the test; the node (a separate process) pairs
+images with odometry, selects keyframes, extracts and commits on ~/save and on shutdown. The
+result is compared with the offline build of the same bag.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import ros_harness
+from map_build_testlib import make_checkpoint, write_drive_bag
+from selavpr_ros.cli import main as cli
+from selavpr_ros.map import PlaceMap
+
+pytestmark = pytest.mark.ros
+
+PUBLISHER = str(ros_harness.TEST_DIR / "bag_publisher.py")
+
+
+def call_save(probe: ros_harness.RosProbe, timeout: float = 60.0):  # noqa: ANN201
+    from std_srvs.srv import Trigger
+
+    client = probe.node.create_client(Trigger, "/map_builder_node/save")
+    assert client.wait_for_service(timeout_sec=timeout)
+    future = client.call_async(Trigger.Request())
+    ros_harness.wait_until(future.done, timeout, "the ~/save response")
+    return future.result()
+
+
+def node_args(map_path: Path, checkpoint: Path | None, **extra: object) -> list[str]:
+    params = {"map_path": str(map_path), "checkpoint": checkpoint,
+              "qos_reliability": "reliable", "qos_depth": 500, "min_distance": 0.15,
+              "min_rotation_deg": -1.0, "pose_tolerance": 0.05, "pose_wait": 30.0,
+              "commit_every": 3, "batch_size": 4, **extra}
+    args = [ros_harness.executable("map_builder_node"), "--ros-args", "--log-level",
+            "map_builder_node:=debug"]
+    for name, value in params.items():
+        if value is not None and value != "None":
+            args += ["-p", f"{name}:={value}"]
+    return args
+
+
+def test_live_map_equals_the_offline_build(tmp_path: Path, ros_probe, start_process) -> None:
+    checkpoint = make_checkpoint(tmp_path / "tiny.safetensors")
+    bag = tmp_path / "drive"
+    stamps = write_drive_bag(bag, 16)
+    assert cli(["build-map", str(tmp_path / "offline"), "--bag", str(bag), "--min-distance",
+                "0.15", "--min-rotation", "off", "--pose-tolerance", "0.05",
+                "--checkpoint", str(checkpoint), "--no-progress"]) == 0
+
+    node = start_process(node_args(tmp_path / "live", checkpoint))
+    node.wait_for_output("map_builder_node started")
+    ros_probe.wait_for_subscribers("/camera/image_raw")
+    ros_probe.wait_for_subscribers("/odom")
+    resume = tmp_path / "resume"
+    publisher = start_process([sys.executable, PUBLISHER, str(bag), "--pause-at",
+                               str(stamps[8]), "--resume-file", str(resume)])
+    publisher.wait_for_output("paused", timeout=60)
+    node.wait_for_output(f"image {stamps[7]} queued", timeout=30)
+
+    # ~/save commits the first half while the node keeps running
+    response = call_save(ros_probe)
+    assert response.success, response.message
+    with PlaceMap.open(tmp_path / "live") as m:
+        saved = m.count
+    assert f"{saved} in total" in response.message and "images received 8" in response.message
+    assert saved == 4  # images 0, 2, 4, 6 (image 7 is no keyframe)
+
+    # the second half is committed by the shutdown on SIGTERM, without a save
+    resume.touch()
+    publisher.wait_for_output("done", timeout=60)
+    node.wait_for_output(f"image {stamps[15]} queued", timeout=30)
+    node.proc.send_signal(signal.SIGTERM)
+    assert node.proc.wait(timeout=60) == 0, node.output()
+    assert "8 places added, 8 in total" in node.output()
+
+    with PlaceMap.open(tmp_path / "offline", verify=True) as off, \
+            PlaceMap.open(tmp_path / "live", verify=True) as live:
+        assert live.count == off.count == 8
+        assert live.map_frame == off.map_frame == "odom"
+        a, b = off.places(range(8)), live.places(range(8))
+        assert [p.stamp_ns for p in b] == [p.stamp_ns for p in a] == stamps[0:16:2]
+        for pa, pb in zip(a, b):
+            assert np.allclose(pb.position, pa.position, atol=1e-12)
+            assert np.allclose(pb.orientation, pa.orientation, atol=1e-12)
+            assert pb.frame_id == pa.frame_id == "cam"
+        fa, fb = off.features(range(8)), live.features(range(8))
+        assert np.allclose(fb.global_desc, fa.global_desc, atol=1e-6)
+        assert np.array_equal(fb.local, fa.local)
+
+
+def test_without_a_checkpoint_the_node_runs_and_save_reports_why(
+        tmp_path: Path, ros_probe, start_process) -> None:
+    node = start_process(node_args(tmp_path / "live", None))
+    node.wait_for_output("map_builder_node started")
+    node.wait_for_output("cannot build the map")
+    response = call_save(ros_probe)
+    assert not response.success and "checkpoint" in response.message
+    assert node.stop() == 0, node.output()
+    assert not (tmp_path / "live").exists()
+
+
+def test_bad_parameter_stops_the_node_with_one_line(tmp_path: Path, start_process) -> None:
+    node = start_process(node_args(tmp_path / "live", "x.safetensors", pose_type="imu"))
+    assert node.proc.wait(timeout=30) == 1
+    assert "pose_type must be one of" in node.output()
