@@ -1,4 +1,8 @@
-"""Launch the live map builder: ros2 launch selavpr_ros map_builder.launch.py map:=/maps/x.selavpr"""
+"""Launch the live map builder: ros2 launch selavpr_ros map_builder.launch.py map:=/maps/x.selavpr
+
+Arguments override the parameter file: map, checkpoint, image_topic, pose_topic, pose_type,
+device. Call ``ros2 service call /map_builder_node/save std_srvs/srv/Trigger`` to commit.
+"""
 
 import os
 
@@ -16,6 +20,14 @@ def generate_launch_description() -> LaunchDescription:
         DeclareLaunchArgument("params_file", default_value=default_params,
                               description="parameter YAML of map_builder_node"),
         DeclareLaunchArgument("map", default_value="", description="map directory to write"),
+        DeclareLaunchArgument("checkpoint", default_value="",
+                              description="SelaVPR weights (.pth or .safetensors)"),
+        DeclareLaunchArgument("image_topic", default_value="/camera/image_raw",
+                              description="camera topic (Image, or CompressedImage)"),
+        DeclareLaunchArgument("pose_topic", default_value="/odom", description="pose topic"),
+        DeclareLaunchArgument("pose_type", default_value="odometry",
+                              description="odometry, pose or pose_with_covariance"),
+        DeclareLaunchArgument("device", default_value="cpu", description="cpu or cuda"),
         DeclareLaunchArgument("namespace", default_value="", description="node namespace"),
         Node(
             package="selavpr_ros",
@@ -24,6 +36,11 @@ def generate_launch_description() -> LaunchDescription:
             namespace=LaunchConfiguration("namespace"),
             output="screen",
             parameters=[LaunchConfiguration("params_file"),
-                        {"map_path": LaunchConfiguration("map")}],
+                        {"map_path": LaunchConfiguration("map"),
+                         "checkpoint": LaunchConfiguration("checkpoint"),
+                         "image_topic": LaunchConfiguration("image_topic"),
+                         "pose_topic": LaunchConfiguration("pose_topic"),
+                         "pose_type": LaunchConfiguration("pose_type"),
+                         "device": LaunchConfiguration("device")}],
         ),
     ])
