@@ -1,5 +1,5 @@
 """Evaluation: Recall@N, precision-recall of the decision, latency, reports and plots.
 
-ROS-free: the offline runner uses the core localizer; the live runner (``eval.live``) is the
-only module here that imports rclpy, and only when it is used.
+ROS-free, like the rest of the core: live evaluation through a running node lives in
+:mod:`selavpr_ros.nodes.live_eval` and hands its answers back as the same query records.
 """
