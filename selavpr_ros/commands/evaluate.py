@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -168,6 +169,8 @@ def run(args: argparse.Namespace) -> int:
                     offline = run_offline(localizer, frames_list, total=len(frames_list),
                                           progress=not args.no_progress, only_stamps=stamps)
                     live_info["agreement"] = compare(offline.records, records)
+                    sizes = {r.stamp_ns: r.image_hw for r in offline.records}
+                    records = [replace(r, image_hw=sizes.get(r.stamp_ns)) for r in records]
             else:
                 offline = run_offline(localizer, frames, total=total,
                                       progress=not args.no_progress)
@@ -200,7 +203,7 @@ def _print_summary(report: dict[str, Any], files: dict[str, Path]) -> None:
                       headline["recall_at_100_precision"])
     print(f"queries: {c['queries']} ({c['evaluated']} evaluated, {c['without_positive']} "
           f"without a positive, {c['without_ground_truth']} without ground truth, "
-          f"{c['failed']} failed)")
+          f"{c['unanswered']} unanswered)")
     print(f"recall before re-ranking: {fmt(before)}")
     print(f"recall after re-ranking:  {fmt(after)}")
     print(f"accepted {c['accepted']} ({c['accepted_correct']} correct, {c['accepted_wrong']} "

@@ -343,7 +343,7 @@ def score(records: Sequence[QueryRecord], map_positions: np.ndarray,
         outcomes[r.index] = ("correct" if ok else "wrong") if r.accepted else "rejected"
     counts = {
         "queries": len(records),
-        "failed": len(records) - len(answered),
+        "unanswered": len(records) - len(answered),
         "without_ground_truth": len(answered) - len(usable),
         "evaluated": len(usable),
         "with_positive": int(sum(has)),

@@ -19,7 +19,7 @@ log = logging.getLogger(__name__)
 
 DPI = 100
 COLORS = {"correct": "#2ca02c", "wrong": "#d62728", "rejected": "#9a9a9a",
-          "no_ground_truth": "#1f77b4"}
+          "no_ground_truth": "#1f77b4", "unanswered": "#f0b400"}
 SCORE_COLORS = {"confidence": "#1f77b4", "mnn_score": "#ff7f0e", "score_fraction": "#9467bd",
                 "global_similarity": "#8c564b"}
 

@@ -118,7 +118,7 @@ def build_report(
     if live is not None:
         report["live"] = live
     report["queries"] = [
-        {**r.to_dict(), "outcome": scores.outcomes.get(r.index, "failed"),
+        {**r.to_dict(), "outcome": scores.outcomes.get(r.index, "unanswered"),
          "positives": list(scores.positives.get(r.index, ()))}
         for r in records
     ]
@@ -164,7 +164,7 @@ def markdown(report: dict[str, Any], plots: dict[str, str] | None = None) -> str
         f"weights `{ext['fingerprint'][:24]}`, {ext['device']}/{ext['precision']})",
         f"- **Positives**: map places {rule}; Recall@N over the {c['with_positive']} queries "
         f"with a positive ({c['without_positive']} without one, {c['without_ground_truth']} "
-        f"without ground truth, {c['failed']} undecodable)",
+        f"without ground truth, {c['unanswered']} unanswered: undecodable, or dropped live)",
         f"- **Localizer**: top_k {p['localizer']['top_k']}, rerank_k "
         f"{p['localizer']['rerank_k']}, min_margin {p['localizer']['min_margin']}",
         "",
@@ -215,6 +215,14 @@ def markdown(report: dict[str, Any], plots: dict[str, str] | None = None) -> str
                   f"Sent {live['frames_sent']} frames at rate x{live['rate']:g}; the node "
                   f"answered {live['frames_answered']} ({live['frames_unanswered']} not "
                   f"answered: dropped by the node's newest-frame policy or lost)."]
+        counters = live.get("node_counters")
+        if counters:
+            lines.append(f"Node counters over the replay: {counters}.")
+        proc = live["node_processing_ms"]
+        if proc["count"]:
+            lines.append(f"Node processing (receipt to publish): p50 {proc['p50']:.1f} ms, "
+                         f"p95 {proc['p95']:.1f} ms; end-to-end figures above are "
+                         "frame publish to result receipt over DDS.")
         agreement = live.get("agreement")
         if agreement:
             lines.append(
