@@ -40,6 +40,7 @@ from std_srvs.srv import Trigger
 
 from selavpr_ros import __version__
 from selavpr_ros.errors import ConfigError, SelaVPRError
+from selavpr_ros.extractor import Extractor
 from selavpr_ros.extractors.factory import ExtractorSpec, create_extractor
 from selavpr_ros.io.frames import Frame
 from selavpr_ros.io.images import decode_image_message
@@ -174,6 +175,7 @@ class MapBuilderNode(Node):
         self._received = 0
         self._error: str | None = None
         self._builder: MapBuilder | None = None
+        self._extractor: Extractor | None = None
         self._source = f"topic:{self.resolve_topic_name(s.image_topic)}"
 
         image_type = CompressedImage if s.compressed else Image
@@ -222,22 +224,30 @@ class MapBuilderNode(Node):
         return response
 
     # ------------------------------------------------------------------ worker
-    def _start_builder(self) -> None:
-        """Load the extractor and open or create the map (in the worker: it takes seconds)."""
-        from selavpr_ros.map import IndexSpec, PlaceMap
+    def _load_extractor(self) -> None:
+        """Load the extractor (in the worker: it takes seconds) and open an existing map."""
+        from selavpr_ros.map import PlaceMap
 
         s = self.settings
-        extractor = create_extractor(ExtractorSpec(**s.extractor))
+        self._extractor = create_extractor(ExtractorSpec(**s.extractor))
         if (s.map_path / "manifest.json").is_file():
-            place_map = PlaceMap.open(s.map_path, writable=True, extractor=extractor)
+            place_map = PlaceMap.open(s.map_path, writable=True, extractor=self._extractor)
             self.get_logger().info(f"extending map {s.map_path} ({place_map.count} places)")
-        else:
+            self._builder = MapBuilder(place_map, self._extractor, s.build)
+
+    def _ensure_builder(self) -> MapBuilder | None:
+        """The builder; a new map is created at the first frame, once the pose frame is known."""
+        if self._builder is None and self._extractor is not None:
+            from selavpr_ros.map import IndexSpec, PlaceMap
+
+            s = self.settings
             with self._cond:
                 frame = s.map_frame or self._pose_frame or "map"
-            place_map = PlaceMap.create(s.map_path, extractor, index=IndexSpec(kind=s.index),
-                                        map_frame=frame)
+            place_map = PlaceMap.create(s.map_path, self._extractor,
+                                        index=IndexSpec(kind=s.index), map_frame=frame)
             self.get_logger().info(f"created map {s.map_path} in frame '{frame}'")
-        self._builder = MapBuilder(place_map, extractor, s.build)
+            self._builder = MapBuilder(place_map, self._extractor, s.build)
+        return self._builder
 
     def _next_frame(self, force: bool) -> Frame | None:
         """The oldest image as a frame once its pose can be decided (call with the lock)."""
@@ -268,6 +278,11 @@ class MapBuilderNode(Node):
     def _answer_saves(self, saves: list[tuple[threading.Event, list[Any]]]) -> None:
         if not saves:
             return
+        if self._error is None and self._extractor is not None:
+            try:
+                self._ensure_builder()
+            except (SelaVPRError, OSError) as err:
+                self._error = str(err)
         if self._builder is None:
             result = [False, self._status(0)]
         else:
@@ -283,7 +298,7 @@ class MapBuilderNode(Node):
 
     def _work(self) -> None:
         try:
-            self._start_builder()
+            self._load_extractor()
         except (SelaVPRError, OSError) as err:
             self._error = str(err)
             self.get_logger().error(f"cannot build the map, frames are not recorded: {err}")
@@ -298,7 +313,7 @@ class MapBuilderNode(Node):
                 else:
                     idle = False
             if frame is not None:
-                if self._builder is not None:
+                if self._extractor is not None:
                     self._add(frame)
                 continue
             self._answer_saves(saves)
@@ -319,9 +334,10 @@ class MapBuilderNode(Node):
         return max(0.0, arrival + self.settings.pose_wait - time.monotonic())
 
     def _add(self, frame: Frame) -> None:
-        assert self._builder is not None
         try:
-            reason = self._builder.add(frame)
+            builder = self._ensure_builder()
+            assert builder is not None
+            reason = builder.add(frame)
         except (SelaVPRError, OSError, ValueError) as err:
             self.get_logger().error(f"cannot add frame {frame.stamp_ns}: {err}")
             return
