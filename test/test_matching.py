@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from selavpr_ros.errors import ConfigError
-from selavpr_ros.matching import chunk_size_for_budget, mnn_scores
+from selavpr_ros.matching import chunk_size_for_budget, mnn, mnn_scores
 
 ROOT = Path(__file__).resolve().parents[1]
 _spec = importlib.util.spec_from_file_location(
@@ -179,6 +179,90 @@ def test_bad_inputs_are_refused() -> None:
 def test_matching_does_not_import_faiss() -> None:
     code = "import sys, selavpr_ros.matching; assert 'faiss' not in sys.modules, 'faiss'"
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
+
+
+def test_row_tiles_are_balanced_and_cover_the_rows() -> None:
+    for rows, lq in [(3721, 3721), (100, 3721), (1, 5), (97, 10_000), (5000, 7)]:
+        tiles = mnn.row_tiles(rows, lq)
+        assert tiles[0][0] == 0 and tiles[-1][1] == rows
+        assert all(a[1] == b[0] for a, b in zip(tiles, tiles[1:]))
+        sizes = [stop - start for start, stop in tiles]
+        assert max(sizes) - min(sizes) <= 1  # no tiny tail block
+        assert min(sizes) >= min(rows, mnn.MIN_TILE_ROWS)
+    assert len(mnn.row_tiles(3721, 3721)) > 1  # the real shape is tiled
+
+
+def _small_tiles(monkeypatch: pytest.MonkeyPatch, rows: int) -> None:
+    """Force several row blocks on small inputs (blocks of ``rows`` rows)."""
+    monkeypatch.setattr(mnn, "MIN_TILE_ROWS", 1)
+    monkeypatch.setattr(mnn, "TILE_BYTES", 1)
+    monkeypatch.setattr(mnn, "row_tiles", lambda r, q, tile_bytes=None, element_bytes=4: [
+        (s, min(r, s + rows)) for s in range(0, r, rows)])
+
+
+@pytest.mark.parametrize("workers", [1, 2, 3])
+def test_tiled_full_size_matches_reference(workers: int) -> None:
+    """61x61x128 with near-ties: candidates are noisy copies of the query and of each other."""
+    rng = np.random.default_rng(12)
+    q = unit(rng.standard_normal((61, 61, 128)))
+    cands = unit(q[None] + 0.3 * rng.standard_normal((5, 61, 61, 128))).astype(np.float16)
+    cands[3] = unit(rng.standard_normal((61, 61, 128)))
+    cands[4] = cands[0]
+    expected = reference_mnn_scores(q, cands)
+    got = mnn_scores(q, cands, method="tiled", workers=workers)
+    assert np.array_equal(got, expected)
+    assert got[0] == got[4] and got[0] > got[3]
+
+
+def test_tiled_exact_ties_take_the_first_index(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Integer features tie everywhere; ties across row blocks must go to the first block."""
+    rng = np.random.default_rng(13)
+    for rows in (1, 3, 7):
+        _small_tiles(monkeypatch, rows)
+        for _ in range(10):
+            q = rng.integers(-1, 2, size=(25, 4)).astype(np.float32)
+            cands = rng.integers(-1, 2, size=(6, 30, 4)).astype(np.float32)
+            expected = loop_mnn_scores(q, cands)
+            for workers in (1, 2):
+                got = mnn._tiled_counts(torch.from_numpy(q), cands, mnn.row_tiles(30, 25),
+                                        None, None, None, workers)
+                assert np.array_equal(got, expected)
+
+
+def test_tiled_masks_and_min_similarity_match_chunked() -> None:
+    rng = np.random.default_rng(14)
+    q = unit(rng.standard_normal((300, 16)))
+    cands = unit(rng.standard_normal((5, 290, 16)))
+    q_mask = rng.random(300) < 0.7
+    c_mask = rng.random((5, 290)) < 0.6
+    c_mask[3] = False
+    for kwargs in ({}, {"match_filter": "min_similarity", "min_similarity": 0.7}):
+        chunked = mnn_scores(q, cands, query_mask=q_mask, candidate_mask=c_mask,
+                             method="chunked", **kwargs)
+        tiled = mnn_scores(q, cands, query_mask=q_mask, candidate_mask=c_mask,
+                           method="tiled", workers=2, **kwargs)
+        assert np.array_equal(tiled, chunked)
+        assert tiled[3] == 0 and tiled.sum() > 0
+
+
+def test_tiling_check_refuses_blocks_that_change_the_sums(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """When a block product differs from the full one, the chunked method is used instead."""
+    real_mm = torch.mm
+
+    def skewed_mm(a: torch.Tensor, b: torch.Tensor, *, out: torch.Tensor) -> torch.Tensor:
+        real_mm(a, b, out=out)
+        return out.mul_(1 + 2**-20)  # a different rounding, as another kernel would give
+
+    monkeypatch.setattr(mnn, "_TILING_CHECKS", {})
+    monkeypatch.setattr(mnn.torch, "mm", skewed_mm)
+    assert not mnn.tiling_is_exact(300, 200, 8, mnn.row_tiles(300, 200))
+    monkeypatch.setattr(mnn.torch, "mm", real_mm)
+    rng = np.random.default_rng(15)
+    q = unit(rng.standard_normal((200, 8)))
+    cands = unit(rng.standard_normal((3, 300, 8)))
+    monkeypatch.setattr(mnn, "_tiled_counts", None)  # must not be reached
+    assert np.array_equal(mnn_scores(q, cands, method="tiled"), reference_mnn_scores(q, cands))
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
