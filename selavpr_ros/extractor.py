@@ -230,6 +230,42 @@ class Extractor(abc.ABC):
     def rerank(self) -> RerankSettings:
         return self.info.rerank
 
+    # Learned state: extractors whose state comes from the map's own images (a classical
+    # extractor's visual vocabulary) are fitted before the map is created, and their state is
+    # stored in the map. A map builder does::
+    #
+    #     if extractor.needs_fit:
+    #         extractor = extractor.fit(sample)  # up to extractor.fit_sample_size images
+    #     place_map = PlaceMap.create(path, extractor)  # stores extractor.state()
+    #
+    # and a map's user restores the extractor from ``place_map.extractor_state()`` (see
+    # ``extractors.factory.create_extractor``). Weights-only extractors (SelaVPR) keep the
+    # defaults below: nothing to fit, no state.
+    @property
+    def needs_fit(self) -> bool:
+        """True while the extractor still has to learn its state from sample images."""
+        return False
+
+    @property
+    def fit_sample_size(self) -> int:
+        """How many sample images :meth:`fit` wants at most (spread over the whole route)."""
+        return 0
+
+    def fit(self, images: Sequence[np.ndarray]) -> Extractor:
+        """A fitted extractor, learned from (H, W, 3) uint8 RGB sample images of the map.
+
+        Deterministic: the same images give the same state. The default returns ``self``.
+        """
+        return self
+
+    def state(self) -> dict[str, np.ndarray]:
+        """Learned arrays a map stores (numeric ``.npy``, no pickle); {} when there are none.
+
+        The fingerprint in :attr:`info` must identify this state (e.g. hash it), so that a map
+        refuses queries from an extractor with another state.
+        """
+        return {}
+
 
 def check_rgb_images(images: Sequence[np.ndarray]) -> None:
     """Raise ValueError unless every image is an (H, W, 3) uint8 array."""

@@ -4,13 +4,14 @@ The manifest is the single switch of a commit: data files are written under new 
 ``manifest.json`` is then replaced atomically, so a reader sees the last complete commit. It also
 carries the extractor identity, the descriptor sizes and dtypes, the place count (authoritative:
 metadata rows with ``id >= count`` belong to an unfinished commit and are ignored) and the size
-and sha256 of every data file.
+and sha256 of every data file, including the extractor's learned state (``extractor/*.npy``,
+written once when the map is created; absent for extractors without state).
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ FORMAT_VERSION = 1
 MANIFEST_NAME = "manifest.json"
 METADATA_NAME = "places.sqlite"
 ARRAY_KINDS = ("global", "local", "mask", "keypoints")
+STATE_DIR = "extractor"
 
 
 @dataclass(frozen=True)
@@ -81,6 +83,7 @@ class Manifest:
     count: int
     index: dict[str, Any]  # {"spec": IndexSpec dict, "file": FileEntry dict or None}
     segments: tuple[Segment, ...] = ()
+    extractor_state: dict[str, FileEntry] = field(default_factory=dict)  # array name -> file
     format_version: int = FORMAT_VERSION
 
     @property
@@ -94,6 +97,7 @@ class Manifest:
         names += [e.name for s in self.segments for e in s.files.values()]
         if self.index_file is not None:
             names.append(self.index_file.name)
+        names += [e.name for e in self.extractor_state.values()]
         return names
 
     def to_dict(self) -> dict[str, Any]:
@@ -120,6 +124,7 @@ class Manifest:
             "index": self.index,
             "metadata": {"file": METADATA_NAME},
             "segments": [s.to_dict() for s in self.segments],
+            "extractor_state": {k: e.to_dict() for k, e in self.extractor_state.items()},
             "files": self.data_files(),
         }
 
@@ -163,6 +168,10 @@ def read_manifest(directory: Path) -> Manifest:
             count=int(data["count"]),
             index=dict(data["index"]),
             segments=tuple(Segment.from_dict(s) for s in data["segments"]),
+            extractor_state={
+                str(k): FileEntry.from_dict(v)
+                for k, v in dict(data.get("extractor_state", {})).items()
+            },
         )
     except (KeyError, TypeError, ValueError, ConfigError) as err:
         raise MapFormatError(f"{path}: missing or invalid field: {err!r}") from err
@@ -187,6 +196,17 @@ def _check_consistency(path: Path, manifest: Manifest) -> None:
         )
     if manifest.count > 0 and manifest.index_file is None:
         raise MapFormatError(f"{path}: map has {manifest.count} places but no index file")
+    for key, entry in manifest.extractor_state.items():
+        if entry.name != state_file_name(key):
+            raise MapFormatError(
+                f"{path}: extractor state {key!r} is in {entry.name!r}, expected "
+                f"{state_file_name(key)!r}"
+            )
+
+
+def state_file_name(key: str) -> str:
+    """Where the extractor state array ``key`` lives, relative to the map directory."""
+    return f"{STATE_DIR}/{key}.npy"
 
 
 def write_manifest(directory: Path, manifest: Manifest) -> None:

@@ -9,6 +9,8 @@ Layout of ``<name>.selavpr/`` (format version 1)::
     mask-<gen>.npy           bool (n, L), only for extractors with a variable feature count
     keypoints-<gen>.npy      float32 (n, L, 2), only for extractors with keypoints
     index-<gen>.faiss        the faiss index over all global descriptors at commit <gen>
+    extractor/<name>.npy     the extractor's learned state (e.g. a VLAD vocabulary), written
+                             once by :meth:`PlaceMap.create`; only for extractors with state
 
 Commits: new files are written and fsynced, metadata rows are inserted in one SQLite
 transaction, then ``manifest.json`` is replaced atomically. Killing the process at any point
@@ -41,10 +43,12 @@ from selavpr_ros.map import index as idx
 from selavpr_ros.map.fsutil import WriteLock, fsync_dir, sha256_file
 from selavpr_ros.map.manifest import (
     METADATA_NAME,
+    STATE_DIR,
     FileEntry,
     Manifest,
     Segment,
     read_manifest,
+    state_file_name,
     write_manifest,
 )
 from selavpr_ros.map.metadata import MetadataStore, Place, PlaceInfo
@@ -61,6 +65,7 @@ from selavpr_ros.map.segments import (
 log = logging.getLogger(__name__)
 
 _DATA_FILE = re.compile(r"^(global|local|mask|keypoints)-\d{6}\.npy$|^index-\d{6}\.faiss$")
+_STATE_KEY = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
 
 
 @dataclass(frozen=True)
@@ -86,6 +91,34 @@ def check_extractor(map_info: ExtractorInfo, info: ExtractorInfo, where: Path) -
     )
 
 
+def _check_state(state: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Extractor state must be named, plain numeric arrays (stored as .npy without pickle)."""
+    checked = {}
+    for key, value in state.items():
+        if not _STATE_KEY.match(key):
+            raise MapFormatError(f"extractor state name {key!r} is not a plain identifier")
+        array = np.asarray(value)
+        if array.dtype.kind not in "biuf":
+            raise MapFormatError(
+                f"extractor state {key!r} has dtype {array.dtype}; only bool, integer and "
+                "float arrays can be stored"
+            )
+        checked[key] = array
+    return checked
+
+
+def _write_state(directory: Path, state: dict[str, np.ndarray]) -> dict[str, FileEntry]:
+    if not state:
+        return {}
+    (directory / STATE_DIR).mkdir()
+    entries = {}
+    for key, array in state.items():
+        entry = write_array(directory / state_file_name(key), array)
+        entries[key] = FileEntry(state_file_name(key), entry.bytes, entry.sha256)
+    fsync_dir(directory / STATE_DIR)
+    return entries
+
+
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
@@ -101,6 +134,7 @@ class PlaceMap:
         self._manifest = manifest
         self._lock = lock
         self._metadata: MetadataStore | None = None
+        self._state: dict[str, np.ndarray] | None = None
         try:
             self._metadata = MetadataStore(
                 self.path / METADATA_NAME, manifest.count, writable=writable
@@ -111,6 +145,7 @@ class PlaceMap:
             self._index: faiss.Index | None = None
             self._search_index: faiss.Index | None = None
             self._check_index_file()
+            self._check_state_files()
         except BaseException:
             self.close()
             raise
@@ -125,10 +160,19 @@ class PlaceMap:
         index: idx.IndexSpec | None = None,
         map_frame: str = "map",
         local_dtype: str = "float16",
+        extractor_state: dict[str, np.ndarray] | None = None,
     ) -> PlaceMap:
-        """Create an empty map at ``path`` (a new or empty directory), open for writing."""
+        """Create an empty map at ``path`` (a new or empty directory), open for writing.
+
+        ``extractor_state`` (arrays the extractor learned, e.g. a VLAD vocabulary) is stored
+        under ``extractor/`` with checksums and never changes afterwards; by default it is
+        ``extractor.state()`` when an :class:`Extractor` is given, else none.
+        """
         path = Path(path)
         info = extractor.info if isinstance(extractor, Extractor) else extractor
+        if extractor_state is None and isinstance(extractor, Extractor):
+            extractor_state = extractor.state()
+        state = _check_state(extractor_state or {})
         if path.exists() and (not path.is_dir() or any(path.iterdir())):
             raise MapFormatError(f"cannot create a map at {path}: it exists and is not empty")
         if local_dtype not in ("float16", "float32"):
@@ -137,6 +181,7 @@ class PlaceMap:
         lock = WriteLock(path)
         lock.acquire()
         MetadataStore.create(path / METADATA_NAME)
+        state_files = _write_state(path, state)
         now = _now()
         manifest = Manifest(
             map_id=str(uuid.uuid4()),
@@ -148,6 +193,7 @@ class PlaceMap:
             local_dtype=local_dtype,
             count=0,
             index={"spec": (index or idx.IndexSpec()).to_dict(), "file": None},
+            extractor_state=state_files,
         )
         fsync_dir(path)
         write_manifest(path, manifest)
@@ -279,6 +325,20 @@ class PlaceMap:
                 f"{path} has {path.stat().st_size} bytes, manifest says {entry.bytes}"
             )
 
+    def _check_state_files(self) -> None:
+        for entry in self._manifest.extractor_state.values():
+            self._check_state_entry(entry)
+
+    def _check_state_entry(self, entry: FileEntry) -> None:
+        path = self.path / entry.name
+        if not path.is_file():
+            raise MapFormatError(f"{path} is missing (the extractor state of the map)")
+        if path.stat().st_size != entry.bytes:
+            raise MapFormatError(
+                f"{path} has {path.stat().st_size} bytes, manifest says {entry.bytes}: the "
+                "extractor state is damaged; rebuild the map"
+            )
+
     def load_index(self) -> faiss.Index | None:
         """Load the faiss index now (otherwise done by the first search); None when empty."""
         entry = self._manifest.index_file
@@ -326,6 +386,33 @@ class PlaceMap:
             return np.zeros((0, self.extractor_info.global_dim), np.float32)
         return self._arrays["global"].all()
 
+    def extractor_state(self) -> dict[str, np.ndarray]:
+        """The extractor's learned state arrays ({} when it has none), checksums verified.
+
+        Raises:
+            MapFormatError: a state file is missing, damaged or not a plain numeric array.
+        """
+        if self._state is None:
+            state = {}
+            for key, entry in self._manifest.extractor_state.items():
+                path = self.path / entry.name
+                self._check_state_entry(entry)
+                found = sha256_file(path)
+                if found != entry.sha256:
+                    raise MapFormatError(
+                        f"{path}: checksum mismatch (sha256 {found[:16]}..., manifest "
+                        f"{entry.sha256[:16]}...): the extractor state is damaged; rebuild "
+                        "the map"
+                    )
+                try:
+                    array = np.load(path, allow_pickle=False)
+                except (ValueError, OSError) as err:
+                    raise MapFormatError(f"{path} is not a readable .npy array: {err}") from err
+                array.setflags(write=False)
+                state[key] = array
+            self._state = state
+        return dict(self._state)
+
     def places(self, ids: Sequence[int] | np.ndarray) -> list[Place]:
         return self._store.get([int(i) for i in ids])
 
@@ -339,6 +426,7 @@ class PlaceMap:
         entries: list[FileEntry] = [e for s in m.segments for e in s.files.values()]
         if m.index_file is not None:
             entries.append(m.index_file)
+        entries += m.extractor_state.values()
         for entry in entries:
             path = self.path / entry.name
             found = sha256_file(path)
