@@ -305,7 +305,9 @@ class MapBuilderNode(Node):
         while True:
             with self._cond:
                 frame = self._next_frame(force=self._stopping)
-                saves, self._saves = self._saves, []
+                saves: list[tuple[threading.Event, list[Any]]] = []
+                if frame is None:  # answer saves once every ready frame is in the builder
+                    saves, self._saves = self._saves, []
                 stopping = self._stopping
                 if frame is None and not saves and not stopping:
                     # idle: extract what is queued before sleeping
@@ -321,7 +323,10 @@ class MapBuilderNode(Node):
                 break
             if idle:
                 if self._builder is not None and self._builder.pending:
-                    self._builder.extract_pending()
+                    try:
+                        self._builder.extract_pending()
+                    except (SelaVPRError, ValueError, RuntimeError) as err:
+                        self.get_logger().error(f"feature extraction failed: {err}")
                 with self._cond:
                     if not self._saves and not self._stopping and not self._images:
                         self._cond.wait(timeout=0.1)
@@ -338,7 +343,7 @@ class MapBuilderNode(Node):
             builder = self._ensure_builder()
             assert builder is not None
             reason = builder.add(frame)
-        except (SelaVPRError, OSError, ValueError) as err:
+        except (SelaVPRError, OSError, ValueError, RuntimeError) as err:
             self.get_logger().error(f"cannot add frame {frame.stamp_ns}: {err}")
             return
         if reason == NO_POSE:
