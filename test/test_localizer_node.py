@@ -53,6 +53,22 @@ def publish(start_process, topic, items, *flags):
                           "--topic", topic, *flags, *items])
 
 
+def warm_up(start_process, probe, topic, image, flags=()) -> None:
+    """Send one frame and wait for its answer: the first query loads lazily and is slow, and
+    frames arriving meanwhile would be dropped as stale (the slot keeps only the newest)."""
+    publisher = publish(start_process, topic, [image], "--reliable", *flags)
+    probe.wait_for_messages("/place_recognition", count=1, timeout=60)
+    publisher.stop()
+
+
+def wait_for_answer(probe, stamp: int, timeout: float = 60.0) -> None:
+    """Wait for the result whose header carries the frame stamp ``stamp``."""
+    ros_harness.wait_until(
+        lambda: any(stamp_ns(m.header.stamp) == stamp
+                    for m in probe.messages("/place_recognition")),
+        timeout, f"the answer to the frame stamped {stamp}")
+
+
 def sent_stamps(publisher) -> list[int]:
     return [int(line.split()[2]) for line in publisher.output().splitlines()
             if line.startswith("sent ")]
@@ -85,13 +101,16 @@ def test_frames_of_mapped_places_are_recognised_with_their_poses(
     ros_probe.subscribe(Float64MultiArray, "/loop_closure")
     start_localizer(start_process, world, topic=topic)
     ros_probe.wait_for_publishers("/place_recognition")
+    warm_up(start_process, ros_probe, topic, world["files"]["a"][0], flags)
     publisher = publish(start_process, topic, world["files"]["a"], "--rate", "3",
                         "--reliable", *flags)
     publisher.wait_for_output("done", timeout=60)
     stamps = sent_stamps(publisher)
-    results = ros_probe.wait_for_messages("/place_recognition", count=PLACES - 1, timeout=60)
-
-    assert len(results) <= PLACES
+    wait_for_answer(ros_probe, stamps[-1])
+    # After the warm-up answer. A frame may still be dropped as stale on a loaded machine
+    # (that is the design, tested below); every answer must be right.
+    results = ros_probe.messages("/place_recognition")[1:]
+    assert PLACES // 2 <= len(results) <= PLACES
     for msg in results:
         index = stamps.index(stamp_ns(msg.header.stamp))  # the header is the frame's header
         assert msg.header.frame_id == "test_camera"
@@ -106,11 +125,11 @@ def test_frames_of_mapped_places_are_recognised_with_their_poses(
         assert msg.map_frame == "map" and msg.map_id
         assert {s.stage for s in msg.stages} >= {"decode", "extract", "search", "rerank"}
         assert msg.processing_ms > 0 and msg.latency_ms >= msg.processing_ms * 0.5
-    poses = ros_probe.wait_for_messages("/pose", count=len(results))
+    poses = ros_probe.wait_for_messages("/pose", count=len(results) + 1)[1:]
     assert [stamp_ns(p.header.stamp) for p in poses] == [stamp_ns(r.header.stamp)
                                                          for r in results]
     assert all(p.header.frame_id == "map" for p in poses)
-    loops = ros_probe.wait_for_messages("/loop_closure", count=len(results))
+    loops = ros_probe.wait_for_messages("/loop_closure", count=len(results) + 1)[1:]
     first = results[0]
     assert list(loops[0].data) == pytest.approx(
         [stamp_ns(first.header.stamp) / 1e9, 1_000.0 + first.matched_place_id])
@@ -129,8 +148,9 @@ def test_bad_frames_are_counted_and_skipped(flags, world, ros_probe, start_proce
     node = start_localizer(start_process, world, "qos_reliability:=reliable",
                            "qos_depth:=10", topic=topic)
     files = world["files"]["a"]
-    items = [files[0], "BAD:corrupt", "BAD:unsupported", "BAD:empty", files[1]]
-    publisher = publish(start_process, topic, items, "--rate", "3", "--reliable", *flags)
+    warm_up(start_process, ros_probe, topic, files[0], flags)
+    items = ["BAD:corrupt", "BAD:unsupported", "BAD:empty", files[1]]
+    publisher = publish(start_process, topic, items, "--rate", "2", "--reliable", *flags)
     publisher.wait_for_output("done", timeout=60)
     results = ros_probe.wait_for_messages("/place_recognition", count=2, timeout=60)
     assert [r.matched_place_id for r in results] == [0, 1]
@@ -138,6 +158,7 @@ def test_bad_frames_are_counted_and_skipped(flags, world, ros_probe, start_proce
         lambda: latest_diagnostics(ros_probe).get("frames_processed") == "2", 30,
         "frames_processed == 2 in diagnostics")
     diagnostics = latest_diagnostics(ros_probe)
+    assert diagnostics["frames_dropped"] == "0"
     assert diagnostics["bad_frames"] == "3"
     assert diagnostics["frames_received"] == "5"
     assert diagnostics["map_places"] == str(PLACES)
@@ -159,10 +180,7 @@ def test_a_burst_is_dropped_not_queued(world, ros_probe, start_process):
     publisher = publish(start_process, "/cam/image_raw", burst, "--rate", "0", "--reliable")
     publisher.wait_for_output("done", timeout=60)
     last_stamp = sent_stamps(publisher)[-1]
-    ros_harness.wait_until(
-        lambda: any(stamp_ns(m.header.stamp) == last_stamp
-                    for m in ros_probe.messages("/place_recognition")),
-        60, "the result for the last frame of the burst")
+    wait_for_answer(ros_probe, last_stamp)
     results = ros_probe.messages("/place_recognition")
     last = next(m for m in results if stamp_ns(m.header.stamp) == last_stamp)
 
