@@ -1,0 +1,270 @@
+"""Run every benchmark of the project and write one JSON and one Markdown table.
+
+    python bench/run.py                                    # CPU defaults, about 15 minutes
+    python bench/run.py --device cuda --sections extraction,feature_error,mnn,ransac
+    python bench/run.py --search-sizes 1000 10000 100000 1000000
+
+Each section runs its bench script (bench/bench_*.py) in a fresh process, so one section's
+memory peak and threads do not leak into the next, and reads the JSON line it prints last.
+Sections whose modules are missing (faiss for search, rclpy for the node) are skipped with a
+note rather than failing the run. Ours and the reference are always timed in the same process,
+interleaved, so ratios hold even when the machine is shared; absolute times vary. Output:
+``bench_results/<UTC timestamp>.json`` and ``.md`` (the directory is git-ignored).
+Model weights are random in every section: timings only, never recognition quality.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import importlib.util
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCH = ROOT / "bench"
+SECTIONS = ("extraction", "feature_error", "mnn", "ransac", "search", "node", "map")
+NEEDS = {"search": "faiss", "map": "faiss", "node": "rclpy"}
+
+
+def machine(device: str) -> dict[str, Any]:
+    """CPU, GPU and library versions, and the load when the run started."""
+    import numpy
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    info: dict[str, Any] = {
+        "cpu": cpu, "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+        "python": platform.python_version(), "torch": torch.__version__,
+        "numpy": numpy.__version__, "platform": platform.platform(),
+        "load_avg_start": os.getloadavg(),
+    }
+    for mod in ("faiss", "cv2"):
+        try:
+            info[mod] = __import__(mod).__version__
+        except ImportError:
+            info[mod] = None
+    info["gpu"] = torch.cuda.get_device_name(0) if device == "cuda" else None
+    if device == "cuda":
+        info["cuda"] = torch.version.cuda
+    try:
+        mem = Path("/proc/meminfo").read_text().splitlines()[0].split()[1]
+        info["ram_gib"] = round(int(mem) / 2**20, 1)
+    except (OSError, IndexError):
+        pass
+    return info
+
+
+def run_script(name: str, args: list[str], timeout: float) -> dict[str, Any]:
+    """Run bench/<name> and return its last JSON line (or an error record)."""
+    cmd = [sys.executable, str(BENCH / name), *args]
+    start = time.perf_counter()
+    print(f"$ {' '.join(cmd[1:])}", flush=True)
+    try:
+        proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return {"error": f"timed out after {timeout:.0f} s", "cmd": cmd[1:]}
+    wall = time.perf_counter() - start
+    print(proc.stdout, end="", flush=True)
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
+    if not lines:
+        return {"error": f"exit {proc.returncode}: {proc.stderr.strip()[-800:]}",
+                "cmd": cmd[1:]}
+    result = json.loads(lines[-1])
+    result.update(cmd=cmd[1:], wall_s=wall, returncode=proc.returncode)
+    return result
+
+
+def run_sections(args: argparse.Namespace) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    device = args.device
+    for section in args.sections:
+        module = NEEDS.get(section)
+        if module and importlib.util.find_spec(module) is None:
+            out[section] = {"skipped": f"{module} is not installed here"}
+            print(f"[{section}] skipped: {module} is not installed", flush=True)
+            continue
+        if section == "extraction":
+            precisions = ["fp32", "bf16"] if device == "cpu" else ["fp16", "bf16", "fp32"]
+            iters = ["--iters", str(args.iters), "--warmup", "1"]
+            out[section] = [
+                run_script("bench_model.py", ["--device", device, "--precision", p, "--batch",
+                                              *map(str, args.batches), *iters], args.timeout)
+                for p in precisions
+            ]
+        elif section == "feature_error":
+            out[section] = run_script("bench_feature_error.py", ["--device", device],
+                                      args.timeout)
+        elif section == "mnn":
+            ks = list(map(str, args.k))
+            out[section] = run_script("bench_matching.py", [
+                "--device", device, "--k", *ks, "--reference-k", *ks,
+                "--repeats", str(args.repeats)], args.timeout)
+        elif section == "ransac":
+            out[section] = run_script("bench_ransac.py", [
+                "--device", device, "--k", *map(str, args.k), "--repeats",
+                str(args.repeats)], args.timeout)
+        elif section == "search":
+            out[section] = run_script("bench_search.py", [
+                "--sizes", *map(str, args.search_sizes), "--kinds", *args.search_kinds,
+                "--queries", str(args.queries)], args.timeout * 4)
+        else:  # node, map: not measured by this suite yet
+            out[section] = {"skipped": "no benchmark for this section yet"}
+    return out
+
+
+def fmt(value: Any, spec: str = ".2f") -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, float):
+        return format(value, spec)
+    return str(value)
+
+
+def markdown(report: dict[str, Any]) -> str:
+    """The report as Markdown tables, one per section."""
+    m = report["machine"]
+    lines = [f"# selavpr_ros benchmarks ({report['started']})", "",
+             f"- Machine: {m['cpu']} ({m['cpu_count']} cores, {m.get('ram_gib', '?')} GiB RAM)"
+             + (f", GPU {m['gpu']} (CUDA {m.get('cuda')})" if m.get("gpu") else ", no GPU"),
+             f"- Python {m['python']}, torch {m['torch']} ({m['torch_threads']} threads), "
+             f"numpy {m['numpy']}, faiss {m['faiss'] or 'not installed'}, "
+             f"OpenCV {m['cv2'] or 'not installed'}",
+             f"- Load average at start {m['load_avg_start']}, at end {report['load_avg_end']} "
+             "(a shared machine: read the ratios, measured interleaved in one process)",
+             f"- Command: `{report['command']}`",
+             "- All model weights are random: the timings are real, the features are not.", ""]
+    sec = report["sections"]
+
+    def skipped(name: str, title: str) -> bool:
+        data = sec.get(name)
+        if data is None:
+            return True
+        if isinstance(data, dict) and ("skipped" in data or "error" in data):
+            lines.extend([f"## {title}", "", f"Not measured: "
+                          f"{data.get('skipped') or data.get('error')}", ""])
+            return True
+        return False
+
+    if not skipped("extraction", "Extraction (ViT-L/14, 224x224)"):
+        lines += ["## Extraction (ViT-L/14, 224x224, random weights)", "",
+                  "| precision | batch | ours img/s | reference img/s | ours/ref | ours ms/img |"
+                  " ours peak MiB | ref peak MiB |", "|---|---|---|---|---|---|---|---|"]
+        for run in sec["extraction"]:
+            if "error" in run:
+                lines.append(f"| ? | | error: {run['error'][:80]} | | | | | |")
+                continue
+            for batch in sorted({r["batch"] for r in run["results"]}):
+                r = {x["impl"]: x for x in run["results"] if x["batch"] == batch}
+                o, f = r["ours"], r.get("reference", {})
+                lines.append(
+                    f"| {run['precision']} | {batch} | {o['images_per_s']:.2f} | "
+                    f"{fmt(f.get('images_per_s'))} | "
+                    f"{fmt(run['ours_over_reference'].get(str(batch)))}x | "
+                    f"{o['ms_per_batch'] / batch:.1f} | {fmt(o['peak_mib'], '.0f')} | "
+                    f"{fmt(f.get('peak_mib'), '.0f')} |")
+        lines += ["", "Reference: a straightforward forward (naive attention, position embedding "
+                  "resized every call), same weights, same process, interleaved; peak = process "
+                  "RSS high-water mark (CPU) or max allocated (CUDA).", ""]
+    if not skipped("feature_error", "Reduced-precision feature error"):
+        lines += ["## Reduced-precision feature error vs fp32 (random weights)", "",
+                  "| precision | global cos min | local cos min | local cos mean | "
+                  "local max abs |", "|---|---|---|---|---|"]
+        for r in sec["feature_error"]["rows"]:
+            lines.append(f"| {r['precision']} | {r['global_cos_min']:.6f} | "
+                         f"{r['local_cos_min']:.6f} | {r['local_cos_mean']:.6f} | "
+                         f"{r['local_max_abs']:.4f} |")
+        lines.append("")
+    if not skipped("mnn", "MNN re-ranking"):
+        d = sec["mnn"]
+        lines += [f"## MNN re-ranking (61x61x128, {d['device']}, {d['precision']}, "
+                  f"median of {report['args']['repeats']})", "",
+                  "| K | ours s | reference s | ref/ours (speed-up) | ours MiB | reference MiB |"
+                  " memory ours/ref | identical counts |", "|---|---|---|---|---|---|---|---|"]
+        for r in d["rows"]:
+            speed = r["ref_s"] / r["ours_s"] if r["ref_s"] else None
+            lines.append(f"| {r['k']} | {r['ours_s']:.3f} | {fmt(r['ref_s'], '.3f')} | "
+                         f"{fmt(speed)}x | {r['ours_mib']:.0f} | {fmt(r['ref_mib'], '.0f')} | "
+                         f"{fmt(r['memory_ratio'], '.3f')} | {fmt(r['counts_equal'])} |")
+        lines += ["", "Reference: one unchunked (K, 3721, 3721) product and two arg-maxima. "
+                  "Memory: growth of the peak RSS (CPU) / max allocated (CUDA) during one call.",
+                  ""]
+    if not skipped("ransac", "MNN vs spatial verification"):
+        d = sec["ransac"]
+        lines += [f"## MNN count vs MNN + RANSAC (same candidates, {d['device']})", "",
+                  "| K | MNN count s | RANSAC s (findFundamentalMat per candidate) | "
+                  "MNN + RANSAC s | MNN share |", "|---|---|---|---|---|"]
+        for r in d["rows"]:
+            lines.append(f"| {r['k']} | {r['mnn_count_s']:.3f} | {r['ransac_s']:.3f} | "
+                         f"{r['mnn_plus_ransac_s']:.3f} | "
+                         f"{100 * r['mnn_share_of_two_stage']:.0f} % |")
+        lines.append("")
+    if not skipped("search", "Global search"):
+        d = sec["search"]
+        lines += [f"## Global search (D={d['dim']}, single queries, recall@{d['k']} vs exact,"
+                  f" {d['threads']} threads, synthetic route-structured map)", "",
+                  "| places | index | nlist | build s | query ms | bytes/place | recall@K |",
+                  "|---|---|---|---|---|---|---|"]
+        for r in d["rows"]:
+            lines.append(f"| {r['places']} | {r['kind']} | {fmt(r['nlist'])} | "
+                         f"{r['build_s']:.2f} | {r['query_ms']:.3f} | "
+                         f"{r['bytes_per_place']:.0f} | {fmt(r['recall_at_k'], '.4f')} |")
+        lines.append("")
+    for name, title in (("node", "End-to-end node latency"), ("map", "Map on disk")):
+        skipped(name, title)
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--sections", default=",".join(SECTIONS),
+                        help=f"comma-separated subset of {','.join(SECTIONS)}")
+    parser.add_argument("--batches", type=int, nargs="+", default=[1, 16])
+    parser.add_argument("--iters", type=int, default=3, help="timed forwards per batch size")
+    parser.add_argument("--k", type=int, nargs="+", default=[20, 100])
+    parser.add_argument("--repeats", type=int, default=3, help="MNN/RANSAC timed repeats")
+    parser.add_argument("--search-sizes", type=int, nargs="+", default=[1000, 10000, 100000])
+    parser.add_argument("--search-kinds", nargs="+", default=["flat", "ivf", "ivfpq", "hnsw"])
+    parser.add_argument("--queries", type=int, default=200)
+    parser.add_argument("--timeout", type=float, default=1800, help="seconds per bench script")
+    parser.add_argument("--out", type=Path, default=ROOT / "bench_results")
+    args = parser.parse_args(argv)
+    args.sections = [s.strip() for s in args.sections.split(",") if s.strip()]
+    unknown = set(args.sections) - set(SECTIONS)
+    if unknown:
+        parser.error(f"unknown sections {sorted(unknown)}; choose from {SECTIONS}")
+    started = dt.datetime.now(dt.timezone.utc)
+    report: dict[str, Any] = {
+        "started": started.strftime("%Y-%m-%d %H:%M UTC"),
+        "command": "python bench/run.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        "machine": machine(args.device),
+    }
+    t0 = time.perf_counter()
+    report["sections"] = run_sections(args)
+    report["wall_s"] = time.perf_counter() - t0
+    report["load_avg_end"] = os.getloadavg()
+    args.out.mkdir(parents=True, exist_ok=True)
+    stem = args.out / started.strftime("%Y%m%dT%H%M%SZ")
+    stem.with_suffix(".json").write_text(json.dumps(report, indent=1))
+    stem.with_suffix(".md").write_text(markdown(report))
+    print(f"wrote {stem}.json and {stem}.md ({report['wall_s']:.0f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
