@@ -15,11 +15,22 @@ import json
 import logging
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
 
 from selavpr_ros.errors import ConfigError, MapFormatError
-from selavpr_ros.extractors.factory import add_extractor_arguments, spec_from_args
+from selavpr_ros.extractors.factory import (
+    ExtractorSpec,
+    add_extractor_arguments,
+    spec_from_args,
+)
 from selavpr_ros.io.folders import DEFAULT_RATE_HZ, DEFAULT_SPACING_M
 from selavpr_ros.io.frames import Frame
+
+if TYPE_CHECKING:
+    from selavpr_ros.extractor import Extractor
+    from selavpr_ros.map import PlaceMap
 
 log = logging.getLogger(__name__)
 
@@ -134,26 +145,61 @@ def _frames(args: argparse.Namespace) -> tuple[Iterator[Frame], int | None, str,
     return frames, total, pose_frame, closers
 
 
-def _open_map(args: argparse.Namespace, extractor, pose_frame: str):  # type: ignore[no-untyped-def]
-    from selavpr_ros.map import IndexSpec, PlaceMap
+def _sample_images(args: argparse.Namespace, count: int) -> list[np.ndarray]:
+    """Up to ``count`` decodable images spread evenly over the source (for fitting)."""
+    from selavpr_ros.errors import ImageDecodeError
+
+    frames, total, _, closers = _frames(args)
+    try:
+        total = total or 0
+        wanted = set(np.linspace(0, max(total - 1, 0), num=min(count, total)).round().astype(int))
+        images = []
+        for i, frame in enumerate(frames):
+            if i in wanted:
+                try:
+                    images.append(frame.load())
+                except ImageDecodeError:
+                    continue
+        return images
+    finally:
+        for closer in closers:
+            closer.close()  # type: ignore[attr-defined]
+
+
+def _open_map(args: argparse.Namespace, spec: ExtractorSpec,
+              pose_frame: str) -> tuple[PlaceMap, Extractor]:
+    """The map to write and its extractor (restored from the map, or fitted for a new one)."""
+    from selavpr_ros.extractors.factory import create_extractor
+    from selavpr_ros.map import IndexSpec, PlaceMap, check_extractor
 
     path = Path(args.map)
     exists = (path / "manifest.json").is_file()
     if exists and not args.append:
         raise MapFormatError(f"map {path} exists; pass --append to extend it")
     if exists:
-        place_map = PlaceMap.open(path, writable=True, extractor=extractor)
+        place_map = PlaceMap.open(path, writable=True)
+        try:
+            extractor = create_extractor(spec, place_map)
+            check_extractor(place_map.extractor_info, extractor.info, path)
+        except BaseException:
+            place_map.close()
+            raise
         frame = args.map_frame or pose_frame
         if frame and frame != place_map.map_frame:
             log.warning("poses are in frame '%s' but map %s is in '%s'", frame, path,
                         place_map.map_frame)
-        return place_map
-    return PlaceMap.create(path, extractor, index=IndexSpec(kind=args.index),
-                           map_frame=args.map_frame or pose_frame or "map")
+        return place_map, extractor
+    extractor = create_extractor(spec)
+    if extractor.needs_fit:
+        sample = _sample_images(args, extractor.fit_sample_size)
+        log.info("fitting %s on %d images of the route", extractor.name, len(sample))
+        extractor = extractor.fit(sample)
+    place_map = PlaceMap.create(path, extractor, index=IndexSpec(kind=args.index),
+                                map_frame=args.map_frame or pose_frame or "map")
+    return place_map, extractor
 
 
 def run(args: argparse.Namespace) -> int:
-    from selavpr_ros.extractors.factory import create_extractor
     from selavpr_ros.mapping.builder import BuildConfig, MapBuilder, build
     from selavpr_ros.mapping.keyframes import KeyframeConfig
 
@@ -165,8 +211,8 @@ def run(args: argparse.Namespace) -> int:
     )
     frames, total, pose_frame, closers = _frames(args)
     try:
-        extractor = create_extractor(spec)
-        with _open_map(args, extractor, pose_frame) as place_map:
+        place_map, extractor = _open_map(args, spec, pose_frame)
+        with place_map:
             builder = MapBuilder(place_map, extractor, config)
             summary = build(frames, builder, progress=not args.no_progress, total=total)
     finally:

@@ -228,12 +228,28 @@ class MapBuilderNode(Node):
         """Load the extractor (in the worker: it takes seconds) and open an existing map."""
         from selavpr_ros.map import PlaceMap
 
+        from selavpr_ros.map import check_extractor
+
         s = self.settings
-        self._extractor = create_extractor(ExtractorSpec(**s.extractor))
+        spec = ExtractorSpec(**s.extractor)
         if (s.map_path / "manifest.json").is_file():
-            place_map = PlaceMap.open(s.map_path, writable=True, extractor=self._extractor)
+            place_map = PlaceMap.open(s.map_path, writable=True)
+            try:
+                extractor = create_extractor(spec, place_map)  # with the map's learned state
+                check_extractor(place_map.extractor_info, extractor.info, s.map_path)
+            except BaseException:
+                place_map.close()
+                raise
             self.get_logger().info(f"extending map {s.map_path} ({place_map.count} places)")
-            self._builder = MapBuilder(place_map, self._extractor, s.build)
+            self._builder = MapBuilder(place_map, extractor, s.build)
+            self._extractor = extractor
+            return
+        extractor = create_extractor(spec)
+        if extractor.needs_fit:
+            raise ConfigError(
+                f"extractor '{spec.kind}' learns its state from the route's images: build the "
+                "map offline (selavpr build-map), then extend it with this node")
+        self._extractor = extractor
 
     def _ensure_builder(self) -> MapBuilder | None:
         """The builder; a new map is created at the first frame, once the pose frame is known."""
