@@ -35,7 +35,7 @@ def make_checkpoint(path: Path, seed: int = 0) -> Path:
     return save_safetensors(model, path)
 
 
-def true_pose(stamp_ns: int) -> tuple[tuple[float, float, float], tuple[float, float, float, float]]:
+def true_pose(stamp_ns: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """The analytic pose at ``stamp_ns``: position and quaternion (x, y, z, w)."""
     t = (stamp_ns - T0_NS) / 1e9
     position = (VELOCITY[0] * t, VELOCITY[1] * t, Z0 + VELOCITY[2] * t)
@@ -70,7 +70,8 @@ def _header(stamp_ns: int, frame_id: str):  # noqa: ANN202
         frame_id=frame_id)
 
 
-def image_msg(stamp_ns: int, rgb: np.ndarray, encoding: str = "rgb8", frame_id: str = "cam"):  # noqa: ANN201
+def image_msg(stamp_ns: int, rgb: np.ndarray, encoding: str = "rgb8",
+              frame_id: str = "cam"):  # noqa: ANN201
     """A sensor_msgs/Image in ``encoding``, converted here with plain OpenCV/numpy."""
     if encoding == "rgb8":
         data = rgb
@@ -93,7 +94,8 @@ def image_msg(stamp_ns: int, rgb: np.ndarray, encoding: str = "rgb8", frame_id: 
         data=np.frombuffer(data.tobytes(), np.uint8))
 
 
-def compressed_msg(stamp_ns: int, rgb: np.ndarray, fmt: str = "png", frame_id: str = "cam"):  # noqa: ANN201
+def compressed_msg(stamp_ns: int, rgb: np.ndarray, fmt: str = "png",
+                   frame_id: str = "cam"):  # noqa: ANN201
     ok, buf = cv2.imencode(".png" if fmt == "png" else ".jpg", rgb[:, :, ::-1])
     assert ok
     return TS.types["sensor_msgs/msg/CompressedImage"](

@@ -55,7 +55,8 @@ POSE_TYPES: dict[str, type] = {
     "pose_with_covariance": PoseWithCovarianceStamped,
 }
 IMAGE_TYPES = ("auto", "raw", "compressed")
-RELIABILITY = {"best_effort": ReliabilityPolicy.BEST_EFFORT, "reliable": ReliabilityPolicy.RELIABLE}
+RELIABILITY = {"best_effort": ReliabilityPolicy.BEST_EFFORT,
+               "reliable": ReliabilityPolicy.RELIABLE}
 
 # name, default, description
 PARAMETERS: list[tuple[str, Any, str]] = [
