@@ -192,7 +192,7 @@ def _open_map(args: argparse.Namespace, spec: ExtractorSpec,
     extractor = create_extractor(spec)
     if extractor.needs_fit:
         sample = _sample_images(args, extractor.fit_sample_size)
-        log.info("fitting %s on %d images of the route", extractor.name, len(sample))
+        log.info("fitting the %s extractor on %d images of the route", spec.kind, len(sample))
         extractor = extractor.fit(sample)
     place_map = PlaceMap.create(path, extractor, index=IndexSpec(kind=args.index),
                                 map_frame=args.map_frame or pose_frame or "map")
