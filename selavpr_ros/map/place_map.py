@@ -451,13 +451,20 @@ class PlaceMap:
         if not self.writable:
             raise MapFormatError(f"map {self.path} is open read-only")
 
-    def _collect_garbage(self) -> None:
-        """Remove files and metadata rows left by commits that never completed."""
+    def _collect_garbage(self, superseded: frozenset[str] = frozenset()) -> None:
+        """Remove files and metadata rows left by commits that never completed.
+
+        ``superseded`` names files that the commit just made obsolete (the previous index);
+        they are removed quietly, anything else is reported as left by an unfinished commit.
+        """
         keep = set(self._manifest.data_files())
         for child in self.path.iterdir():
             stale = child.name.startswith(".manifest.json.tmp")
             if (stale or _DATA_FILE.match(child.name)) and child.name not in keep:
-                log.info("removing %s, left by an unfinished commit", child)
+                if child.name in superseded:
+                    log.debug("removing %s, superseded by this commit", child)
+                else:
+                    log.info("removing %s, left by an unfinished commit", child)
                 child.unlink()
         dropped = self._store.drop_uncommitted()
         if dropped:
@@ -546,6 +553,7 @@ class PlaceMap:
     def _commit(self, manifest: Manifest, index: faiss.Index | None) -> None:
         """Switch to ``manifest`` (the commit point), then drop files it no longer lists."""
         fsync_dir(self.path)
+        superseded = frozenset(self._manifest.data_files()) - frozenset(manifest.data_files())
         write_manifest(self.path, manifest)
         self._manifest = manifest
         self._store.count = manifest.count
@@ -553,4 +561,4 @@ class PlaceMap:
         self._search_index = None
         if index is not None:
             idx.configure_search(index, self.index_spec)
-        self._collect_garbage()
+        self._collect_garbage(superseded)
