@@ -181,7 +181,9 @@ def run(args: argparse.Namespace) -> int:
         scores = score(records, positions, map_frames, eval_config)
         report = build_report(
             mode="live" if args.live else "offline", place_map=place_map,
-            extractor=extractor_description(spec, extractor), localizer_config=config,
+            extractor=extractor_description(extractor, spec.kind, spec.checkpoint, spec.device,
+                                            spec.precision),
+            localizer_config=config,
             eval_config=eval_config, source=source_info,
             records=records, scores=scores, latency=latency_summary(records, wall_s),
             live=live_info)

@@ -51,12 +51,13 @@ def versions() -> dict[str, str]:
     return out
 
 
-def extractor_description(spec: Any, extractor: Any) -> dict[str, Any]:
+def extractor_description(extractor: Any, kind: str, checkpoint: str = "",
+                          device: str = "cpu", precision: str = "fp32") -> dict[str, Any]:
     """Which extractor and weights answered, and at which input resolution."""
     info = extractor.info
     out: dict[str, Any] = {
-        "kind": spec.kind, "checkpoint": spec.checkpoint, "device": spec.device,
-        "precision": spec.precision, "name": info.name, "fingerprint": info.fingerprint,
+        "kind": kind, "checkpoint": checkpoint, "device": device,
+        "precision": precision, "name": info.name, "fingerprint": info.fingerprint,
         "trained": not info.fingerprint.startswith(UNTRAINED_PREFIX),
         "global_dim": info.global_dim, "local_count": info.local_count,
         "local_dim": info.local_dim,
@@ -66,6 +67,9 @@ def extractor_description(spec: Any, extractor: Any) -> dict[str, Any]:
     if size is not None:
         hw = (size, size) if isinstance(size, int) else tuple(size)
         out["input_size"] = f"{hw[0]}x{hw[1]}"
+    wh = getattr(getattr(extractor, "config", None), "image_size", None)
+    if "input_size" not in out and wh is not None:  # classical: (width, height)
+        out["input_size"] = f"{wh[1]}x{wh[0]}"
     return out
 
 
