@@ -106,6 +106,7 @@ def main() -> int:
     parser.add_argument("--step", type=int, default=ClassicalConfig.step)
     parser.add_argument("--long-side", type=int, default=ClassicalConfig.long_side)
     parser.add_argument("--contrast", type=float, default=ClassicalConfig.contrast_threshold)
+    parser.add_argument("--local-stride", type=int, default=ClassicalConfig.local_stride)
     parser.add_argument("--top-k", type=int, default=100)
     parser.add_argument("--rerank-k", type=int, nargs="*", default=[20])
     parser.add_argument("--filters", nargs="*", default=list(FILTERS), choices=list(FILTERS))
@@ -120,7 +121,7 @@ def main() -> int:
     config = ClassicalConfig(
         vocabulary_size=args.vocabulary_size, step=args.step, long_side=args.long_side,
         bin_sizes=tuple(int(b) for b in args.bin_sizes.split(",")),
-        contrast_threshold=args.contrast,
+        contrast_threshold=args.contrast, local_stride=args.local_stride,
     )
     db = load(args.data / "day_left", args.limit)
     t0 = time.perf_counter()

@@ -125,6 +125,25 @@ def test_bad_state_is_refused(fitted: ClassicalExtractor) -> None:
         ClassicalExtractor.from_state({**state, "centroids": state["centroids"][:3]})
 
 
+def test_local_stride_keeps_every_other_grid_point(fitted: ClassicalExtractor) -> None:
+    sparse = ClassicalExtractor(dataclasses.replace(fitted.config, local_stride=2),
+                                fitted.centroids)
+    # 320x213, step 8: bin 4 has x0 = 3..299 (38 columns) x y0 = 3..195 (25 rows); bin 6 has
+    # x0 = 5..293 (37) x y0 = 5..189 (24). Stride 2 keeps ceil(n/2) of each axis.
+    assert fitted.info.local_count == 38 * 25 + 37 * 24
+    assert sparse.info.local_count == 19 * 13 + 19 * 12
+    image = scene(3)
+    full, part = fitted.extract([image]), sparse.extract([image])
+    assert np.array_equal(full.global_desc, part.global_desc)  # VLAD uses every descriptor
+    # the kept features are the full grid's at the same keypoints
+    index = {tuple(k): i for i, k in enumerate(full.keypoints[0].tolist())}
+    rows = [index[tuple(k)] for k in part.keypoints[0].tolist()]
+    assert np.array_equal(part.local[0], full.local[0][rows])
+    kp = part.keypoints[0]
+    assert len(np.unique(np.round(kp[:, 0], 3))) < len(np.unique(np.round(
+        full.keypoints[0][:, 0], 3)))
+
+
 def test_config_validation() -> None:
     with pytest.raises(ConfigError):
         ClassicalConfig(vocabulary_size=0)
@@ -132,6 +151,8 @@ def test_config_validation() -> None:
         ClassicalConfig(step=0)
     with pytest.raises(ConfigError):
         ClassicalConfig(image_size=(16, 400))
+    with pytest.raises(ConfigError, match="local_stride"):
+        ClassicalConfig(local_stride=0)
     with pytest.raises(ConfigError, match="unknown classical"):
         ClassicalConfig.from_dict({"colour": True})
 

@@ -80,6 +80,9 @@ class ClassicalConfig:
         fit_descriptors_per_image: descriptors drawn at random from each sample image.
         kmeans_iterations: k-means iterations.
         seed: seeds the descriptor draw and k-means (fit is deterministic for a seed).
+        local_stride: the local features (for re-ranking) are every ``local_stride``-th grid
+            point in x and y of each scale; the VLAD descriptor always uses all of them. MNN
+            re-ranking costs grow with the square of the feature count.
         rerank: match filter applied before MNN counting (stored in the map).
     """
 
@@ -94,6 +97,7 @@ class ClassicalConfig:
     fit_descriptors_per_image: int = 400
     kmeans_iterations: int = 20
     seed: int = 0
+    local_stride: int = 1
     rerank: RerankSettings = field(default_factory=_default_rerank)
 
     def __post_init__(self) -> None:
@@ -110,6 +114,8 @@ class ClassicalConfig:
             raise ConfigError(f"vocabulary_size must be >= 1, got {self.vocabulary_size}")
         if self.fit_max_images < 1 or self.fit_descriptors_per_image < 1:
             raise ConfigError("fit_max_images and fit_descriptors_per_image must be >= 1")
+        if self.local_stride < 1:
+            raise ConfigError(f"local_stride must be >= 1, got {self.local_stride}")
         if self.kmeans_iterations < 1:
             raise ConfigError(f"kmeans_iterations must be >= 1, got {self.kmeans_iterations}")
         if not isinstance(self.rerank, RerankSettings):
@@ -124,10 +130,15 @@ class ClassicalConfig:
 
     @property
     def local_count(self) -> int:
+        return len(self.local_subset)
+
+    @property
+    def local_subset(self) -> np.ndarray:
+        """Indices of the grid descriptors kept as local features."""
         if self.image_size is None:
             raise NotFittedError("the working image size is set by fit()")
         width, height = self.image_size
-        return self.grid.count(height, width)
+        return self.grid.subset(height, width, self.local_stride)
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -190,6 +201,7 @@ class ClassicalExtractor(Extractor):
             raise ConfigError("a fitted classical extractor needs config.image_size")
         centroids.setflags(write=False)
         self._centroids = centroids
+        self._subset = self.config.local_subset
         width, height = self.config.image_size
         self._info = ExtractorInfo(
             name=f"{NAME_PREFIX}{self.config.vocabulary_size}-{width}x{height}",
@@ -312,13 +324,14 @@ class ClassicalExtractor(Extractor):
         """Global (B, k*128) VLAD, local (B, L, 128) RootSIFT with mask and keypoints."""
         check_rgb_images(images)
         centroids = self.centroids
+        subset = self._subset
         glob, local, mask, keypoints = [], [], [], []
         for image in images:
             desc, kp, valid = self._describe(image, self.config)
             glob.append(vlad(desc[valid], centroids, power_norm=self.config.power_norm))
-            local.append(desc)
-            mask.append(valid)
-            keypoints.append(kp)
+            local.append(desc[subset])
+            mask.append(valid[subset])
+            keypoints.append(kp[subset])
         return Features(
             global_desc=np.stack(glob),
             local=np.stack(local),

@@ -66,6 +66,17 @@ class DenseGrid:
         ys = np.arange(bin_size - 1, height - span - bin_size + 1, self.step)
         return xs, ys
 
+    def subset(self, height: int, width: int, stride: int) -> np.ndarray:
+        """Indices of every ``stride``-th grid point in x and y of each scale (sorted)."""
+        keep, offset = [], 0
+        for b in self.bin_sizes:
+            xs, ys = self.positions(height, width, b)
+            iy, ix = np.meshgrid(np.arange(len(ys)), np.arange(len(xs)), indexing="ij")
+            chosen = ((iy % stride == 0) & (ix % stride == 0)).ravel()
+            keep.append(offset + np.nonzero(chosen)[0])
+            offset += len(xs) * len(ys)
+        return np.concatenate(keep) if keep else np.zeros(0, np.int64)
+
     def count(self, height: int, width: int) -> int:
         """Number of descriptors for an image of this size (all scales)."""
         total = 0
