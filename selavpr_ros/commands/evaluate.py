@@ -30,7 +30,8 @@ def _ns(text: str) -> tuple[int, ...]:
     try:
         values = tuple(int(v) for v in text.replace(" ", "").split(",") if v)
     except ValueError as err:
-        raise argparse.ArgumentTypeError(f"expected N values like 1,5,10,20, got '{text}'") from err
+        raise argparse.ArgumentTypeError(
+            f"expected N values like 1,5,10,20, got '{text}'") from err
     if not values or min(values) < 1:
         raise argparse.ArgumentTypeError(f"N values must be >= 1, got '{text}'")
     return values
@@ -88,7 +89,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     loc.add_argument("--min-global-similarity", type=float, default=-1.0)
     live = parser.add_argument_group("live evaluation through a localizer_node over DDS")
     live.add_argument("--live", action="store_true",
-                      help="replay the bag (with /clock) to a localizer_node and score its answers")
+                      help="replay the bag (with /clock) to a localizer_node and score its "
+                           "answers")
     live.add_argument("--rate", type=float, default=1.0,
                       help="replay speed factor (default 1.0 = recorded timing)")
     live.add_argument("--node-running", action="store_true",

@@ -115,8 +115,12 @@ def plot_latency(report: dict[str, Any], path: Path) -> Path:
     y = np.arange(len(names))
     p50 = [stages[n]["p50"] for n in names]
     p95 = [stages[n]["p95"] for n in names]
-    ax2.barh(y + 0.2, p50, 0.4, label="p50", color="#1f77b4")
-    ax2.barh(y - 0.2, p95, 0.4, label="p95", color="#ff7f0e")
+    ax2.barh(y - 0.2, p50, 0.4, label="p50", color="#1f77b4")
+    ax2.barh(y + 0.2, p95, 0.4, label="p95", color="#ff7f0e")
+    for yi, a, b in zip(y, p50, p95):  # numbers, so that sub-millisecond stages show too
+        ax2.annotate(f"{a:.1f} / {b:.1f} ms", (max(a, b), yi), xytext=(4, 0),
+                     textcoords="offset points", va="center", fontsize=8)
+    ax2.set_xlim(0, max(p95, default=1.0) * 1.35 or 1.0)
     ax2.set_yticks(y, names)
     ax2.invert_yaxis()
     ax2.set(xlabel="ms", title="Per-stage latency")

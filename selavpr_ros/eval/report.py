@@ -161,7 +161,8 @@ def markdown(report: dict[str, Any], plots: dict[str, str] | None = None) -> str
     topic = f" topic `{q['image_topic']}`" if q.get("image_topic") else ""
     lines = [
         f"# Place recognition evaluation ({report['mode']})", "",
-        f"- **Map**: `{p['map']['path']}` ({p['map']['places']} places, id `{p['map']['map_id']}`)",
+        f"- **Map**: `{p['map']['path']}` ({p['map']['places']} places, "
+        f"id `{p['map']['map_id']}`)",
         f"- **Queries**: `{where}`{topic}: {q['frames']} frames, image sizes "
         + ", ".join(f"{k} ({v})" for k, v in q["image_sizes"].items()),
         f"- **Extractor**: {ext['name']} (input {ext.get('input_size', 'native')}, "

@@ -17,7 +17,6 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy
@@ -88,7 +87,8 @@ def message_class(msgtype: str) -> type:
     """``'sensor_msgs/msg/Image'`` -> ``sensor_msgs.msg.Image`` (the installed Python type)."""
     try:
         package, sub, name = msgtype.split("/")
-        return getattr(importlib.import_module(f"{package}.{sub}"), name)  # type: ignore[no-any-return]
+        module = importlib.import_module(f"{package}.{sub}")
+        return getattr(module, name)  # type: ignore[no-any-return]
     except (ValueError, ImportError, AttributeError) as err:
         raise BagReadError(f"message type {msgtype} is not installed for rclpy: {err}") from err
 
