@@ -1,6 +1,8 @@
 """Benchmark: MNN re-ranking time and peak memory, chunked (ours) vs the unchunked reference.
 
 Run from the repository root: ``python bench/bench_matching.py [--device cuda] [--k 10 20 100]``.
+Ours is ``mnn_scores`` with its default method (tiled on the CPU, chunked on CUDA; ``chunk``
+is only used by the chunked method).
 Features are random unit vectors of SelaVPR's shape (61x61x128): the query in float32 and the
 candidates in float16, as they come out of a place map. Both implementations run in the same
 process on the same features; the counts must be identical (fp32). Peak memory is the growth

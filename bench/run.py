@@ -99,24 +99,26 @@ def run_sections(args: argparse.Namespace) -> dict[str, Any]:
             continue
         if section == "extraction":
             precisions = ["fp32", "bf16"] if device == "cpu" else ["fp16", "bf16", "fp32"]
-            iters = ["--iters", str(args.iters), "--warmup", "1"]
+            iters = ["--iters", str(args.iters), "--warmup", "1", "--backbone", args.backbone]
+            if args.depth:
+                iters += ["--depth", str(args.depth)]
             out[section] = [
                 run_script("bench_model.py", ["--device", device, "--precision", p, "--batch",
                                               *map(str, args.batches), *iters], args.timeout)
                 for p in precisions
             ]
         elif section == "feature_error":
-            out[section] = run_script("bench_feature_error.py", ["--device", device],
-                                      args.timeout)
+            out[section] = run_script("bench_feature_error.py", [
+                "--device", device, "--backbone", args.backbone], args.timeout)
         elif section == "mnn":
             ks = list(map(str, args.k))
             out[section] = run_script("bench_matching.py", [
                 "--device", device, "--k", *ks, "--reference-k", *ks,
-                "--repeats", str(args.repeats)], args.timeout)
+                "--repeats", str(args.repeats), "--grid", str(args.grid)], args.timeout)
         elif section == "ransac":
             out[section] = run_script("bench_ransac.py", [
                 "--device", device, "--k", *map(str, args.k), "--repeats",
-                str(args.repeats)], args.timeout)
+                str(args.repeats), "--grid", str(args.grid)], args.timeout)
         elif section == "search":
             out[section] = run_script("bench_search.py", [
                 "--sizes", *map(str, args.search_sizes), "--kinds", *args.search_kinds,
@@ -160,7 +162,7 @@ def markdown(report: dict[str, Any]) -> str:
         return False
 
     if not skipped("extraction", "Extraction (ViT-L/14, 224x224)"):
-        lines += ["## Extraction (ViT-L/14, 224x224, random weights)", "",
+        lines += [f"## Extraction ({report['args']['backbone']}, 224x224, random weights)", "",
                   "| precision | batch | ours img/s | reference img/s | ours/ref | ours ms/img |"
                   " ours peak MiB | ref peak MiB |", "|---|---|---|---|---|---|---|---|"]
         for run in sec["extraction"]:
@@ -190,7 +192,7 @@ def markdown(report: dict[str, Any]) -> str:
         lines.append("")
     if not skipped("mnn", "MNN re-ranking"):
         d = sec["mnn"]
-        lines += [f"## MNN re-ranking (61x61x128, {d['device']}, {d['precision']}, "
+        lines += [f"## MNN re-ranking ({d['grid']}x{d['grid']}x{d['dim']}, {d['device']}, {d['precision']}, "
                   f"median of {report['args']['repeats']})", "",
                   "| K | ours s | reference s | ref/ours (speed-up) | ours MiB | reference MiB |"
                   " memory ours/ref | identical counts |", "|---|---|---|---|---|---|---|---|"]
@@ -233,6 +235,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--sections", default=",".join(SECTIONS),
                         help=f"comma-separated subset of {','.join(SECTIONS)}")
+    parser.add_argument("--backbone", default="vitl14", help="extraction backbone")
+    parser.add_argument("--depth", type=int, default=None, help="fewer blocks (quick runs)")
+    parser.add_argument("--grid", type=int, default=61, help="local-feature grid of MNN/RANSAC")
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 16])
     parser.add_argument("--iters", type=int, default=3, help="timed forwards per batch size")
     parser.add_argument("--k", type=int, nargs="+", default=[20, 100])

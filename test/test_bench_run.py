@@ -1,0 +1,42 @@
+"""bench/run.py: one command, one JSON and one Markdown report; missing modules skip cleanly."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+_spec = importlib.util.spec_from_file_location("bench_run", ROOT / "bench" / "run.py")
+bench_run = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(bench_run)
+
+
+def test_run_writes_json_and_markdown(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # a module that is not installed anywhere: the section must be skipped, not crash
+    monkeypatch.setitem(bench_run.NEEDS, "search", "no_such_module_for_selavpr_bench")
+    code = bench_run.main([
+        "--sections", "extraction,mnn,ransac,search,node", "--backbone", "vits14",
+        "--depth", "1", "--batches", "1", "--iters", "1", "--k", "3", "--repeats", "1",
+        "--grid", "9", "--out", str(tmp_path)])
+    assert code == 0
+    (json_file,) = tmp_path.glob("*.json")
+    report = json.loads(json_file.read_text())
+    sections = report["sections"]
+    assert "no_such_module" in sections["search"]["skipped"]
+    assert "skipped" in sections["node"]
+    assert all("error" not in run for run in sections["extraction"])
+    assert sections["mnn"]["rows"][0]["counts_equal"] is True
+    assert sections["ransac"]["rows"][0]["k"] == 3
+    assert report["machine"]["torch"] and report["machine"]["cpu_count"]
+    md = json_file.with_suffix(".md").read_text()
+    assert "## MNN re-ranking (9x9x128" in md and "| 3 |" in md
+    assert "random" in md and "no_such_module" in md
+    assert report["command"].startswith("python bench/run.py --sections")
+
+
+def test_unknown_section_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(SystemExit):
+        bench_run.main(["--sections", "mnn,warp_drive", "--out", str(tmp_path)])
