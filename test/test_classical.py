@@ -1,4 +1,4 @@
-"""The classical extractor: fitting, state and fingerprint, features, map and factory round trip."""
+"""The classical extractor: fitting, state and fingerprint, features, map and factory."""
 
 from __future__ import annotations
 
@@ -197,3 +197,18 @@ def test_rerank_settings_are_recorded(tmp_path: Path, fitted: ClassicalExtractor
     with PlaceMap.open(tmp_path / "m") as pm:
         assert pm.extractor_info.rerank == settings
         assert create_extractor(ExtractorSpec(kind="classical"), pm).rerank == settings
+
+
+def test_weights_only_extractors_keep_the_no_op_fit_hooks() -> None:
+    from selavpr_ros.extractor import Extractor, ExtractorInfo
+
+    class WeightsOnly(Extractor):
+        info = ExtractorInfo("w", "sha", global_dim=2, local_count=1, local_dim=2)
+
+        def extract(self, images):  # type: ignore[no-untyped-def]
+            raise NotImplementedError
+
+    extractor = WeightsOnly()
+    assert not extractor.needs_fit and extractor.fit_sample_size == 0
+    assert extractor.fit([scene(0)]) is extractor
+    assert extractor.state() == {}

@@ -120,7 +120,7 @@ class ClassicalConfig:
             raise ConfigError(f"kmeans_iterations must be >= 1, got {self.kmeans_iterations}")
         if not isinstance(self.rerank, RerankSettings):
             raise ConfigError(f"rerank must be RerankSettings, got {type(self.rerank).__name__}")
-        self.grid  # validates step, bin_sizes and contrast_threshold
+        _ = self.grid  # validates step, bin_sizes and contrast_threshold
         if self.image_size is not None and self.local_count == 0:
             raise ConfigError(f"image_size {self.image_size} is too small for the grid")
 

@@ -85,7 +85,9 @@ class World:
         return self.config.street_width_m / 2.0
 
 
-def _noise(rng: np.random.Generator, shape: tuple[int, int], scales: tuple[int, ...]) -> np.ndarray:
+def _noise(
+    rng: np.random.Generator, shape: tuple[int, int], scales: tuple[int, ...]
+) -> np.ndarray:
     """Smooth value noise in [-1, 1]: random grids upsampled at a few scales and summed."""
     out = np.zeros(shape, np.float32)
     for i, scale in enumerate(scales):
