@@ -5,7 +5,11 @@ directly), so nothing is decoded or re-encoded on the way: subscribers receive e
 recorded. The schedule follows the recording times: message i goes out at
 ``start + (t_i - t_0) / rate`` of wall time. /clock carries the bag time, with every message and
 ``clock_hz`` times a second in between, so nodes with ``use_sim_time`` follow the recording.
-Playback starts only when every waited-for topic has a matched subscriber.
+Playback starts only when every waited-for topic has a matched subscriber. With reliable QoS
+the first message of each such topic is also waited on until acknowledged, because a subscriber
+the publisher has matched may not yet have matched the publisher and would miss it: playback
+pauses once, after every waited-for topic has sent its first message (up to one heartbeat
+period of the DDS, 3 s with Fast DDS defaults), and the schedule resumes from there.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from rclpy.duration import Duration
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from rosbags.highlevel import AnyReader, AnyReaderError
@@ -167,6 +172,15 @@ class BagPlayer:
                 return False
             self._stop.wait(0.02)  # graph changes arrive from DDS threads; poll the count
 
+    def _confirm(self, topics: set[str]) -> float:
+        """Wait until the messages sent on ``topics`` are acknowledged; returns the wait (s)."""
+        t0 = time.monotonic()
+        timeout = Duration(nanoseconds=int(self.options.wait_timeout_s * 1e9))
+        for topic in sorted(topics):
+            if not self._publishers[topic].wait_for_all_acked(timeout):
+                log.warning("the first message on %s was not acknowledged", topic)
+        return time.monotonic() - t0
+
     def _publish_clock(self, bag_ns: int) -> None:
         if self._clock_pub is not None:
             self._clock_pub.publish(Clock(clock=ns_to_stamp(bag_ns)))
@@ -184,6 +198,8 @@ class BagPlayer:
                         self.options.wait_timeout_s)
         connections = [c for c in self._reader.connections if c.topic in self.topics]
         index = {t: -1 for t in self.topics}
+        confirm = set(wait_for) if self.options.reliability == "reliable" else set()
+        pending = set(confirm)
         start_wall = start_bag = None
         last_bag = 0
         clock_period = 1.0 / self.options.clock_hz if self.options.clock_hz > 0 else None
@@ -213,10 +229,15 @@ class BagPlayer:
             stats.late += lag_ms > 10.0
             self._publish_clock(bag_ns)
             self._publishers[conn.topic].publish(bytes(raw))
+            sent_at = time.monotonic()
             stats.published[conn.topic] += 1
             last_bag = bag_ns
             if on_publish is not None:
-                on_publish(conn.topic, index[conn.topic], bag_ns, time.monotonic())
+                on_publish(conn.topic, index[conn.topic], bag_ns, sent_at)
+            if confirm and conn.topic in pending:
+                pending.discard(conn.topic)
+                if not pending:  # every waited-for topic has sent once: confirm them together
+                    start_wall += self._confirm(confirm)
         if start_wall is not None:
             stats.wall_s = time.monotonic() - start_wall
             stats.bag_span_s = (last_bag - start_bag) / 1e9  # type: ignore[operator]

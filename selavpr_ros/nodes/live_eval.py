@@ -240,8 +240,8 @@ def run_live(options: LiveOptions, frames: Sequence[Frame], progress: bool = Tru
     try:
         collector = _Collector(node, options.result_topic)
         player = BagPlayer(node, options.bag, PlayOptions(
-            rate=options.rate, topics=(options.image_topic,), wait_for=(),
-            reliability="reliable"))
+            rate=options.rate, topics=(options.image_topic,), wait_for=(options.image_topic,),
+            reliability="reliable", wait_timeout_s=options.startup_timeout_s))
         if not options.node_running:
             compressed = player.topics[options.image_topic].endswith("CompressedImage")
             proc, log_path = _start_node(options, "compressed" if compressed else "raw")
