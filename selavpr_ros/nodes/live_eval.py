@@ -322,22 +322,26 @@ def run_live(options: LiveOptions, frames: Sequence[Frame], progress: bool = Tru
 
 def _drain(collector: _Collector, sent: int, base: dict[str, str] | None,
            timeout_s: float) -> None:
-    """Wait until every sent frame is answered or the node has accounted for all of them."""
+    """Wait until the node has accounted for every sent frame (answered, dropped or failed).
+
+    The node's diagnostics (1 Hz) say what it received, processed and dropped; a node without
+    them is waited on until every frame is answered or 5 s pass without an answer.
+    """
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         answered, diag = collector.snapshot()
-        if answered >= sent:
-            return
         d = _delta(diag, base)
-        if d is not None and d["frames_received"] >= sent:
+        if d is None:
+            if answered >= sent or time.monotonic() - collector.last_result > 5.0:
+                return
+        elif d["frames_received"] >= sent:
             done = (d["frames_processed"] + d["frames_dropped"] + d["bad_frames"]
                     + d["errors"])
             if done >= d["frames_received"] and answered >= d["frames_processed"]:
                 return
-        if d is None and time.monotonic() - collector.last_result > 5.0:
-            return  # no diagnostics to tell: stop after 5 s without an answer
         time.sleep(0.05)
-    log.warning("stopped waiting for answers after %.0f s", timeout_s)
+    log.warning("stopped waiting for the node to account for every frame after %.0f s",
+                timeout_s)
 
 
 def compare(offline: Sequence[QueryRecord], live: Sequence[QueryRecord]) -> dict[str, Any]:
