@@ -37,16 +37,15 @@ QUERY_SETS = ("day_right", "night_right")
 
 
 def make_extractor(args: argparse.Namespace, map_images: list[Any]) -> Any:
-    if args.extractor == "classical":
-        try:
-            from selavpr_ros.extractors.classical import ClassicalExtractor
-        except ImportError:
-            sys.exit("the classical extractor is not available in this checkout")
-        return ClassicalExtractor().fit(map_images)  # vocabulary from the map's images
+    """The extractor ``build-map`` would make; a classical one learns its vocabulary from the
+    map's images (day_left), never from the queries."""
     from selavpr_ros.extractors.factory import ExtractorSpec, create_extractor
 
-    return create_extractor(ExtractorSpec(kind="selavpr", checkpoint=args.checkpoint,
-                                          device=args.device, batch_size=8))
+    extractor = create_extractor(ExtractorSpec(kind=args.extractor, checkpoint=args.checkpoint,
+                                               device=args.device, batch_size=8))
+    if extractor.needs_fit:
+        extractor = extractor.fit(map_images)
+    return extractor
 
 
 def build_map(path: Path, extractor: Any, folder: Path, batch: int = 16) -> PlaceMap:
