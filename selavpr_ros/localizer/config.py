@@ -19,7 +19,12 @@ class LocalizerConfig:
             (the order and the decision then use the global similarity alone).
         device, precision: where MNN scores are computed ("cpu", "cuda", "cuda:1"; "fp16" is
             CUDA only).
-        rerank_memory_mb: working-memory budget of the MNN re-ranker (sets its chunk size).
+        rerank_memory_mb: working-memory budget of the MNN re-ranker (sets its chunk size); on
+            CUDA at least this, more when a quarter of the free device memory is larger (fewer,
+            larger chunks; at most 4 GiB).
+        gpu_cache_mb: on CUDA, keep the map's local features on the device when they take at
+            most this many MiB (and at most half the free device memory), so re-ranking
+            gathers candidates there instead of copying them from the map per query; 0 = off.
 
     Acceptance (all must hold; 0 / 1.0 / -1.0 switch a rule off):
         min_score: minimum MNN count of the best candidate.
@@ -40,6 +45,7 @@ class LocalizerConfig:
     device: str = "cpu"
     precision: Literal["fp32", "fp16"] = "fp32"
     rerank_memory_mb: float = 256.0
+    gpu_cache_mb: float = 4096.0
     min_score: int = 0
     min_score_fraction: float = 0.0
     min_margin: float = 1.1
@@ -60,6 +66,8 @@ class LocalizerConfig:
             raise ConfigError("precision 'fp16' needs a CUDA device")
         if not self.rerank_memory_mb > 0:
             raise ConfigError(f"rerank_memory_mb must be > 0, got {self.rerank_memory_mb}")
+        if not self.gpu_cache_mb >= 0:
+            raise ConfigError(f"gpu_cache_mb must be >= 0, got {self.gpu_cache_mb}")
         if self.min_score < 0:
             raise ConfigError(f"min_score must be >= 0, got {self.min_score}")
         if not 0.0 <= self.min_score_fraction <= 1.0:

