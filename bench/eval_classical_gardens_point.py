@@ -45,6 +45,7 @@ FILTERS = {
     "none": RerankSettings("none"),
     "ratio0.8": RerankSettings("ratio", ratio=0.8),
     "ratio0.9": RerankSettings("ratio", ratio=0.9),
+    "ratio0.95": RerankSettings("ratio", ratio=0.95),
     "minsim0.9": RerankSettings("min_similarity", min_similarity=0.9),
     "minsim0.8": RerankSettings("min_similarity", min_similarity=0.8),
 }
