@@ -109,6 +109,15 @@ def test_state_round_trip_gives_the_same_extractor(fitted: ClassicalExtractor) -
     assert all(a.dtype.kind in "uf" for a in state.values())  # plain arrays, no pickle
     restored = ClassicalExtractor.from_state(state)
     assert restored.info == fitted.info
+    # the fingerprint hashes the stored bytes as they are (here: other key order, same settings)
+    import json
+
+    reordered = json.dumps(json.loads(state["config"].tobytes()), sort_keys=False, indent=1)
+    other = ClassicalExtractor.from_state(
+        {**state, "config": np.frombuffer(reordered.encode(), np.uint8)})
+    assert other.config == fitted.config
+    assert other.info.fingerprint != fitted.info.fingerprint
+    assert other.state()["config"].tobytes() == reordered.encode()
     image = scene(9)
     a, b = fitted.extract([image]), restored.extract([image])
     assert np.array_equal(a.global_desc, b.global_desc)

@@ -191,8 +191,12 @@ class ClassicalExtractor(Extractor):
     """
 
     def __init__(self, config: ClassicalConfig | None = None,
-                 centroids: np.ndarray | None = None) -> None:
+                 centroids: np.ndarray | None = None, *,
+                 config_json: bytes | None = None) -> None:
         self.config = config or ClassicalConfig()
+        # the stored config bytes, kept as they are so that a map's fingerprint never depends
+        # on how a later version would serialise the same settings
+        self._config_json = config_json
         self._centroids: np.ndarray | None = None
         self._info: ExtractorInfo | None = None
         if centroids is None:
@@ -246,10 +250,12 @@ class ClassicalExtractor(Extractor):
 
     def state(self) -> dict[str, np.ndarray]:
         """``config`` (UTF-8 JSON as uint8) and ``centroids`` (k, 128) float32."""
-        text = json.dumps({"version": STATE_VERSION, "config": self.config.to_dict()},
-                          sort_keys=True)
+        raw = self._config_json
+        if raw is None:
+            raw = json.dumps({"version": STATE_VERSION, "config": self.config.to_dict()},
+                             sort_keys=True).encode("utf-8")
         return {
-            "config": np.frombuffer(text.encode("utf-8"), dtype=np.uint8).copy(),
+            "config": np.frombuffer(raw, dtype=np.uint8).copy(),
             "centroids": self.centroids,
         }
 
@@ -276,7 +282,7 @@ class ClassicalExtractor(Extractor):
             config = ClassicalConfig.from_dict(data["config"])
         except (ValueError, KeyError, TypeError, UnicodeDecodeError) as err:
             raise ConfigError(f"classical extractor state has an invalid config: {err}") from err
-        return cls(config, np.asarray(state["centroids"]))
+        return cls(config, np.asarray(state["centroids"]), config_json=raw.tobytes())
 
     def fit(self, images: Sequence[np.ndarray]) -> ClassicalExtractor:
         """A fitted copy: working size from the first image, k-means vocabulary from all.
