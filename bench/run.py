@@ -3,6 +3,7 @@
     python bench/run.py                                    # CPU defaults, about 15 minutes
     python bench/run.py --device cuda --sections extraction,feature_error,mnn,ransac
     python bench/run.py --search-sizes 1000 10000 100000 1000000
+    python bench/run.py --device cuda --sections runner,localizer,map,mnn
 
 Each section runs its bench script (bench/bench_*.py) in a fresh process, so one section's
 memory peak and threads do not leak into the next, and reads the JSON line it prints last.
@@ -29,8 +30,10 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / "bench"
-SECTIONS = ("extraction", "feature_error", "mnn", "ransac", "search", "node", "map")
-NEEDS = {"search": "faiss", "map": "faiss", "node": "rclpy"}
+SECTIONS = ("extraction", "runner", "feature_error", "mnn", "ransac", "search", "sweep",
+            "localizer", "map", "node")
+NEEDS = {"search": "faiss", "sweep": "faiss", "map": "faiss", "localizer": "faiss",
+         "node": "rclpy"}
 
 
 def machine(device: str) -> dict[str, Any]:
@@ -123,8 +126,33 @@ def run_sections(args: argparse.Namespace) -> dict[str, Any]:
             out[section] = run_script("bench_search.py", [
                 "--sizes", *map(str, args.search_sizes), "--kinds", *args.search_kinds,
                 "--queries", str(args.queries)], args.timeout * 4)
-        else:  # node, map: not measured by this suite yet
-            out[section] = {"skipped": "no benchmark for this section yet"}
+        elif section == "runner":  # end to end from uint8, eager vs CUDA graphs
+            cuda = device == "cuda"
+            extra = ["--depth", str(args.depth)] if args.depth else []
+            out[section] = run_script("bench_runner.py", [
+                "--device", device, "--backbone", args.backbone, *extra,
+                "--precisions", *(["fp16", "fp32", "fp32-tf32"] if cuda else ["fp32"]),
+                "--batch", *map(str, args.batches if cuda else [1]),
+                "--iters", str(30 if cuda else args.iters)], args.timeout)
+        elif section == "sweep":
+            out[section] = run_script("bench_search_sweep.py", [
+                "--size", str(max(args.search_sizes)), "--kinds", "ivf", "hnsw",
+                "--queries", str(args.queries)], args.timeout * 4)
+        elif section == "localizer":
+            cuda = device == "cuda"
+            extra = ["--depth", str(args.depth)] if args.depth else []
+            out[section] = run_script("bench_localizer.py", [
+                "--device", device, "--precision", "fp16" if cuda else "fp32",
+                "--backbone", args.backbone, *extra,
+                "--places", str(args.localizer_places or (300 if cuda else 40)),
+                "--queries", str(50 if cuda else 5)], args.timeout)
+        elif section == "map":
+            out[section] = run_script("bench_map.py", [
+                "--places", str(args.map_places), "--device", device], args.timeout)
+        elif section == "node":
+            out[section] = run_script("bench_node.py", [
+                "--device", device, "--precision", "fp16" if device == "cuda" else "fp32",
+                "--rates", "10", "30", "--seconds", str(args.node_seconds)], args.timeout)
     return out
 
 
@@ -225,8 +253,59 @@ def markdown(report: dict[str, Any]) -> str:
                          f"{r['build_s']:.2f} | {r['query_ms']:.3f} | "
                          f"{r['bytes_per_place']:.0f} | {fmt(r['recall_at_k'], '.4f')} |")
         lines.append("")
-    for name, title in (("node", "End-to-end node latency"), ("map", "Map on disk")):
-        skipped(name, title)
+    if not skipped("runner", "Extraction end to end (InferenceRunner)"):
+        d = sec["runner"]
+        lines += [f"## Extraction end to end ({d['backbone']}, uint8 {d['image_hw'][0]}x"
+                  f"{d['image_hw'][1]} in, features on the host, {d['device']})", "",
+                  "| precision | batch | eager ms/img | CUDA graph ms/img | speed-up | graph p95 ms "
+                  "| max abs diff | capture failed |", "|---|---|---|---|---|---|---|---|"]
+        for r in d["rows"]:
+            lines.append(f"| {r['precision']} | {r['batch']} | {r['eager_ms_per_img']:.2f} | "
+                         f"{r['graph_ms_per_img']:.2f} | {r['speedup']:.2f}x | "
+                         f"{r['graph_p95_ms']:.2f} | {r['max_abs_diff']:.1e} | "
+                         f"{r['graph_failed']} |")
+        lines += ["", "On the CPU both columns run eagerly (graphs are CUDA only).", ""]
+    if not skipped("sweep", "Search parameter sweep"):
+        d = sec["sweep"]
+        lines += [f"## IVF nprobe / HNSW efSearch sweep ({d['places']} places, recall@{d['k']}, "
+                  f"flat {d['flat_query_ms']:.1f} ms/query)", "",
+                  "| index | nlist | nprobe / efSearch | query ms | recall@K |",
+                  "|---|---|---|---|---|"]
+        for r in d["rows"]:
+            lines.append(f"| {r['kind']} | {fmt(r['nlist'])} | {r['setting']} | "
+                         f"{r['query_ms']:.2f} | {r['recall_at_k']:.4f} |")
+        lines.append("")
+    if not skipped("localizer", "In-process localizer"):
+        d = sec["localizer"]
+        lines += [f"## In-process localizer ({d['backbone']} {d['precision']} on {d['device']}"
+                  f" {d['gpu']}, {d['places']} places, top_k {d['top_k']}, random weights)", "",
+                  "| stage | p50 ms | p95 ms |", "|---|---|---|"]
+        for name, r in d["stages_ms"].items():
+            lines.append(f"| {name} | {r['p50']:.2f} | {r['p95']:.2f} |")
+        lines.append("")
+    if not skipped("map", "Map on disk"):
+        d = sec["map"]
+        lines += [f"## Map on disk ({d['places']} synthetic SelaVPR places, commits of "
+                  f"{d['commit']})", "",
+                  "| MiB/place on disk | open ms | first search ms | fetch K="
+                  f"{d['k']} before ms | fetch now ms | cache on {d['cache_device']} |",
+                  "|---|---|---|---|---|---|",
+                  f"| {d['disk_bytes_per_place'] / 2**20:.3f} | {d['open_ms']:.1f} | "
+                  f"{d['first_search_ms']:.2f} | {d['fetch_legacy_ms']:.1f} | "
+                  f"{d['fetch_ms']:.1f} | {d['cache']} |", ""]
+    if not skipped("node", "End-to-end node latency"):
+        d = sec["node"]
+        lines += [f"## localizer_node over DDS ({d['model']}, {d['device']}, "
+                  f"{d['frame_hw'][1]}x{d['frame_hw'][0]} rgb8)", "",
+                  "| rate Hz | sent | answered | dropped | p50 ms | p95 ms | p99 ms | "
+                  "node dropped | node received |", "|---|---|---|---|---|---|---|---|---|"]
+        for r in d["rows"]:
+            lines.append(f"| {r['rate_hz']:.0f} | {r['sent']} | {r['answered']} | "
+                         f"{r['dropped']} | {fmt(r.get('p50_ms'), '.1f')} | "
+                         f"{fmt(r.get('p95_ms'), '.1f')} | {fmt(r.get('p99_ms'), '.1f')} | "
+                         f"{fmt(r.get('node_frames_dropped'))} | "
+                         f"{fmt(r.get('node_frames_received'))} |")
+        lines.append("")
     return "\n".join(lines) + "\n"
 
 
@@ -245,6 +324,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--search-sizes", type=int, nargs="+", default=[1000, 10000, 100000])
     parser.add_argument("--search-kinds", nargs="+", default=["flat", "ivf", "ivfpq", "hnsw"])
     parser.add_argument("--queries", type=int, default=200)
+    parser.add_argument("--localizer-places", type=int, default=0,
+                        help="map size of the localizer section (0: 300 on CUDA, 40 on CPU)")
+    parser.add_argument("--map-places", type=int, default=1000)
+    parser.add_argument("--node-seconds", type=float, default=10.0, help="per rate")
     parser.add_argument("--timeout", type=float, default=1800, help="seconds per bench script")
     parser.add_argument("--out", type=Path, default=ROOT / "bench_results")
     args = parser.parse_args(argv)

@@ -17,6 +17,7 @@ _spec.loader.exec_module(bench_run)
 def test_run_writes_json_and_markdown(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # a module that is not installed anywhere: the section must be skipped, not crash
     monkeypatch.setitem(bench_run.NEEDS, "search", "no_such_module_for_selavpr_bench")
+    monkeypatch.setitem(bench_run.NEEDS, "node", "no_such_module_for_selavpr_bench")
     code = bench_run.main([
         "--sections", "extraction,mnn,ransac,search,node", "--backbone", "vits14",
         "--depth", "1", "--batches", "1", "--iters", "1", "--k", "3", "--repeats", "1",
