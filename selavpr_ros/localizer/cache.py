@@ -81,7 +81,12 @@ class LocalFeatureCache:
 
     def gather(self, ids: np.ndarray) -> tuple[torch.Tensor, torch.Tensor | None]:
         """(K, L, C) local features and (K, L) masks (or None) of places ``ids``, on the device."""
-        index = torch.as_tensor(np.asarray(ids, dtype=np.int64)).to(self.device)
+        ids = np.asarray(ids, dtype=np.int64)
+        if self.device.type == "cpu":  # numpy's row copy is ~10x torch's CPU fp16 index_select
+            local = torch.from_numpy(self.local.numpy()[ids])
+            mask = None if self.mask is None else torch.from_numpy(self.mask.numpy()[ids])
+            return local, mask
+        index = torch.from_numpy(ids).to(self.device)
         local = self.local.index_select(0, index)
         mask = None if self.mask is None else self.mask.index_select(0, index)
         return local, mask
