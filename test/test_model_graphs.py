@@ -75,12 +75,16 @@ def test_graph_replay_equals_eager(precision: str) -> None:
     model = SelaVPR(SelaVPRConfig(backbone="vits14", depth=2)).eval()
     eager = InferenceRunner(model, "cuda", precision, batch_size=2, cuda_graphs=False)
     graphed = InferenceRunner(model, "cuda", precision, batch_size=2, cuda_graphs=True)
+    # the same kernels replayed: equal up to a GEMM algorithm cuBLAS may pick differently while
+    # capturing (bench_runner.py reports the actual largest difference)
+    atol = 1e-5 if precision == "fp32" else 2e-3
     for seed in range(3):  # replays on new inputs, full and partial batches
         images = _images(3, seed)
         want_local, want_global = eager.extract(images)
         got_local, got_global = graphed.extract(images)
-        torch.testing.assert_close(got_local, want_local, rtol=0, atol=1e-5)
-        torch.testing.assert_close(got_global, want_global, rtol=0, atol=1e-5)
+        torch.testing.assert_close(got_local, want_local, rtol=0, atol=atol)
+        torch.testing.assert_close(got_global, want_global, rtol=0, atol=atol)
+        assert not torch.equal(got_global[0], got_global[1])  # a stale buffer would repeat
     assert graphed._graphs is not None
     assert set(graphed._graphs.graphs) == {((2, 3, 224, 224), torch.float32),
                                            ((1, 3, 224, 224), torch.float32)}
