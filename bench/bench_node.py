@@ -74,7 +74,8 @@ def main() -> int:
         probe.node.create_subscription(PlaceRecognition, "/place_recognition", on_result, 100)
         probe.subscribe(DiagnosticArray, "/diagnostics")
         pub = probe.node.create_publisher(
-            Image, "/bench/image_raw", QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE))
+            Image, "/bench/image_raw",
+            QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE))
         frames = []
         for rgb in images:
             data, step = encode_raw(rgb, "rgb8")

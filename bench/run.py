@@ -220,7 +220,8 @@ def markdown(report: dict[str, Any]) -> str:
         lines.append("")
     if not skipped("mnn", "MNN re-ranking"):
         d = sec["mnn"]
-        lines += [f"## MNN re-ranking ({d['grid']}x{d['grid']}x{d['dim']}, {d['device']}, {d['precision']}, "
+        lines += [f"## MNN re-ranking ({d['grid']}x{d['grid']}x{d['dim']}, {d['device']}, "
+                  f"{d['precision']}, "
                   f"median of {report['args']['repeats']})", "",
                   "| K | ours s | reference s | ref/ours (speed-up) | ours MiB | reference MiB |"
                   " memory ours/ref | identical counts |", "|---|---|---|---|---|---|---|---|"]
@@ -257,8 +258,8 @@ def markdown(report: dict[str, Any]) -> str:
         d = sec["runner"]
         lines += [f"## Extraction end to end ({d['backbone']}, uint8 {d['image_hw'][0]}x"
                   f"{d['image_hw'][1]} in, features on the host, {d['device']})", "",
-                  "| precision | batch | eager ms/img | CUDA graph ms/img | speed-up | graph p95 ms "
-                  "| max abs diff | capture failed |", "|---|---|---|---|---|---|---|---|"]
+                  "| precision | batch | eager ms/img | CUDA graph ms/img | speed-up | "
+                  "graph p95 ms | max abs diff | capture failed |", "|---|---|---|---|---|---|---|---|"]
         for r in d["rows"]:
             lines.append(f"| {r['precision']} | {r['batch']} | {r['eager_ms_per_img']:.2f} | "
                          f"{r['graph_ms_per_img']:.2f} | {r['speedup']:.2f}x | "

@@ -23,7 +23,8 @@ UPLOAD_PLACES = 256  # places per host -> device copy while filling the cache (~
 def local_feature_bytes(place_map: PlaceMap) -> int:
     """Bytes of the map's local features (and masks) as stored."""
     info = place_map.extractor_info
-    per_place = info.local_count * info.local_dim * np.dtype(place_map.manifest.local_dtype).itemsize
+    itemsize = np.dtype(place_map.manifest.local_dtype).itemsize
+    per_place = info.local_count * info.local_dim * itemsize
     if info.variable_local_count:
         per_place += info.local_count
     return place_map.count * per_place
