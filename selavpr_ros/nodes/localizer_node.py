@@ -58,6 +58,8 @@ PARAMS = [
     Param("top_k", 100, "places retrieved by global descriptor", 1, 10000),
     Param("rerank_k", -1, "how many of top_k are re-ranked by MNN (-1: all, 0: none)", -1, 10000),
     Param("rerank_memory_mb", 256.0, "working memory of the MNN re-ranker (MiB)", 1.0, 1e6),
+    Param("gpu_cache_mb", 4096.0, "on CUDA, keep the map's local features on the GPU when "
+          "they fit this budget (MiB; 0: off)", 0.0, 1e7),
     Param("min_score", 0, "acceptance: minimum MNN count of the best candidate", 0, 10**7),
     Param("min_score_fraction", 0.0, "acceptance: minimum MNN count / query features", 0.0, 1.0),
     Param("min_margin", 1.1, "acceptance: best vs best distinct candidate (ratio; see "
@@ -96,6 +98,7 @@ def localizer_config(values: dict[str, Any]) -> LocalizerConfig:
         top_k=int(values["top_k"]), rerank_k=None if rerank_k < 0 else rerank_k,
         device=str(values["device"]), precision=precision,
         rerank_memory_mb=float(values["rerank_memory_mb"]),
+        gpu_cache_mb=float(values["gpu_cache_mb"]),
         min_score=int(values["min_score"]),
         min_score_fraction=float(values["min_score_fraction"]),
         min_margin=float(values["min_margin"]), margin_mode=values["margin_mode"],
