@@ -31,6 +31,13 @@ import node_testlib  # noqa: E402
 import ros_harness  # noqa: E402
 
 NODE = "localizer_node"
+TICKS = __import__("os").sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (from /proc/<pid>/stat)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICKS
 
 
 def main() -> int:
@@ -112,6 +119,7 @@ def main() -> int:
             for rate in args.rates:
                 count = max(1, int(rate * args.seconds))
                 before = diagnostics()
+                cpu_before, wall_before = cpu_seconds(node.proc.pid), time.perf_counter()
                 sent = []
                 start = time.perf_counter()
                 for i in range(count):
@@ -122,6 +130,8 @@ def main() -> int:
                 time.sleep(2.0)  # answers still in flight
                 time.sleep(1.2)  # the node's next diagnostics (1 Hz)
                 after = diagnostics()
+                node_cpu = cpu_seconds(node.proc.pid) - cpu_before
+                node_wall = time.perf_counter() - wall_before
                 with lock:
                     lat = [(arrivals[s] - s) / 1e6 for s in sent if s in arrivals]
                 row = {"rate_hz": rate, "sent": count, "answered": len(lat),
@@ -133,6 +143,8 @@ def main() -> int:
                     if key in before and key in after:
                         row[f"node_{key}"] = int(after[key]) - int(before[key])
                 row["node_latency_p50_ms"] = after.get("latency_p50_ms")
+                # percent of one core, over the sending window and the wait for answers
+                row["node_cpu_percent"] = round(100.0 * node_cpu / node_wall, 1)
                 rows.append(row)
                 print(json.dumps(row), flush=True)
         finally:

@@ -299,13 +299,15 @@ def markdown(report: dict[str, Any]) -> str:
         lines += [f"## localizer_node over DDS ({d['model']}, {d['device']}, "
                   f"{d['frame_hw'][1]}x{d['frame_hw'][0]} rgb8)", "",
                   "| rate Hz | sent | answered | dropped | p50 ms | p95 ms | p99 ms | "
-                  "node dropped | node received |", "|---|---|---|---|---|---|---|---|---|"]
+                  "node dropped | node received | node CPU % of a core |",
+                  "|---|---|---|---|---|---|---|---|---|---|"]
         for r in d["rows"]:
             lines.append(f"| {r['rate_hz']:.0f} | {r['sent']} | {r['answered']} | "
                          f"{r['dropped']} | {fmt(r.get('p50_ms'), '.1f')} | "
                          f"{fmt(r.get('p95_ms'), '.1f')} | {fmt(r.get('p99_ms'), '.1f')} | "
                          f"{fmt(r.get('node_frames_dropped'))} | "
-                         f"{fmt(r.get('node_frames_received'))} |")
+                         f"{fmt(r.get('node_frames_received'))} | "
+                         f"{fmt(r.get('node_cpu_percent'), '.0f')} |")
         lines.append("")
     return "\n".join(lines) + "\n"
 
