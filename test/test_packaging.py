@@ -41,10 +41,12 @@ def test_colcon_builds_both_packages_and_installs_the_executables(tmp_path: Path
         assert (share / "selavpr_ros" / "launch" / name).is_file()
     assert (share / "selavpr_ros" / "config" / "localizer.yaml").is_file()
 
-    # The workspace's own setup script makes both packages usable (as on a robot).
+    # The workspace's own setup script makes both packages usable (as on a robot); the
+    # interpreter is this environment's, which holds the ROS Python libraries here.
     check = subprocess.run(
         ["bash", "-c", f". {install}/setup.bash && {lib}/selavpr --version && "
-         "python -c 'import selavpr_msgs.msg, selavpr_ros, sys; print(selavpr_msgs.__file__); print(selavpr_ros.__file__)'"],
+         f"{sys.executable} -c 'import selavpr_msgs.msg, selavpr_ros; "
+         "print(selavpr_msgs.__file__); print(selavpr_ros.__file__)'"],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
     assert check.returncode == 0, check.stdout + check.stderr
     msgs_file, ros_file = check.stdout.strip().splitlines()[-2:]
