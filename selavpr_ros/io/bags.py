@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 import numpy as np
@@ -20,6 +19,7 @@ from rosbags.rosbag2 import StoragePlugin, Writer
 from rosbags.typesys import Stores, get_typestore
 from rosbags.typesys.store import Typestore
 
+from selavpr_ros.closing import Closing
 from selavpr_ros.errors import BagReadError, ConfigError
 from selavpr_ros.io.frames import Frame
 from selavpr_ros.io.images import decode_image_message, encode_compressed, encode_raw
@@ -67,7 +67,7 @@ def pose_of_message(msg: Any, msgtype: str, stamp_ns: int) -> Pose:
     return Pose(stamp_ns, (p.x, p.y, p.z), (q.x, q.y, q.z, q.w))
 
 
-class BagFrames:
+class BagFrames(Closing):
     """A rosbag2 (sqlite3 or mcap) opened for reading camera frames and poses.
 
     Use as a context manager. Raises BagReadError when the bag cannot be opened or lacks a
@@ -87,16 +87,6 @@ class BagFrames:
     def close(self) -> None:
         self._reader.close()
 
-    def __enter__(self) -> BagFrames:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     @property
     def topics(self) -> dict[str, tuple[str, int]]:
@@ -195,7 +185,7 @@ def _decoder(msg: Any) -> Callable[[], np.ndarray]:
     return lambda: decode_image_message(msg)
 
 
-class BagWriter:
+class BagWriter(Closing):
     """Writes camera images and odometry into a new rosbag2 (sqlite3 or mcap).
 
     Message stamps (header and record time) are the given stamps, so replaying the bag looks
@@ -217,16 +207,6 @@ class BagWriter:
     def close(self) -> None:
         self._writer.close()
 
-    def __enter__(self) -> BagWriter:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def _write(self, topic: str, msgtype: str, stamp_ns: int, msg: Any) -> None:
         conn = self._connections.get(topic)

@@ -32,11 +32,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
-from types import TracebackType
 
 import faiss
 import numpy as np
 
+from selavpr_ros.closing import Closing
 from selavpr_ros.errors import MapFormatError
 from selavpr_ros.extractor import Extractor, ExtractorInfo, Features
 from selavpr_ros.map import index as idx
@@ -123,7 +123,7 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-class PlaceMap:
+class PlaceMap(Closing):
     """A place map directory; see the module docstring for the layout and the guarantees."""
 
     def __init__(self, path: Path, manifest: Manifest, *, lock: WriteLock | None) -> None:
@@ -251,16 +251,6 @@ class PlaceMap:
             self._lock.release()
             self._lock = None
 
-    def __enter__(self) -> PlaceMap:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     # ---------------------------------------------------------------- properties
     @property
