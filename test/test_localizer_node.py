@@ -56,6 +56,7 @@ def publish(start_process, topic, items, *flags):
 def warm_up(start_process, probe, topic, image, flags=()) -> None:
     """Send one frame and wait for its answer: the first query loads lazily and is slow, and
     frames arriving meanwhile would be dropped as stale (the slot keeps only the newest)."""
+    probe.wait_for_publishers("/place_recognition")  # or the answer may go to no one
     publisher = publish(start_process, topic, [image], "--reliable", *flags)
     probe.wait_for_messages("/place_recognition", count=1, timeout=60)
     publisher.stop()
@@ -176,6 +177,7 @@ def test_a_burst_is_dropped_not_queued(world, ros_probe, start_process):
     ros_probe.subscribe(DiagnosticArray, "/diagnostics")
     start_localizer(start_process, world, "qos_reliability:=reliable", "qos_depth:=100",
                     "rerank_k:=5")
+    ros_probe.wait_for_publishers("/place_recognition")
     burst = (world["files"]["a"] * 10)[:60]
     publisher = publish(start_process, "/cam/image_raw", burst, "--rate", "0", "--reliable")
     publisher.wait_for_output("done", timeout=60)
@@ -213,6 +215,7 @@ def test_reload_swaps_the_map_and_a_failed_reload_keeps_it(world, ros_probe, sta
     set_params = ros_probe.node.create_client(SetParameters, f"/{NODE}/set_parameters")
     reload_map = ros_probe.node.create_client(Trigger, f"/{NODE}/reload_map")
     assert reload_map.wait_for_service(timeout_sec=30)
+    ros_probe.wait_for_publishers("/place_recognition")
 
     def call(client, request):
         future = client.call_async(request)
