@@ -67,6 +67,18 @@ def pose_of_message(msg: Any, msgtype: str, stamp_ns: int) -> Pose:
     return Pose(stamp_ns, (p.x, p.y, p.z), (q.x, q.y, q.z, q.w))
 
 
+def open_bag_reader(path: Path) -> AnyReader:
+    """An opened rosbags reader of a rosbag2; BagReadError when it is missing or unreadable."""
+    if not path.exists():
+        raise BagReadError(f"bag {path} does not exist")
+    try:
+        reader = AnyReader([path], default_typestore=typestore())
+        reader.open()
+    except (AnyReaderError, OSError, ValueError, KeyError) as err:
+        raise BagReadError(f"cannot read bag {path}: {err}") from err
+    return reader
+
+
 class BagFrames(Closing):
     """A rosbag2 (sqlite3 or mcap) opened for reading camera frames and poses.
 
@@ -76,13 +88,7 @@ class BagFrames(Closing):
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        if not self.path.exists():
-            raise BagReadError(f"bag {self.path} does not exist")
-        try:
-            self._reader = AnyReader([self.path], default_typestore=typestore())
-            self._reader.open()
-        except (AnyReaderError, OSError, ValueError, KeyError) as err:
-            raise BagReadError(f"cannot read bag {self.path}: {err}") from err
+        self._reader = open_bag_reader(self.path)
 
     def close(self) -> None:
         self._reader.close()

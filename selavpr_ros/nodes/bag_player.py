@@ -25,11 +25,10 @@ from pathlib import Path
 from rclpy.duration import Duration
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy
-from rosbags.highlevel import AnyReader, AnyReaderError
 from rosgraph_msgs.msg import Clock
 
 from selavpr_ros.errors import BagReadError, ConfigError
-from selavpr_ros.io.bags import typestore
+from selavpr_ros.io.bags import open_bag_reader
 from selavpr_ros.ros.conversions import ns_to_stamp
 
 log = logging.getLogger(__name__)
@@ -117,13 +116,7 @@ class BagPlayer:
         self.node = node
         self.options = options
         self.path = Path(bag)
-        if not self.path.exists():
-            raise BagReadError(f"bag {self.path} does not exist")
-        try:
-            self._reader = AnyReader([self.path], default_typestore=typestore())
-            self._reader.open()
-        except (AnyReaderError, OSError, ValueError, KeyError) as err:
-            raise BagReadError(f"cannot read bag {self.path}: {err}") from err
+        self._reader = open_bag_reader(self.path)
         topics = {c.topic: c.msgtype for c in self._reader.connections}
         missing = [t for t in options.topics if t not in topics]
         if missing:
