@@ -1,8 +1,10 @@
-"""``selavpr build-map MAP``: build or extend a place map from a rosbag2 or an image folder.
+r"""``selavpr build-map MAP``: build or extend a place map from a rosbag2 or an image folder.
 
-    selavpr build-map campus.selavpr --bag drive1 --image-topic /camera/image_raw \\
+Examples::
+
+    selavpr build-map campus.selavpr --bag drive1 --image-topic /camera/image_raw \
         --pose-topic /odom --checkpoint SelaVPR_msls.safetensors
-    selavpr build-map gp.selavpr --images gardens_point_walking/day_left --spacing 1 \\
+    selavpr build-map gp.selavpr --images gardens_point_walking/day_left --spacing 1 \
         --min-distance 0 --checkpoint SelaVPR_msls.safetensors
     selavpr build-map campus.selavpr --append --bag drive2 ...   # extend, or resume after Ctrl-C
 """
@@ -10,23 +12,21 @@
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import logging
-from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from selavpr_ros.errors import ConfigError, MapFormatError
+from selavpr_ros.commands.source_options import add_source_arguments, source_from_args
+from selavpr_ros.errors import MapFormatError
 from selavpr_ros.extractors.factory import (
     ExtractorSpec,
     add_extractor_arguments,
     spec_from_args,
 )
-from selavpr_ros.io.folders import DEFAULT_RATE_HZ, DEFAULT_SPACING_M
-from selavpr_ros.io.frames import Frame
+from selavpr_ros.io.sources import open_frames
 
 if TYPE_CHECKING:
     from selavpr_ros.extractor import Extractor
@@ -58,27 +58,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     parser.add_argument("map", metavar="MAP", help="place map directory to create or extend")
     parser.add_argument("--append", action="store_true",
                         help="extend MAP if it exists (also resumes an interrupted build)")
-    src = parser.add_argument_group("source (one of --bag or --images)")
-    src.add_argument("--bag", help="rosbag2 directory (sqlite3 or mcap)")
-    src.add_argument("--image-topic",
-                     help="sensor_msgs/Image or CompressedImage topic (default: the only one)")
-    src.add_argument("--pose-topic", help="Odometry, PoseStamped or PoseWithCovarianceStamped "
-                                          "topic (default: the only one)")
-    src.add_argument("--pose-tolerance", type=float, default=0.1, metavar="S",
-                     help="max seconds between an image and the poses around it (default 0.1)")
-    src.add_argument("--images", help="image folder (natural file-name order)")
-    src.add_argument("--poses", help="CSV: file, timestamp, x, y, z[, qx, qy, qz, qw]; without "
-                                     "it frames get pseudo-positions along x")
-    src.add_argument("--spacing", type=float, default=DEFAULT_SPACING_M, metavar="M",
-                     help=f"metres between pseudo-positions (default {DEFAULT_SPACING_M})")
-    src.add_argument("--rate", type=float, default=DEFAULT_RATE_HZ, metavar="HZ",
-                     help="frame rate for stamps of a folder without timestamps "
-                          f"(default {DEFAULT_RATE_HZ})")
-    src.add_argument("--frame-id", default="camera", help="camera frame of folder images")
-    src.add_argument("--stride", type=int, default=1, metavar="N",
-                     help="use every N-th frame of the source")
-    src.add_argument("--limit", type=int, default=0, metavar="N",
-                     help="stop after N frames of the source (after --stride)")
+    add_source_arguments(parser, "source (one of --bag or --images)")
     kf = parser.add_argument_group("keyframes (a frame is a new place if ANY is met; 'off')")
     kf.add_argument("--min-distance", type=_off_or_float, default=0.5, metavar="M",
                     help="metres moved since the last place (default 0.5; 0 keeps every frame)")
@@ -99,71 +79,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     parser.set_defaults(handler=run)
 
 
-def _frames(args: argparse.Namespace) -> tuple[Iterator[Frame], int | None, str, list[object]]:
-    """(frames, their count if known, the poses' frame id, things to close)."""
-    if bool(args.bag) == bool(args.images):
-        raise ConfigError("give exactly one source: --bag BAG or --images FOLDER")
-    if args.stride < 1:
-        raise ConfigError(f"--stride must be at least 1, got {args.stride}")
-    if args.limit < 0:
-        raise ConfigError(f"--limit must be >= 0, got {args.limit}")
-    if args.bag:
-        from selavpr_ros.io.bags import IMAGE_TYPES, BagFrames
-
-        if not args.pose_tolerance >= 0:
-            raise ConfigError(f"--pose-tolerance must be >= 0, got {args.pose_tolerance}")
-        bag = BagFrames(args.bag)
-        try:
-            image_topic, _ = bag.topic_of(args.image_topic, IMAGE_TYPES, "image")
-            poses, pose_frame = bag.read_poses(args.pose_topic)
-        except BaseException:
-            bag.close()
-            raise
-        if len(poses) == 0:
-            bag.close()
-            raise ConfigError(f"the pose topic of {args.bag} has no usable poses")
-        frames: Iterator[Frame] = bag.frames(image_topic, poses,
-                                             round(args.pose_tolerance * 1e9))
-        total: int | None = bag.count(image_topic)
-        closers: list[object] = [bag]
-    else:
-        from selavpr_ros.io.folders import FolderOptions, folder_frames, list_images
-
-        if args.image_topic or args.pose_topic:
-            raise ConfigError("--image-topic and --pose-topic are for --bag sources")
-        options = FolderOptions(poses=Path(args.poses) if args.poses else None,
-                                spacing=args.spacing, rate_hz=args.rate, frame_id=args.frame_id)
-        frames = folder_frames(args.images, options)
-        total = len(list_images(args.images))
-        pose_frame, closers = "", []
-    if args.stride > 1:
-        frames = itertools.islice(frames, 0, None, args.stride)
-        total = -(-total // args.stride) if total is not None else None
-    if args.limit:
-        frames = itertools.islice(frames, args.limit)
-        total = min(total, args.limit) if total is not None else args.limit
-    return frames, total, pose_frame, closers
-
-
 def _sample_images(args: argparse.Namespace, count: int) -> list[np.ndarray]:
     """Up to ``count`` decodable images spread evenly over the source (for fitting)."""
     from selavpr_ros.errors import ImageDecodeError
 
-    frames, total, _, closers = _frames(args)
-    try:
-        total = total or 0
+    with open_frames(source_from_args(args)) as opened:
+        total = opened.total or 0
         wanted = set(np.linspace(0, max(total - 1, 0), num=min(count, total)).round().astype(int))
         images = []
-        for i, frame in enumerate(frames):
+        for i, frame in enumerate(opened.frames):
             if i in wanted:
                 try:
                     images.append(frame.load())
                 except ImageDecodeError:
                     continue
         return images
-    finally:
-        for closer in closers:
-            closer.close()  # type: ignore[attr-defined]
 
 
 def _open_map(args: argparse.Namespace, spec: ExtractorSpec,
@@ -209,15 +139,12 @@ def run(args: argparse.Namespace) -> int:
         batch_size=spec.batch_size,
         commit_every=args.commit_every,
     )
-    frames, total, pose_frame, closers = _frames(args)
-    try:
-        place_map, extractor = _open_map(args, spec, pose_frame)
+    with open_frames(source_from_args(args)) as opened:
+        place_map, extractor = _open_map(args, spec, opened.pose_frame)
         with place_map:
             builder = MapBuilder(place_map, extractor, config)
-            summary = build(frames, builder, progress=not args.no_progress, total=total)
-    finally:
-        for closer in closers:
-            closer.close()  # type: ignore[attr-defined]
+            summary = build(opened.frames, builder, progress=not args.no_progress,
+                            total=opened.total)
     if args.json:
         print(json.dumps(summary.to_dict(), indent=2))
     else:

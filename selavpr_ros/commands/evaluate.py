@@ -20,6 +20,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from selavpr_ros.commands.source_options import add_source_arguments, source_from_args
 from selavpr_ros.errors import ConfigError
 from selavpr_ros.extractors.factory import add_extractor_arguments, spec_from_args
 
@@ -49,20 +50,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         ),
     )
     parser.add_argument("map", metavar="MAP", help="place map directory")
-    src = parser.add_argument_group("queries (one of --bag or --images)")
-    src.add_argument("--bag", help="rosbag2 directory (sqlite3 or mcap)")
-    src.add_argument("--image-topic", help="image topic (default: the bag's only one)")
-    src.add_argument("--pose-topic", help="ground-truth pose topic: Odometry, PoseStamped or "
-                                          "PoseWithCovarianceStamped (default: the only one)")
-    src.add_argument("--pose-tolerance", type=float, default=0.1, metavar="S",
-                     help="max seconds between an image and the poses around it (default 0.1)")
-    src.add_argument("--images", help="image folder (natural file-name order)")
-    src.add_argument("--poses", help="poses CSV for --images (see build-map); without it, "
-                                     "pseudo-positions along x")
-    src.add_argument("--spacing", type=float, default=1.0, metavar="M",
-                     help="metres between pseudo-positions (default 1)")
-    src.add_argument("--stride", type=int, default=1, metavar="N", help="every N-th frame")
-    src.add_argument("--limit", type=int, default=0, metavar="N", help="at most N frames")
+    # --rate is the live replay speed here, so folder frames keep the default rate and frame id
+    add_source_arguments(parser, "queries (one of --bag or --images)", folder_timing=False)
     gt = parser.add_argument_group("ground truth and metrics")
     gt.add_argument("--radius", type=float, default=25.0, metavar="M",
                     help="positives: places within M metres (default 25)")
@@ -123,20 +112,18 @@ def localizer_config(args: argparse.Namespace) -> Any:
 
 
 def run(args: argparse.Namespace) -> int:
-    from selavpr_ros.eval.evaluate import (EvalConfig, QuerySource, latency_summary,
-                                           map_ground_truth, open_queries, run_offline, score)
+    from selavpr_ros.eval.evaluate import (EvalConfig, latency_summary, map_ground_truth,
+                                           run_offline, score)
     from selavpr_ros.eval.report import build_report, extractor_description, write_outputs
     from selavpr_ros.extractors.factory import create_extractor
+    from selavpr_ros.io.sources import open_frames
     from selavpr_ros.localizer import Localizer
     from selavpr_ros.map import PlaceMap
 
     eval_config = EvalConfig(ns=args.recall_n, radius_m=args.radius,
                              frame_tolerance=args.frame_tolerance,
                              distance_dims=args.distance_dims, pr_score=args.pr_score)
-    source = QuerySource(bag=args.bag, image_topic=args.image_topic, pose_topic=args.pose_topic,
-                         pose_tolerance_s=args.pose_tolerance, images=args.images,
-                         poses=args.poses, spacing=args.spacing, stride=args.stride,
-                         limit=args.limit)
+    source = source_from_args(args, folder_timing=False)
     if args.live and not args.bag:
         raise ConfigError("--live replays a rosbag: give --bag")
     if not args.rate > 0:
@@ -150,7 +137,8 @@ def run(args: argparse.Namespace) -> int:
         live_info = None
         source_info: dict[str, Any] = {"kind": "bag" if args.bag else "images",
                                        **source.describe()}
-        with open_queries(source) as (frames, total, topic):
+        with open_frames(source) as opened:
+            frames, total, topic = opened.frames, opened.total, opened.image_topic
             if topic:
                 source_info["image_topic"] = topic  # the bag's only one when not given
             if args.live:
