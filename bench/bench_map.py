@@ -24,7 +24,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from selavpr_ros.extractor import ExtractorInfo, Features  # noqa: E402
+from selavpr_ros.extractors.base import ExtractorInfo, Features  # noqa: E402
 from selavpr_ros.localizer.cache import LocalFeatureCache  # noqa: E402
 from selavpr_ros.map import PlaceInfo, PlaceMap  # noqa: E402
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from selavpr_ros.errors import ConfigError, MapFormatError
-from selavpr_ros.extractor import RerankSettings
+from selavpr_ros.extractors.base import RerankSettings
 from selavpr_ros.extractors.classical import (
     ClassicalConfig,
     ClassicalExtractor,
@@ -189,7 +189,7 @@ def test_map_stores_the_vocabulary_and_refuses_another(
 def test_factory_builds_an_unfitted_classical_extractor(tmp_path: Path) -> None:
     extractor = create_extractor(ExtractorSpec(kind="classical", vocabulary_size=32))
     assert extractor.needs_fit and extractor.config.vocabulary_size == 32
-    from selavpr_ros.extractor import ExtractorInfo
+    from selavpr_ros.extractors.base import ExtractorInfo
 
     info = ExtractorInfo("other", "w", global_dim=4, local_count=2, local_dim=2)
     with PlaceMap.create(tmp_path / "m", info) as pm:
@@ -209,7 +209,7 @@ def test_rerank_settings_are_recorded(tmp_path: Path, fitted: ClassicalExtractor
 
 
 def test_weights_only_extractors_keep_the_no_op_fit_hooks() -> None:
-    from selavpr_ros.extractor import Extractor, ExtractorInfo
+    from selavpr_ros.extractors.base import Extractor, ExtractorInfo
 
     class WeightsOnly(Extractor):
         info = ExtractorInfo("w", "sha", global_dim=2, local_count=1, local_dim=2)

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from selavpr_ros.errors import ConfigError, MapFormatError
-from selavpr_ros.extractor import Extractor, ExtractorInfo, Features
+from selavpr_ros.extractors.base import Extractor, ExtractorInfo, Features
 from selavpr_ros.localizer import Localizer, LocalizerConfig, confidence, decide
 from selavpr_ros.map import PlaceInfo, PlaceMap
 

@@ -29,7 +29,7 @@ from selavpr_ros.extractors.factory import (
 from selavpr_ros.io.sources import open_frames
 
 if TYPE_CHECKING:
-    from selavpr_ros.extractor import Extractor
+    from selavpr_ros.extractors.base import Extractor
     from selavpr_ros.map import PlaceMap
 
 log = logging.getLogger(__name__)

@@ -1,1 +1,1 @@
-"""Implementations of :class:`selavpr_ros.extractor.Extractor`."""
+"""Implementations of :class:`selavpr_ros.extractors.base.Extractor`."""

@@ -36,7 +36,7 @@ import cv2
 import numpy as np
 
 from selavpr_ros.errors import ConfigError, SelaVPRError
-from selavpr_ros.extractor import (
+from selavpr_ros.extractors.base import (
     Extractor,
     ExtractorInfo,
     Features,

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 from selavpr_ros.errors import ConfigError
 
 if TYPE_CHECKING:
-    from selavpr_ros.extractor import Extractor
+    from selavpr_ros.extractors.base import Extractor
     from selavpr_ros.map import PlaceMap
 
 log = logging.getLogger(__name__)
@@ -66,7 +66,7 @@ def create_extractor(spec: ExtractorSpec, place_map: PlaceMap | None = None) -> 
 
     The classical extractor comes back fitted from ``place_map``'s stored vocabulary, or
     unfitted (``needs_fit``) without a map: a map builder then fits it on the route's images
-    before creating the map (see :class:`selavpr_ros.extractor.Extractor`).
+    before creating the map (see :class:`selavpr_ros.extractors.base.Extractor`).
 
     Raises:
         MapFormatError: ``place_map`` holds no classical extractor state.

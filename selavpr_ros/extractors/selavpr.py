@@ -1,4 +1,4 @@
-"""SelaVPR as an :class:`~selavpr_ros.extractor.Extractor`: 1024-d GeM global descriptors and
+"""SelaVPR as an :class:`~selavpr_ros.extractors.base.Extractor`: 1024-d GeM global descriptors and
 61x61 dense 128-d local features (for ViT-L/14 at 224x224), re-ranked by the plain MNN count.
 
 The name carries the architecture and input size; the fingerprint is the sha256 of the weights.
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from selavpr_ros.extractor import (
+from selavpr_ros.extractors.base import (
     Extractor,
     ExtractorInfo,
     Features,

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from selavpr_ros.extractor import Extractor, Features
+from selavpr_ros.extractors.base import Extractor, Features
 from selavpr_ros.localizer.cache import LocalFeatureCache
 from selavpr_ros.localizer.config import LocalizerConfig
 from selavpr_ros.localizer.decision import decide

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from selavpr_ros.errors import ConfigError, MapFormatError
-from selavpr_ros.extractor import ExtractorInfo
+from selavpr_ros.extractors.base import ExtractorInfo
 from selavpr_ros.map.fsutil import atomic_write_bytes
 
 FORMAT_NAME = "selavpr_ros.place_map"

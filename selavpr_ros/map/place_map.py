@@ -38,7 +38,7 @@ import numpy as np
 
 from selavpr_ros.closing import Closing
 from selavpr_ros.errors import MapFormatError
-from selavpr_ros.extractor import Extractor, ExtractorInfo, Features
+from selavpr_ros.extractors.base import Extractor, ExtractorInfo, Features
 from selavpr_ros.map import index as idx
 from selavpr_ros.map.fsutil import WriteLock, fsync_dir, sha256_file
 from selavpr_ros.map.manifest import (

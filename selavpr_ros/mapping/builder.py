@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from selavpr_ros.errors import ConfigError, ImageDecodeError
-from selavpr_ros.extractor import Extractor, Features
+from selavpr_ros.extractors.base import Extractor, Features
 from selavpr_ros.io.folders import natural_key
 from selavpr_ros.io.frames import Frame
 from selavpr_ros.io.poses import Pose

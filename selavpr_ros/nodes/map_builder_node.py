@@ -40,7 +40,7 @@ from std_srvs.srv import Trigger
 
 from selavpr_ros import __version__
 from selavpr_ros.errors import ConfigError, SelaVPRError
-from selavpr_ros.extractor import Extractor
+from selavpr_ros.extractors.base import Extractor
 from selavpr_ros.extractors.factory import ExtractorSpec, create_extractor
 from selavpr_ros.io.frames import Frame
 from selavpr_ros.io.images import decode_image_message
