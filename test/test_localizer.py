@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -11,17 +10,11 @@ import numpy as np
 import pytest
 import torch
 
+import reference_mnn  # bench/reference_mnn.py (pytest.ini: pythonpath = bench)
 from selavpr_ros.errors import ConfigError, MapFormatError
 from selavpr_ros.extractors.base import Extractor, ExtractorInfo, Features
 from selavpr_ros.localizer import Localizer, LocalizerConfig, confidence, decide
 from selavpr_ros.map import PlaceInfo, PlaceMap
-
-ROOT = Path(__file__).resolve().parents[1]
-_spec = importlib.util.spec_from_file_location(
-    "reference_mnn", ROOT / "bench" / "reference_mnn.py"
-)
-reference_mnn = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(reference_mnn)
 
 D, L, C = 32, 16, 8
 

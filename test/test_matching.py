@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import subprocess
 import sys
 from pathlib import Path
@@ -11,17 +10,11 @@ import numpy as np
 import pytest
 import torch
 
+from reference_mnn import loop_mnn_scores, reference_mnn_scores  # bench/ (pytest.ini pythonpath)
 from selavpr_ros.errors import ConfigError
 from selavpr_ros.matching import chunk_size_for_budget, mnn, mnn_scores
 
 ROOT = Path(__file__).resolve().parents[1]
-_spec = importlib.util.spec_from_file_location(
-    "reference_mnn", ROOT / "bench" / "reference_mnn.py"
-)
-reference_mnn = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(reference_mnn)
-reference_mnn_scores = reference_mnn.reference_mnn_scores
-loop_mnn_scores = reference_mnn.loop_mnn_scores
 
 
 def unit(x: np.ndarray) -> np.ndarray:
