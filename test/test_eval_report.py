@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 import node_testlib
+from map_build_testlib import make_checkpoint
 from selavpr_ros.errors import ConfigError
 from selavpr_ros.eval.evaluate import EvalConfig, QueryRecord, latency_summary, score
 from selavpr_ros.eval.plots import plot_trajectory
@@ -102,7 +103,7 @@ def test_query_records_round_trip_through_json():
 @pytest.fixture(scope="module")
 def small_map(tmp_path_factory):
     root = tmp_path_factory.mktemp("report")
-    checkpoint = node_testlib.make_checkpoint(root / "small.safetensors")
+    checkpoint = make_checkpoint(root / "small.safetensors")
     path = node_testlib.build_map(root / "m.selavpr", checkpoint,
                                   node_testlib.place_images(5, seed=5))
     with PlaceMap.open(path) as place_map:

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 import cv2
 import pytest
 
 import node_testlib
 import ros_harness
+from map_build_testlib import make_checkpoint
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
 
@@ -21,7 +21,7 @@ NODE = "localizer_node"
 def world(tmp_path_factory):
     """A checkpoint, two maps (A: 6 places, B: 3 other places) and their images as PNG files."""
     root = tmp_path_factory.mktemp("localizer_node")
-    checkpoint = node_testlib.make_checkpoint(root / "small.safetensors")
+    checkpoint = make_checkpoint(root / "small.safetensors")
     images_a = node_testlib.place_images(PLACES, seed=1)
     images_b = node_testlib.place_images(3, seed=2)
     files = {}
