@@ -62,14 +62,11 @@ def _default_rerank() -> RerankSettings:
 
 @dataclass(frozen=True)
 class ClassicalConfig:
-    """Settings of the classical extractor (defaults measured on Gardens Point, see bench/).
+    """Settings of the classical extractor.
 
-    Measured with bench/eval_classical_gardens_point.py (day_left map, +-2 frames, R@1):
-    first stage 0.95 day_right / 0.38 night_right. Re-ranking the top 20 by MNN count:
-    plain count 0.94 / 0.425, ratio test 0.8 0.925 / 0.44, 0.9 0.94 / 0.49, 0.95 0.945 / 0.455,
-    minimum similarity 0.9 0.96 / 0.42;
-    on a grid thinned 2x (local_stride=2) every filter made day worse (0.85-0.89). Hence the
-    defaults: all grid features as local features and Lowe's ratio test at 0.9.
+    The defaults (all grid features as local features, Lowe's ratio test at 0.9) were chosen
+    on Gardens Point with bench/eval_classical_gardens_point.py; the figures are in
+    bench/PERFORMANCE.md.
 
     Attributes:
         long_side: the working image size's long side in pixels.

@@ -1,7 +1,7 @@
 """Dense RootSIFT: SIFT descriptors on a regular grid, computed with whole-image filters.
 
-OpenCV's ``SIFT.compute`` on ~2000 grid keypoints takes ~0.5 s per 320 px image because it
-builds a scale pyramid and resamples a rotated patch per keypoint. A dense grid needs neither
+OpenCV's ``SIFT.compute`` is slow on a dense grid (bench/PERFORMANCE.md) because it builds a
+scale pyramid and resamples a rotated patch per keypoint. A dense grid needs neither
 (no rotation, fixed sizes), so descriptors are computed as in VLFeat's dense SIFT (DSIFT):
 gradient magnitudes are split into 8 orientation planes with linear interpolation, each plane is
 filtered once with a triangular kernel (bilinear spatial binning into cells of ``bin_size``
