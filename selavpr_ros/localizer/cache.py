@@ -47,8 +47,11 @@ class LocalFeatureCache:
     def build(
         cls, place_map: PlaceMap, device: str | torch.device, max_bytes: int
     ) -> LocalFeatureCache | None:
-        """Copy the map's local features to ``device``; None when they exceed ``max_bytes``
-        (or, on CUDA, half the free device memory) or the map is empty."""
+        """Copy the map's local features to ``device``.
+
+        Returns None when they exceed ``max_bytes`` (or, on CUDA, half the free device memory)
+        or the map is empty.
+        """
         device = torch.device(device)
         needed = local_feature_bytes(place_map)
         if place_map.count == 0 or needed > max_bytes:

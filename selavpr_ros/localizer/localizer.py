@@ -9,10 +9,10 @@ their global order with a NaN re-rank score.
 from __future__ import annotations
 
 import logging
-import math
 import threading
 import time
 from dataclasses import dataclass, field
+from typing import Literal
 
 import numpy as np
 import torch
@@ -90,10 +90,13 @@ class Localizer:
         place_map: PlaceMap,
         extractor: Extractor,
         config: LocalizerConfig | None = None,
-        feature_cache: LocalFeatureCache | None | bool = None,
+        feature_cache: LocalFeatureCache | Literal[False] | None = None,
     ) -> None:
-        """``feature_cache``: a cache to use, None = automatic (CUDA, fits the budget), False =
-        none."""
+        """Check that the extractor fits the map and load its index.
+
+        ``feature_cache``: a cache to use, None = automatic (CUDA, fits the budget), False =
+        none.
+        """
         check_extractor(place_map.extractor_info, extractor.info, place_map.path)
         self.place_map = place_map
         self.extractor = extractor
@@ -102,11 +105,10 @@ class Localizer:
         place_map.load_index()  # load now rather than in the first query
         device = torch.device(cfg.device)
         if feature_cache is None:
-            feature_cache = None
             if device.type == "cuda" and cfg.gpu_cache_mb > 0 and cfg.effective_rerank_k > 0:
                 feature_cache = LocalFeatureCache.build(
                     place_map, device, int(cfg.gpu_cache_mb * 2**20))
-        self.feature_cache = feature_cache or None
+        self.feature_cache: LocalFeatureCache | None = feature_cache or None
         self._memory_budget = int(cfg.rerank_memory_mb * 2**20)
         if device.type == "cuda":
             self._memory_budget = max(self._memory_budget, auto_memory_budget(device))
@@ -170,7 +172,7 @@ class Localizer:
         places = self.place_map.places(ids[order]) if len(order) else []
         candidates = tuple(
             _candidate(p, float(sims[i]), float(scores[i]), int(i))
-            for p, i in zip(places, order)
+            for p, i in zip(places, order, strict=True)
         )
         # the decision looks at the re-ranked candidates (all of them without re-ranking)
         ranked = [float(scores[i]) for i in order[:k]] if k else [float(sims[i]) for i in order]
@@ -217,7 +219,7 @@ class Localizer:
 
     @staticmethod
     def _final_order(ids: np.ndarray, sims: np.ndarray, scores: np.ndarray, k: int) -> np.ndarray:
-        """Indices into the global ranking, in final order (see the module docstring)."""
+        """Return indices into the global ranking, in final order (see the module docstring)."""
         head = np.lexsort((ids[:k], -sims[:k].astype(np.float64), -scores[:k]))
         return np.concatenate([head, np.arange(k, len(ids))]).astype(np.int64)
 
@@ -229,6 +231,6 @@ def _candidate(place: Place, sim: float, score: float, rank: int) -> Candidate:
         position=place.position,
         orientation=place.orientation,
         global_similarity=sim,
-        rerank_score=score if not math.isnan(score) else float("nan"),
+        rerank_score=score,
         global_rank=rank,
     )

@@ -213,10 +213,6 @@ class MapBuilder:
             self.commit()
         return None
 
-    def add_all(self, frames: Iterable[Frame]) -> None:
-        for frame in frames:
-            self.add(frame)
-
     # ------------------------------------------------------------------ extraction, commits
     @property
     def pending(self) -> int:
