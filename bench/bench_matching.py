@@ -29,7 +29,6 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from reference_mnn import reference_mnn_scores  # noqa: E402
-
 from selavpr_ros.matching import chunk_size_for_budget, mnn_scores  # noqa: E402
 
 MiB = 2**20

@@ -33,8 +33,9 @@ def query_position(i: int) -> tuple[float, float, float]:
 
 
 def write_query_bag(path: Path, map_images: list[np.ndarray], compressed: bool = False) -> Path:
-    """Frames 0..PLACES-1 show the map's places, frames PLACES.. novel images; odometry
-    brackets every frame so each gets exactly its query position.
+    """Write the query bag: frames 0..PLACES-1 show the map's places, the rest novel images.
+
+    Odometry brackets every frame so each gets exactly its query position.
     """
     novel = node_testlib.place_images(NOVEL, seed=99)
     with BagWriter(path) as bag:

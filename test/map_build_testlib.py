@@ -172,6 +172,6 @@ def write_drive_bag(
 
 
 def assert_same_rotation(q: tuple[float, ...], expected: tuple[float, ...], tol: float) -> None:
-    """q and -q are the same rotation."""
+    """Q and -q are the same rotation."""
     dot = abs(float(np.dot(q, expected)))
     assert dot > 1.0 - tol, (q, expected)

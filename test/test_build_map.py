@@ -71,7 +71,7 @@ def test_bag_build_has_the_right_places_poses_and_features(
     kept = [0, 4, 8, 12]
     assert [p.source_ref for p in places] == [str(i) for i in kept]
     assert [p.stamp_ns for p in places] == [stamps[i] for i in kept]
-    for place, i in zip(places, kept):
+    for place, i in zip(places, kept, strict=True):
         position, orientation = true_pose(stamps[i])
         assert np.allclose(place.position, position, atol=1e-9)
         assert_same_rotation(place.orientation, orientation, 1e-12)

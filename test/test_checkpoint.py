@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from model_testlib import official_checkpoint, random_reference_state_dict, to_numpy1_spelling
 
+from model_testlib import official_checkpoint, random_reference_state_dict, to_numpy1_spelling
 from selavpr_ros import cli
 from selavpr_ros.errors import CheckpointError
 from selavpr_ros.model import (

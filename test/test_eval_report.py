@@ -110,7 +110,10 @@ def small_map(tmp_path_factory):
         yield place_map
 
 
-def make_report(place_map, config=EvalConfig(ns=(1, 2), radius_m=5.0)):
+DEFAULT_EVAL = EvalConfig(ns=(1, 2), radius_m=5.0)
+
+
+def make_report(place_map, config=DEFAULT_EVAL):
     s = score(RECORDS, MAP_POSITIONS, MAP_FRAMES, config)
     return build_report(
         mode="offline", place_map=place_map,

@@ -9,8 +9,12 @@ import pytest
 import torch
 
 from selavpr_ros.errors import CheckpointError, ConfigError
-from selavpr_ros.extractors.factory import (ExtractorSpec, add_extractor_arguments,
-                                            create_extractor, spec_from_args)
+from selavpr_ros.extractors.factory import (
+    ExtractorSpec,
+    add_extractor_arguments,
+    create_extractor,
+    spec_from_args,
+)
 from selavpr_ros.model import SelaVPR, SelaVPRConfig, save_safetensors
 
 

@@ -8,8 +8,14 @@ import numpy as np
 import pytest
 
 from selavpr_ros.errors import ImageDecodeError
-from selavpr_ros.io.images import (decode_compressed, decode_image_message, decode_raw,
-                                   encode_compressed, encode_raw, read_image_file)
+from selavpr_ros.io.images import (
+    decode_compressed,
+    decode_image_message,
+    decode_raw,
+    encode_compressed,
+    encode_raw,
+    read_image_file,
+)
 
 # A 2x3 RGB image with distinct channel values everywhere.
 RGB = np.array([[[10, 20, 30], [40, 50, 60], [70, 80, 90]],

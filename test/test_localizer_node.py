@@ -54,8 +54,11 @@ def publish(start_process, topic, items, *flags):
 
 
 def warm_up(start_process, probe, topic, image, flags=()) -> None:
-    """Send one frame and wait for its answer: the first query loads lazily and is slow, and
-    frames arriving meanwhile would be dropped as stale (the slot keeps only the newest)."""
+    """Send one frame and wait for its answer.
+
+    The first query loads lazily and is slow, and frames arriving meanwhile would be dropped
+    as stale (the slot keeps only the newest).
+    """
     probe.wait_for_publishers("/place_recognition")  # or the answer may go to no one
     publisher = publish(start_process, topic, [image], "--reliable", *flags)
     probe.wait_for_messages("/place_recognition", count=1, timeout=60)

@@ -87,7 +87,7 @@ def test_live_map_equals_the_offline_build(tmp_path: Path, ros_probe, start_proc
         assert live.map_frame == off.map_frame == "odom"
         a, b = off.places(range(8)), live.places(range(8))
         assert [p.stamp_ns for p in b] == [p.stamp_ns for p in a] == stamps[0:16:2]
-        for pa, pb in zip(a, b):
+        for pa, pb in zip(a, b, strict=True):
             assert np.allclose(pb.position, pa.position, atol=1e-12)
             assert np.allclose(pb.orientation, pa.orientation, atol=1e-12)
             assert pb.frame_id == pa.frame_id == "cam"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import subprocess
 import sys
 from pathlib import Path
@@ -178,7 +179,7 @@ def test_row_tiles_are_balanced_and_cover_the_rows() -> None:
     for rows, lq in [(3721, 3721), (100, 3721), (1, 5), (97, 10_000), (5000, 7)]:
         tiles = mnn.row_tiles(rows, lq)
         assert tiles[0][0] == 0 and tiles[-1][1] == rows
-        assert all(a[1] == b[0] for a, b in zip(tiles, tiles[1:]))
+        assert all(a[1] == b[0] for a, b in itertools.pairwise(tiles))
         sizes = [stop - start for start, stop in tiles]
         assert max(sizes) - min(sizes) <= 1  # no tiny tail block
         assert min(sizes) >= min(rows, mnn.MIN_TILE_ROWS)

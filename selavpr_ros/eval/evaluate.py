@@ -20,9 +20,16 @@ import numpy as np
 
 from selavpr_ros.errors import ConfigError, ImageDecodeError
 from selavpr_ros.eval import latency as lat
-from selavpr_ros.eval.metrics import (DEFAULT_NS, PRCurve, RecallAtN, frame_index_of,
-                                      positives_by_frames, positives_by_radius,
-                                      precision_recall, recall_at_n)
+from selavpr_ros.eval.metrics import (
+    DEFAULT_NS,
+    PRCurve,
+    RecallAtN,
+    frame_index_of,
+    positives_by_frames,
+    positives_by_radius,
+    precision_recall,
+    recall_at_n,
+)
 from selavpr_ros.io.frames import Frame
 
 log = logging.getLogger(__name__)
@@ -246,7 +253,8 @@ def score(records: Sequence[QueryRecord], map_positions: np.ndarray,
     before = recall_at_n([r.global_ids for r in usable], positives, config.ns)
     after = recall_at_n([r.ids for r in usable], positives, config.ns)
     has = [len(p) > 0 for p in positives]
-    correct = [bool(r.ids) and bool(np.isin(r.ids[0], p)) for r, p in zip(usable, positives)]
+    correct = [bool(r.ids) and bool(np.isin(r.ids[0], p))
+               for r, p in zip(usable, positives, strict=True)]
     accepted = [r.accepted for r in usable]
     curves = {}
     for name in PR_SCORES:
@@ -257,7 +265,7 @@ def score(records: Sequence[QueryRecord], map_positions: np.ndarray,
     outcomes: dict[int, str] = {}
     for r in answered:
         outcomes[r.index] = "no_ground_truth"
-    for r, ok in zip(usable, correct):
+    for r, ok in zip(usable, correct, strict=True):
         outcomes[r.index] = ("correct" if ok else "wrong") if r.accepted else "rejected"
     counts = {
         "queries": len(records),
@@ -267,13 +275,14 @@ def score(records: Sequence[QueryRecord], map_positions: np.ndarray,
         "with_positive": int(sum(has)),
         "without_positive": len(usable) - int(sum(has)),
         "accepted": int(sum(accepted)),
-        "accepted_correct": int(sum(a and c for a, c in zip(accepted, correct))),
-        "accepted_wrong": int(sum(a and not c for a, c in zip(accepted, correct))),
+        "accepted_correct": int(sum(a and c for a, c in zip(accepted, correct, strict=True))),
+        "accepted_wrong": int(sum(a and not c for a, c in zip(accepted, correct, strict=True))),
         "rejected": len(usable) - int(sum(accepted)),
         "top1_correct": int(sum(correct)),
     }
     return Scores(before, after, curves, outcomes,
-                  {r.index: tuple(int(i) for i in p) for r, p in zip(usable, positives)},
+                  {r.index: tuple(int(i) for i in p)
+                   for r, p in zip(usable, positives, strict=True)},
                   counts)
 
 

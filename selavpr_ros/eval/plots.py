@@ -83,7 +83,7 @@ def plot_recall_at_n(report: dict[str, Any], path: Path) -> Path:
                                        (width / 2, after, "after MNN re-ranking", "#1f77b4")):
         values = [100 * (data["recall"][str(n)] or 0.0) for n in ns]
         bars = ax.bar(x + offset, values, width, label=label, color=color)
-        for bar, v in zip(bars, values):
+        for bar, v in zip(bars, values, strict=True):
             ax.annotate(f"{v:.1f}", (bar.get_x() + bar.get_width() / 2, v), ha="center",
                         va="bottom", fontsize=9, xytext=(0, 2), textcoords="offset points")
     ax.set_xticks(x, [f"R@{n}" for n in ns])
@@ -117,7 +117,8 @@ def plot_latency(report: dict[str, Any], path: Path) -> Path:
     p95 = [stages[n]["p95"] for n in names]
     ax2.barh(y - 0.2, p50, 0.4, label="p50", color="#1f77b4")
     ax2.barh(y + 0.2, p95, 0.4, label="p95", color="#ff7f0e")
-    for yi, a, b in zip(y, p50, p95):  # numbers, so that sub-millisecond stages show too
+    # numbers, so that sub-millisecond stages show too
+    for yi, a, b in zip(y, p50, p95, strict=True):
         ax2.annotate(f"{a:.1f} / {b:.1f} ms", (max(a, b), yi), xytext=(4, 0),
                      textcoords="offset points", va="center", fontsize=8)
     ax2.set_xlim(0, max(p95, default=1.0) * 1.35 or 1.0)
