@@ -44,7 +44,7 @@ def _off_or_float(text: str) -> float | None:
         raise argparse.ArgumentTypeError(f"expected a number or 'off', got '{text}'") from err
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "build-map",
         help="build or extend a place map from a rosbag2 or an image folder",

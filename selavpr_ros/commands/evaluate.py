@@ -38,7 +38,7 @@ def _ns(text: str) -> tuple[int, ...]:
     return values
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "evaluate",
         help="Recall@N, precision-recall, latency and plots of a map against recorded queries",

@@ -178,9 +178,9 @@ def plot_trajectory(report: dict[str, Any], map_positions: np.ndarray, path: Pat
                     ax.plot([q["position"][0], px], [q["position"][1], py], color=color,
                             lw=0.8, alpha=0.6, zorder=2)
         for outcome, color in COLORS.items():
-            pts = np.array([q["position"][:2] for q in queries if q["outcome"] == outcome])
-            if len(pts):
-                ax.scatter(pts[:, 0], pts[:, 1], s=22, color=color, zorder=3,
+            xy = np.array([q["position"][:2] for q in queries if q["outcome"] == outcome])
+            if len(xy):
+                ax.scatter(xy[:, 0], xy[:, 1], s=22, color=color, zorder=3,
                            edgecolors="black", linewidths=0.3,
                            label=f"query: {outcome.replace('_', ' ')} ({counts[outcome]})")
     ax.set_title("Queries by outcome (lines: query to its accepted match)\n" + _title(report)

@@ -126,7 +126,7 @@ def _rays(camera: Camera, yaw: float, pitch: float) -> np.ndarray:
 
 def _hash01(*ints: np.ndarray) -> np.ndarray:
     """A deterministic pseudo-random number in [0, 1) per element of integer arrays."""
-    h = np.uint64(1469598103934665603)
+    h = np.asarray(np.uint64(1469598103934665603))  # an array, so numpy keeps it uint64
     for a in ints:
         h = (h ^ a.astype(np.uint64)) * np.uint64(1099511628211)
         h ^= h >> np.uint64(29)
@@ -264,7 +264,7 @@ def render(
     sky = (np.asarray(lighting.sky_horizon, np.float32) * (1.0 - elevation)
            + np.asarray(lighting.sky_top, np.float32) * elevation)
     colour = np.where(surface[:, None], colour, sky)
-    image = colour.reshape(*shape, 3)
+    image: np.ndarray = colour.reshape(*shape, 3)
     if camera.supersample > 1:
         image = cv2.resize(image, (camera.width, camera.height), interpolation=cv2.INTER_AREA)
     image = image * 255.0
