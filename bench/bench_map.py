@@ -33,7 +33,7 @@ INFO = ExtractorInfo("selavpr-vitl14-224-synthetic", "random", 1024, 61 * 61, 12
 
 
 def legacy_gather(place_map: PlaceMap, ids: np.ndarray) -> np.ndarray:
-    """The gather before this change: fancy index per segment, scattered into the output."""
+    """Gather as before this change: fancy index per segment, scattered into the output."""
     arrays = place_map._arrays["local"]
     out = np.empty((len(ids), *arrays.row_shape), arrays.dtype)
     seg = np.searchsorted(np.asarray(arrays._starts), ids, side="right") - 1

@@ -51,7 +51,7 @@ def _reset_cpu_peak() -> bool:
 
 def measure(fn: Callable[[], np.ndarray], device: torch.device, repeats: int
             ) -> tuple[np.ndarray, float, float]:
-    """(result, median seconds, peak extra memory in MiB) of ``fn``."""
+    """Run ``fn``: (result, median seconds, peak extra memory in MiB)."""
     times = []
     peak = 0.0
     result = None

@@ -58,7 +58,7 @@ def reference_mnn_scores(
 
 
 def loop_mnn_scores(query: np.ndarray, candidates: np.ndarray) -> np.ndarray:
-    """The same counts by explicit numpy loops (for tiny inputs): a second, torch-free opinion."""
+    """Count the same by explicit numpy loops (tiny inputs): a second, torch-free opinion."""
     channels = query.shape[-1]
     q = np.asarray(query, dtype=np.float64).reshape(-1, channels)
     cands = np.asarray(candidates, dtype=np.float64).reshape(len(candidates), -1, channels)

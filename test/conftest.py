@@ -20,7 +20,7 @@ def _isolated_dds(tmp_path_factory: pytest.TempPathFactory) -> None:
 
 @pytest.fixture
 def ros_probe() -> Iterator[ros_harness.RosProbe]:
-    """An rclpy node in the test process, spinning in the background; closed after the test."""
+    """Give an rclpy node in the test process, spinning in the background; closed afterwards."""
     probe = ros_harness.RosProbe()
     try:
         yield probe
@@ -46,7 +46,7 @@ def start_process(tmp_path: Path) -> Iterator[Callable[..., ros_harness.NodeProc
 
 @pytest.fixture
 def gardens_point() -> Path:
-    """The Gardens Point Walking images; skips the test when the data set is absent."""
+    """Find the Gardens Point Walking images; skip the test when the data set is absent."""
     if not (GARDENS_POINT / "day_left").is_dir():
         pytest.skip(f"Gardens Point data not found at {GARDENS_POINT} (only in the dev workspace)")
     return GARDENS_POINT

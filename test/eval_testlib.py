@@ -25,7 +25,7 @@ PERIOD_NS = 100_000_000  # 10 Hz
 
 
 def query_position(i: int) -> tuple[float, float, float]:
-    """Queries 0..PLACES-1 stand at their place (2 m to the side); novel ones 1 km away."""
+    """Place queries 0..PLACES-1 at their place (2 m to the side), novel ones 1 km away."""
     if i < PLACES:
         x, y, z = node_testlib.place_pose(i)[0]
         return (x, y + 2.0, z)

@@ -44,7 +44,7 @@ def reference_model(
 
 
 def official_checkpoint(state_dict: dict[str, torch.Tensor]) -> dict:
-    """The structure train.py saves: DataParallel keys, numpy objects, optimizer state."""
+    """Wrap like train.py saves: DataParallel keys, numpy objects, optimizer state."""
     return {
         "epoch_num": 4,
         "model_state_dict": {"module." + k: v for k, v in state_dict.items()},

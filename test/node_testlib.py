@@ -40,7 +40,7 @@ def place_pose(i: int) -> tuple[tuple[float, float, float], tuple[float, float, 
 
 
 def build_map(path: Path, checkpoint: Path, images: list[np.ndarray]) -> Path:
-    """A map with one place per image, stamps 1 s apart, poses from :func:`place_pose`."""
+    """Build a map with one place per image, stamps 1 s apart, poses from :func:`place_pose`."""
     extractor = create_extractor(ExtractorSpec(checkpoint=str(checkpoint), batch_size=8))
     with PlaceMap.create(path, extractor) as place_map:
         features = extractor.extract(images)

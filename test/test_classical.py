@@ -25,7 +25,7 @@ SMALL = ClassicalConfig(vocabulary_size=8, fit_descriptors_per_image=100, kmeans
 
 
 def scene(seed: int, size: tuple[int, int] = (192, 128)) -> np.ndarray:
-    """A random textured RGB image (blurred blobs and rectangles), different per seed."""
+    """Make a random textured RGB image (blurred blobs and rectangles), different per seed."""
     rng = np.random.default_rng(seed)
     w, h = size
     img = (rng.random((h // 8, w // 8, 3)) * 255).astype(np.uint8)

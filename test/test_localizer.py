@@ -38,7 +38,7 @@ def unit(x: np.ndarray) -> np.ndarray:
 
 
 def with_similarity(query: np.ndarray, sim: float, seed: int) -> np.ndarray:
-    """A unit vector whose cosine with the unit vector ``query`` is ``sim``."""
+    """Make a unit vector whose cosine with the unit vector ``query`` is ``sim``."""
     r = np.random.default_rng([7, seed]).standard_normal(D)
     r -= (r @ query) * query
     r /= np.linalg.norm(r)
@@ -202,7 +202,7 @@ def test_config_validation() -> None:
 
 # ------------------------------------------------------------------ with a real SelaVPR model
 def synthetic_image(seed: int) -> np.ndarray:
-    """A blocky colour pattern with noise, 120x160 RGB."""
+    """Make a blocky colour pattern with noise, 120x160 RGB."""
     rng = np.random.default_rng(seed)
     blocks = np.kron(rng.integers(0, 256, (6, 8, 3)).astype(np.float32), np.ones((20, 20, 1)))
     return np.clip(blocks + rng.normal(0, 20, blocks.shape), 0, 255).astype(np.uint8)

@@ -19,7 +19,7 @@ NODE = "localizer_node"
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
-    """A checkpoint, two maps (A: 6 places, B: 3 other places) and their images as PNG files."""
+    """Make a checkpoint, two maps (A: 6, B: 3 other places) and their images as PNG files."""
     root = tmp_path_factory.mktemp("localizer_node")
     checkpoint = make_checkpoint(root / "small.safetensors")
     images_a = node_testlib.place_images(PLACES, seed=1)

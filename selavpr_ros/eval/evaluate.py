@@ -145,7 +145,7 @@ class QueryRecord:
 
 def record_from_result(frame: Frame, index: int, result: Any, image_hw: tuple[int, int] | None,
                        timings_ms: dict[str, float], latency_ms: float) -> QueryRecord:
-    """A :class:`QueryRecord` from a core ``LocalizationResult``."""
+    """Make a :class:`QueryRecord` from a core ``LocalizationResult``."""
     cands = result.candidates
     top = cands[0] if cands else None
     return QueryRecord(

@@ -200,7 +200,7 @@ def precision_recall(
     has_positive: Sequence[bool],
     score_name: str = "score",
 ) -> PRCurve:
-    """The precision-recall curve of "accepted and score >= t" over thresholds t.
+    """Compute the precision-recall curve of "accepted and score >= t" over thresholds t.
 
     ``correct[i]``: the top candidate of query i is one of its positives (implies
     ``has_positive[i]``).

@@ -283,7 +283,7 @@ class ClassicalExtractor(Extractor):
         return cls(config, np.asarray(state["centroids"]), config_json=raw.tobytes())
 
     def fit(self, images: Sequence[np.ndarray]) -> ClassicalExtractor:
-        """A fitted copy: working size from the first image, k-means vocabulary from all.
+        """Return a fitted copy: working size from the first image, k-means vocabulary from all.
 
         At most ``config.fit_max_images`` images are used (evenly spaced), and
         ``config.fit_descriptors_per_image`` valid descriptors of each, drawn with

@@ -67,7 +67,7 @@ class DenseGrid:
         return xs, ys
 
     def subset(self, height: int, width: int, stride: int) -> np.ndarray:
-        """Indices of every ``stride``-th grid point in x and y of each scale (sorted)."""
+        """Return indices of every ``stride``-th grid point in x and y of each scale (sorted)."""
         keep, offset = [], 0
         for b in self.bin_sizes:
             xs, ys = self.positions(height, width, b)
@@ -78,7 +78,7 @@ class DenseGrid:
         return np.concatenate(keep) if keep else np.zeros(0, np.int64)
 
     def count(self, height: int, width: int) -> int:
-        """Number of descriptors for an image of this size (all scales)."""
+        """Count the descriptors of an image of this size (all scales)."""
         total = 0
         for b in self.bin_sizes:
             xs, ys = self.positions(height, width, b)

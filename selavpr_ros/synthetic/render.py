@@ -125,7 +125,7 @@ def _rays(camera: Camera, yaw: float, pitch: float) -> np.ndarray:
 
 
 def _hash01(*ints: np.ndarray) -> np.ndarray:
-    """A deterministic pseudo-random number in [0, 1) per element of integer arrays."""
+    """Hash integer arrays to a deterministic pseudo-random number in [0, 1) per element."""
     h = np.asarray(np.uint64(1469598103934665603))  # an array, so numpy keeps it uint64
     for a in ints:
         h = (h ^ a.astype(np.uint64)) * np.uint64(1099511628211)
@@ -211,7 +211,7 @@ def render(
     rng: np.random.Generator | None = None,
     pitch: float = 0.0,
 ) -> np.ndarray:
-    """An (H, W, 3) uint8 RGB image seen from ``position`` looking along ``yaw`` (radians).
+    """Render the (H, W, 3) uint8 RGB image seen from ``position`` looking along ``yaw`` (rad).
 
     Sensor noise (``lighting.noise_sigma``) is drawn from ``rng``; without one there is none.
     """

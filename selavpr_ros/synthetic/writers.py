@@ -67,7 +67,7 @@ def write_bag(
     child_frame: str = "base_link",
     storage: str = "sqlite3",
 ) -> int:
-    """A rosbag2 with an image and an odometry message per frame; returns the frame count.
+    """Write a rosbag2 with an image and an odometry message per frame; return the frame count.
 
     ``compressed`` = "" writes raw rgb8 ``Image``; "png" or "jpeg" writes ``CompressedImage``.
     """
