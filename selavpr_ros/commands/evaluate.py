@@ -1,8 +1,10 @@
-"""``selavpr evaluate MAP``: Recall@N, precision-recall, latency and plots for recorded queries.
+r"""``selavpr evaluate MAP``: Recall@N, precision-recall, latency and plots for recorded queries.
 
-    selavpr evaluate campus.selavpr --bag drive2 --image-topic /camera/image_raw \\
+Examples::
+
+    selavpr evaluate campus.selavpr --bag drive2 --image-topic /camera/image_raw \
         --pose-topic /odom --checkpoint SelaVPR_msls.safetensors --out eval_drive2
-    selavpr evaluate gp_day_left.selavpr --images gardens_point_walking/night_right \\
+    selavpr evaluate gp_day_left.selavpr --images gardens_point_walking/night_right \
         --frame-tolerance 2 --checkpoint ... --out eval_gp_night
     selavpr evaluate campus.selavpr --bag drive2 --live --rate 1.0 ...   # through the node
 
@@ -112,8 +114,13 @@ def localizer_config(args: argparse.Namespace) -> Any:
 
 
 def run(args: argparse.Namespace) -> int:
-    from selavpr_ros.eval.evaluate import (EvalConfig, latency_summary, map_ground_truth,
-                                           run_offline, score)
+    from selavpr_ros.eval.evaluate import (
+        EvalConfig,
+        latency_summary,
+        map_ground_truth,
+        run_offline,
+        score,
+    )
     from selavpr_ros.eval.report import build_report, extractor_description, write_outputs
     from selavpr_ros.extractors.factory import create_extractor
     from selavpr_ros.io.sources import open_frames

@@ -159,7 +159,7 @@ class MapBuilder:
         return selector
 
     def _last_place(self, source: str) -> tuple[str | None, Pose | None]:
-        """The source reference and pose of the source's last place in the map."""
+        """Return the source reference and pose of the source's last place in the map."""
         last_ref: str | None = None
         last: Pose | None = None
         count = self.map.count
