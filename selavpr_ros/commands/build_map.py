@@ -13,6 +13,7 @@ import argparse
 import itertools
 import json
 import logging
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -192,11 +193,26 @@ def _open_map(args: argparse.Namespace, spec: ExtractorSpec,
     extractor = create_extractor(spec)
     if extractor.needs_fit:
         sample = _sample_images(args, extractor.fit_sample_size)
+        if not sample:
+            raise ConfigError(
+                f"no image of {args.bag or args.images} could be decoded; the {spec.kind} "
+                "extractor needs images of the route to fit"
+            )
         log.info("fitting the %s extractor on %d images of the route", spec.kind, len(sample))
         extractor = extractor.fit(sample)
     place_map = PlaceMap.create(path, extractor, index=IndexSpec(kind=args.index),
                                 map_frame=args.map_frame or pose_frame or "map")
     return place_map, extractor
+
+
+def _places_in(path: Path) -> int:
+    """Places committed to the map at ``path``; 0 when it has no readable manifest."""
+    from selavpr_ros.map.manifest import read_manifest
+
+    try:
+        return read_manifest(path).count
+    except MapFormatError:
+        return 0
 
 
 def run(args: argparse.Namespace) -> int:
@@ -210,11 +226,18 @@ def run(args: argparse.Namespace) -> int:
         commit_every=args.commit_every,
     )
     frames, total, pose_frame, closers = _frames(args)
+    path = Path(args.map)
+    new_directory = not path.exists()
     try:
         place_map, extractor = _open_map(args, spec, pose_frame)
         with place_map:
             builder = MapBuilder(place_map, extractor, config)
             summary = build(frames, builder, progress=not args.no_progress, total=total)
+    except Exception:
+        # a failed first build leaves no empty map behind that would block a retry
+        if new_directory and path.is_dir() and _places_in(path) == 0:
+            shutil.rmtree(path, ignore_errors=True)
+        raise
     finally:
         for closer in closers:
             closer.close()  # type: ignore[attr-defined]

@@ -31,7 +31,7 @@ import numpy as np
 from selavpr_ros.errors import ConfigError
 from selavpr_ros.io.frames import Frame
 from selavpr_ros.io.images import read_image_file
-from selavpr_ros.io.poses import Pose
+from selavpr_ros.io.poses import MAX_STAMP_NS, Pose, check_stamp_ns
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 DEFAULT_RATE_HZ = 10.0
@@ -75,8 +75,17 @@ class PoseRow:
 
 
 def seconds_to_ns(text: str) -> int:
-    """Decimal seconds to integer ns without float rounding (epoch times need 19 digits)."""
-    return int((Decimal(text.strip()) * 1_000_000_000).to_integral_value())
+    """Decimal seconds to integer ns without float rounding (epoch times need 19 digits).
+
+    Raises:
+        ValueError: not a number, not finite, negative or beyond 2**63-1 ns.
+    """
+    seconds = Decimal(text.strip())
+    if not seconds.is_finite():
+        raise ValueError(f"timestamp {text.strip()!r} is not a finite number of seconds")
+    if seconds.adjusted() > 30:  # far beyond the range; keeps the product small
+        raise ValueError(f"timestamp {text.strip()!r} s is outside 0 .. {MAX_STAMP_NS} ns")
+    return check_stamp_ns(int((seconds * 1_000_000_000).to_integral_value()))
 
 
 def _columns(header: list[str], path: Path) -> dict[str, int]:
@@ -129,7 +138,7 @@ def read_poses_csv(path: str | Path) -> dict[str, PoseRow]:
                 else None
             )
             pose = Pose(stamp or 0, position, orientation)  # type: ignore[arg-type]
-        except (IndexError, ValueError, InvalidOperation) as err:
+        except (IndexError, ValueError, InvalidOperation, OverflowError) as err:
             raise ConfigError(f"{path}, line {line}: cannot read {row}: {err}") from err
         name = Path(cells[columns["file"]]).name
         if name in out:
