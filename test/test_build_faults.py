@@ -124,7 +124,6 @@ def test_a_failed_commit_keeps_the_places_and_says_so(tmp_path: Path) -> None:
     for i in range(3):
         builder.add(Frame(10 + i, Frame.of_array(np.zeros((4, 4, 3), np.uint8)),
                           Pose(10 + i, (float(i), 0.0, 0.0)), "src", str(i)))
-    (tmp_path / "m" / "places.sqlite").chmod(0o444)
     pm._store._db.execute("PRAGMA query_only = ON")  # the database refuses to write
     with pytest.raises(MapFormatError, match="commit of 3 places .* keeps its last commit"):
         builder.commit()

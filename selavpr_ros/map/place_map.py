@@ -139,16 +139,17 @@ class PlaceMap(Closing):
         self._index_fd: int | None = None
         self._metadata: MetadataStore | None = None
         self._state: dict[str, np.ndarray] | None = None
+        self._index: faiss.Index | None = None
+        self._search_index: faiss.Index | None = None
         try:
+            # the index first: it is the one file a later commit removes
+            self._check_index_file()
             self._metadata = MetadataStore(
                 self._file(METADATA_NAME), manifest.count, writable=writable
             )
             self._arrays = {kind: SegmentArrays() for kind in self._kinds}
             for segment in manifest.segments:
                 self._open_segment(segment)
-            self._index: faiss.Index | None = None
-            self._search_index: faiss.Index | None = None
-            self._check_index_file()
             self._check_state_files()
         except BaseException:
             self.close()
