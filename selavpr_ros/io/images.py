@@ -76,7 +76,7 @@ def compressed_size(buf: np.ndarray) -> tuple[int, int] | None:
 
 def _jpeg_size(buf: np.ndarray) -> tuple[int, int] | None:
     """Return (width, height) from a JPEG's first start-of-frame marker."""
-    data = memoryview(buf)
+    data = buf.tobytes() if buf.size <= 2**20 else buf[: 2**20].tobytes()  # headers come first
     i = 2
     while i + 9 < len(data):
         if data[i] != 0xFF:
