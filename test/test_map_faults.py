@@ -174,6 +174,15 @@ def test_names_leading_out_of_the_map_are_refused(
              capsys)
 
 
+def test_a_manifest_linked_from_outside_is_refused(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = _map(tmp_path)
+    outside = _outside(tmp_path)
+    os.replace(path / "manifest.json", outside / "manifest.json")
+    (path / "manifest.json").symlink_to(outside / "manifest.json")
+    _refused(path, "leads outside the map directory", capsys)
+
+
 def test_extractor_state_name_out_of_the_map_is_refused(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = tmp_path / "s.selavpr"

@@ -19,7 +19,7 @@ from selavpr_ros.errors import ConfigError, MapFormatError
 from selavpr_ros.extractor import ExtractorInfo
 from selavpr_ros.map.fsutil import atomic_write_bytes
 from selavpr_ros.map.index import IndexSpec
-from selavpr_ros.map.paths import check_map_name
+from selavpr_ros.map.paths import check_map_name, map_file
 
 FORMAT_NAME = "selavpr_ros.place_map"
 FORMAT_VERSION = 1
@@ -144,6 +144,7 @@ def read_manifest(directory: Path) -> Manifest:
         raise MapFormatError(
             f"{path} is missing: {directory} is not a place map (or its creation was interrupted)"
         )
+    map_file(Path(directory), MANIFEST_NAME, str(path))  # not a link out of the map
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except RecursionError as err:

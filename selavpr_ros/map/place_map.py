@@ -382,6 +382,7 @@ class PlaceMap(Closing):
             index = idx.read_index(source, self.index_spec, writable=self.writable, name=path)
             idx.check_index(index, path, self.count, self.extractor_info.global_dim)
             self._index = index
+            self._close_index_fd()  # read (or mapped): the descriptor is no longer needed
         if self._search_index is None and self._index is not None:
             self._search_index = idx.maybe_to_gpu(self._index, self.index_spec)
         return self._search_index
