@@ -97,6 +97,18 @@ MALFORMED: dict[str, tuple[Edit, str]] = {
     "generation negative": (_set(["generation"], -3), "generation"),
     "extractor state is a list": (_set(["extractor_state"], [1]), "extractor_state"),
     "count beyond segments": (_set(["count"], 10), "segments hold 9 places but count is 10"),
+    "count astronomically large": (_set(["count"], 10**30), "segments hold 9 places"),
+    "rerank is a list": (_set(["extractor", "rerank"], ["ratio"]), "extractor"),
+    "rerank ratio is text": (_set(["extractor", "rerank", "ratio"], "x"), "extractor"),
+    "unknown extractor field": (_set(["extractor", "colour"], "red"), "extractor"),
+    "flag is text": (_set(["extractor", "has_keypoints"], "yes"), "has_keypoints"),
+    "nprobe is text": (_set(["index", "spec", "nprobe"], "64"), "index.spec.nprobe"),
+    "use_gpu is a number": (_set(["index", "spec", "use_gpu"], 1), "index.spec.use_gpu"),
+    "index file is a string": (_set(["index", "file"], "index-000002.faiss"), "index.file"),
+    "segment is null": (_set(["segments", 1], None), "segments\\[1\\]"),
+    "bytes too large": (_set(["index", "file", "bytes"], 10**30), "manifest says"),
+    "local dtype float64": (_set(["local", "dtype"], "float64"), "unsupported local dtype"),
+    "manifest is empty": (lambda d, _p: d.clear(), "format is None"),
 }
 
 

@@ -251,14 +251,21 @@ def _extractor(path: Path, data: Any) -> ExtractorInfo:
         raise fields._bad("local_grid", grid, "null or two positive integers")
     try:
         return ExtractorInfo.from_dict(data)
-    except (TypeError, ValueError, KeyError, ConfigError) as err:
+    except (TypeError, ValueError, KeyError, AttributeError, ConfigError) as err:
         raise MapFormatError(f"{path}: invalid field 'extractor': {err}") from err
 
 
 def _index(path: Path, data: Any) -> dict[str, Any]:
     fields = _Fields(path, data, "index")
+    spec = fields.obj("spec")
+    for key, value in spec.items():
+        default = getattr(IndexSpec, key, None)
+        if default is not None and (
+            type(value) is not type(default)  # bool is not int, and int is not bool
+        ):
+            raise spec._bad(key, value, f"of type {type(default).__name__}")
     try:
-        IndexSpec.from_dict(fields.obj("spec").data)
+        IndexSpec.from_dict(spec.data)
     except (TypeError, ValueError, ConfigError) as err:
         raise MapFormatError(f"{path}: invalid field 'index.spec': {err}") from err
     entry = fields._get("file")
