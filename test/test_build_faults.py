@@ -156,3 +156,14 @@ def test_a_folder_of_undecodable_images_gives_one_line_for_a_fitted_extractor(
                 "classical", "--no-progress"]) == 2
     _one_line_error(capsys, "could be decoded", str(folder))
     assert not (tmp_path / "m").exists()
+
+
+@pytest.mark.parametrize("option", [("--rate", "1e-12"), ("--rate", "inf"),
+                                    ("--spacing", "inf"), ("--spacing", "1e308")])
+def test_folder_stamps_and_positions_out_of_range_are_one_line(
+        tmp_path: Path, checkpoint: Path, capsys: pytest.CaptureFixture[str],
+        option: tuple[str, str]) -> None:
+    folder = _folder(tmp_path, 3)
+    assert build(tmp_path / "m", checkpoint, "--images", str(folder), *option) == 2
+    _one_line_error(capsys)
+    assert not (tmp_path / "m").exists()

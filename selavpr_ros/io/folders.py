@@ -20,6 +20,7 @@ an image are an error.
 from __future__ import annotations
 
 import csv
+import math
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -176,10 +177,10 @@ class FolderOptions:
     frame_id: str = "camera"
 
     def __post_init__(self) -> None:
-        if not self.spacing > 0:
-            raise ConfigError(f"spacing must be positive, got {self.spacing}")
-        if not self.rate_hz > 0:
-            raise ConfigError(f"rate must be positive, got {self.rate_hz}")
+        if not 0 < self.spacing < math.inf:
+            raise ConfigError(f"spacing must be positive and finite, got {self.spacing}")
+        if not 0 < self.rate_hz < math.inf:
+            raise ConfigError(f"rate must be positive and finite, got {self.rate_hz}")
 
 
 def folder_frames(folder: str | Path, options: FolderOptions = FolderOptions()) -> Iterator[Frame]:
@@ -201,15 +202,19 @@ def folder_frames(folder: str | Path, options: FolderOptions = FolderOptions()) 
     source = str(folder.resolve())
     for index, file in enumerate(files):
         stamp = sequence_stamp_ns(index, options.rate_hz, options.start_ns)
-        if rows is None:
-            pose: Pose | None = Pose(stamp, pseudo_position(index, options.spacing))
-        else:
-            row = rows.get(file.name)
-            if row is None:
-                pose = None
+        try:
+            if rows is None:
+                pose: Pose | None = Pose(stamp, pseudo_position(index, options.spacing))
             else:
-                stamp = row.stamp_ns if row.stamp_ns is not None else stamp
-                pose = Pose(stamp, row.position, row.orientation)
+                row = rows.get(file.name)
+                if row is None:
+                    pose = None
+                else:
+                    stamp = row.stamp_ns if row.stamp_ns is not None else stamp
+                    pose = Pose(stamp, row.position, row.orientation)
+            stamp = check_stamp_ns(stamp)
+        except ValueError as err:  # a stamp or position beyond range from --rate, --spacing
+            raise ConfigError(f"{folder}: frame {index} ({file.name}): {err}") from err
         yield Frame(
             stamp_ns=stamp,
             load=_reader(file),
