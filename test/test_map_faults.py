@@ -195,6 +195,19 @@ def test_a_manifest_linked_from_outside_is_refused(
     _refused(path, "leads outside the map directory", capsys)
 
 
+@pytest.mark.parametrize("kind", ["fifo", "directory"])
+def test_an_index_that_is_not_a_regular_file_is_refused(
+        tmp_path: Path, kind: str, capsys: pytest.CaptureFixture[str]) -> None:
+    path = _map(tmp_path)
+    name = json.loads((path / "manifest.json").read_text())["index"]["file"]["name"]
+    (path / name).unlink()
+    if kind == "fifo":
+        os.mkfifo(path / name)  # opening it for reading would wait for a writer forever
+    else:
+        (path / name).mkdir()
+    _refused(path, "not a regular file", capsys)
+
+
 def test_extractor_state_name_out_of_the_map_is_refused(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = tmp_path / "s.selavpr"

@@ -28,6 +28,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import stat
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -343,13 +344,16 @@ class PlaceMap(Closing):
         # Hold the file open: a writer that commits later removes it, and the index is read
         # (through this descriptor) only at the first search.
         try:
-            fd = os.open(path, os.O_RDONLY)
+            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # a FIFO must not block the open
         except FileNotFoundError as err:
             raise MapFormatError(f"{path} is missing (the map's faiss index)") from err
         except OSError as err:
             raise MapFormatError(f"{path} cannot be read: {err}") from err
         self._index_fd = fd
-        size = os.fstat(fd).st_size
+        status = os.fstat(fd)
+        if not stat.S_ISREG(status.st_mode):
+            raise MapFormatError(f"{path} is not a regular file (the map's faiss index)")
+        size = status.st_size
         if size != entry.bytes:
             raise MapFormatError(f"{path} has {size} bytes, manifest says {entry.bytes}")
 
