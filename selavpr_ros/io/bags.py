@@ -152,7 +152,7 @@ class BagFrames(Closing):
         frame_id = ""
         records = self._reader.messages(connections=self._connections(topic))
         for index, (conn, record_ns, raw) in enumerate(records):
-            msg = self._deserialize(raw, conn.msgtype, topic, index)
+            msg, _ = self._deserialize(raw, conn.msgtype, topic, index)
             if msg is None:
                 continue
             try:
@@ -162,17 +162,25 @@ class BagFrames(Closing):
                 log.warning("%s: skipping pose message %d: %s", topic, index, err)
                 continue
             frame_id = frame_id or str(msg.header.frame_id)
+        if self.corrupt.get(topic):
+            log.warning("%s: %d corrupt messages of %s skipped", self.path, self.corrupt[topic],
+                        topic)
         return track, frame_id
 
-    def _deserialize(self, raw: bytes, msgtype: str, topic: str, index: int) -> Any | None:
-        """Deserialise a record; None (logged, counted) when its bytes are corrupt."""
+    def _deserialize(
+        self, raw: bytes, msgtype: str, topic: str, index: int
+    ) -> tuple[Any | None, str]:
+        """Deserialise a record: (message, "") or, when its bytes are corrupt, (None, why).
+
+        A corrupt record is logged and counted in ``corrupt``.
+        """
         try:
-            return self._reader.deserialize(raw, msgtype)
+            return self._reader.deserialize(raw, msgtype), ""
         except Exception as err:  # noqa: BLE001 - rosbags raises many types on corrupt CDR
             self.corrupt[topic] = self.corrupt.get(topic, 0) + 1
-            log.warning("%s: skipping corrupt message %d (%d bytes) of %s: %s: %s", self.path,
-                        index, len(raw), topic, type(err).__name__, err)
-            return None
+            why = f"corrupt message ({len(raw)} bytes): {type(err).__name__}: {err}"
+            log.warning("%s: %s message %d: %s", self.path, topic, index, why)
+            return None, why
 
     def frames(
         self,
@@ -189,14 +197,16 @@ class BagFrames(Closing):
         source = f"{self.path.resolve()}#{topic}"
         index = 0
         for conn, record_ns, raw in self._reader.messages(connections=self._connections(topic)):
-            msg = self._deserialize(raw, conn.msgtype, topic, index)
-            try:
-                stamp = header_stamp_ns(msg, record_ns) if msg is not None else None
-            except ValueError:
-                stamp = None
+            msg, why = self._deserialize(raw, conn.msgtype, topic, index)
+            stamp = None
+            if msg is not None:
+                try:
+                    stamp = header_stamp_ns(msg, record_ns)
+                except ValueError as err:
+                    why = str(err)
             if msg is None or stamp is None:
                 yield Frame(stamp_ns=0, load=_undecodable, pose=None, source=source,
-                            source_ref=str(index), damaged="the message cannot be read")
+                            source_ref=str(index), damaged=why)
             else:
                 yield Frame(
                     stamp_ns=stamp,
