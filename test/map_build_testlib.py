@@ -175,3 +175,20 @@ def assert_same_rotation(q: tuple[float, ...], expected: tuple[float, ...], tol:
     """Q and -q are the same rotation."""
     dot = abs(float(np.dot(q, expected)))
     assert dot > 1.0 - tol, (q, expected)
+
+
+def assert_fp16_close(a: np.ndarray, b: np.ndarray, ulps: int = 2) -> None:
+    """Check ``a`` and ``b`` (float16) are equal up to fp16 rounding: at most ``ulps`` apart.
+
+    The same images extracted in batches of other sizes give fp32 results that differ in the
+    last bits (BLAS picks other kernels per shape, and which ones differs between CPUs); after
+    rounding to float16 that can flip the last bit of some values. The bound is in float16
+    units in the last place at the larger of the two magnitudes.
+    """
+    assert a.shape == b.shape and a.dtype == b.dtype == np.float16
+    a32, b32 = a.astype(np.float32), b.astype(np.float32)
+    ulp = np.spacing(np.maximum(np.abs(a), np.abs(b))).astype(np.float32)
+    excess = np.abs(a32 - b32) - ulps * ulp
+    assert np.all(excess <= 0), (
+        f"{int(np.sum(excess > 0))} of {a.size} values differ by more than {ulps} fp16 ulp "
+        f"(largest difference {float(np.max(np.abs(a32 - b32)))})")

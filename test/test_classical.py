@@ -132,6 +132,10 @@ def test_bad_state_is_refused(fitted: ClassicalExtractor) -> None:
         ClassicalExtractor.from_state({**state, "config": np.frombuffer(b"{", np.uint8)})
     with pytest.raises(ConfigError, match="centroids must be"):
         ClassicalExtractor.from_state({**state, "centroids": state["centroids"][:3]})
+    # a state from an untrusted map: not an object, or nested beyond the parser's recursion
+    for text in (b"[1, 2]", b"[" * 100_000 + b"]" * 100_000):
+        with pytest.raises(ConfigError, match="invalid config"):
+            ClassicalExtractor.from_state({**state, "config": np.frombuffer(text, np.uint8)})
 
 
 def test_local_stride_keeps_every_other_grid_point(fitted: ClassicalExtractor) -> None:

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 import ros_harness
-from map_build_testlib import make_checkpoint, write_drive_bag
+from map_build_testlib import assert_fp16_close, make_checkpoint, write_drive_bag
 from selavpr_ros.cli import main as cli
 from selavpr_ros.map import PlaceMap
 
@@ -93,7 +93,7 @@ def test_live_map_equals_the_offline_build(tmp_path: Path, ros_probe, start_proc
             assert pb.frame_id == pa.frame_id == "cam"
         fa, fb = off.features(range(8)), live.features(range(8))
         assert np.allclose(fb.global_desc, fa.global_desc, atol=1e-6)
-        assert np.array_equal(fb.local, fa.local)
+        assert_fp16_close(fb.local, fa.local)  # equal up to fp16 rounding (other batch sizes)
 
 
 def test_without_a_checkpoint_the_node_runs_and_save_reports_why(

@@ -14,13 +14,14 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from selavpr_ros.commands.source_options import add_source_arguments, source_from_args
-from selavpr_ros.errors import MapFormatError
+from selavpr_ros.errors import ConfigError, MapFormatError
 from selavpr_ros.extractors.factory import (
     ExtractorSpec,
     add_extractor_arguments,
@@ -98,7 +99,7 @@ def _sample_images(args: argparse.Namespace, count: int) -> list[np.ndarray]:
 
 def _open_map(args: argparse.Namespace, spec: ExtractorSpec,
               pose_frame: str) -> tuple[PlaceMap, Extractor]:
-    """The map to write and its extractor (restored from the map, or fitted for a new one)."""
+    """Open the map to write and its extractor (restored from the map, or fitted for a new one)."""
     from selavpr_ros.extractors.factory import create_extractor
     from selavpr_ros.map import IndexSpec, PlaceMap, check_extractor
 
@@ -122,11 +123,26 @@ def _open_map(args: argparse.Namespace, spec: ExtractorSpec,
     extractor = create_extractor(spec)
     if extractor.needs_fit:
         sample = _sample_images(args, extractor.fit_sample_size)
+        if not sample:
+            raise ConfigError(
+                f"no image of {args.bag or args.images} could be decoded; the {spec.kind} "
+                "extractor needs images of the route to fit"
+            )
         log.info("fitting the %s extractor on %d images of the route", spec.kind, len(sample))
         extractor = extractor.fit(sample)
     place_map = PlaceMap.create(path, extractor, index=IndexSpec(kind=args.index),
                                 map_frame=args.map_frame or pose_frame or "map")
     return place_map, extractor
+
+
+def _places_in(path: Path) -> int:
+    """Places committed to the map at ``path``; 0 when it has no readable manifest."""
+    from selavpr_ros.map.manifest import read_manifest
+
+    try:
+        return read_manifest(path).count
+    except MapFormatError:
+        return 0
 
 
 def run(args: argparse.Namespace) -> int:
@@ -139,12 +155,20 @@ def run(args: argparse.Namespace) -> int:
         batch_size=spec.batch_size,
         commit_every=args.commit_every,
     )
+    path = Path(args.map)
+    new_directory = not path.exists()
     with open_frames(source_from_args(args)) as opened:
-        place_map, extractor = _open_map(args, spec, opened.pose_frame)
-        with place_map:
-            builder = MapBuilder(place_map, extractor, config)
-            summary = build(opened.frames, builder, progress=not args.no_progress,
-                            total=opened.total)
+        try:
+            place_map, extractor = _open_map(args, spec, opened.pose_frame)
+            with place_map:
+                builder = MapBuilder(place_map, extractor, config)
+                summary = build(opened.frames, builder, progress=not args.no_progress,
+                                total=opened.total)
+        except Exception:
+            # a failed first build leaves no empty map behind that would block a retry
+            if new_directory and path.is_dir() and _places_in(path) == 0:
+                shutil.rmtree(path, ignore_errors=True)
+            raise
     if args.json:
         print(json.dumps(summary.to_dict(), indent=2))
     else:

@@ -278,7 +278,7 @@ class ClassicalExtractor(Extractor):
             if data.get("version") != STATE_VERSION:
                 raise ValueError(f"state version {data.get('version')!r} is not supported")
             config = ClassicalConfig.from_dict(data["config"])
-        except (ValueError, KeyError, TypeError, UnicodeDecodeError) as err:
+        except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as err:
             raise ConfigError(f"classical extractor state has an invalid config: {err}") from err
         return cls(config, np.asarray(state["centroids"]), config_json=raw.tobytes())
 

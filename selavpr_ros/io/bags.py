@@ -20,10 +20,10 @@ from rosbags.typesys import Stores, get_typestore
 from rosbags.typesys.store import Typestore
 
 from selavpr_ros.closing import Closing
-from selavpr_ros.errors import BagReadError, ConfigError
+from selavpr_ros.errors import BagReadError, ConfigError, ImageDecodeError
 from selavpr_ros.io.frames import Frame
 from selavpr_ros.io.images import decode_image_message, encode_compressed, encode_raw
-from selavpr_ros.io.poses import Pose, PoseTrack
+from selavpr_ros.io.poses import Pose, PoseTrack, check_stamp_ns
 
 log = logging.getLogger(__name__)
 
@@ -54,10 +54,14 @@ def typestore() -> Typestore:
 
 
 def header_stamp_ns(msg: Any, record_ns: int) -> int:
-    """The message's header stamp in ns, or the record time when the stamp is unset."""
+    """The message's header stamp in ns, or the record time when the stamp is unset.
+
+    Raises:
+        ValueError: the stamp is outside what a map stores (negative, beyond 2**63-1 ns).
+    """
     stamp = msg.header.stamp
     ns = int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
-    return ns if ns != 0 else int(record_ns)
+    return check_stamp_ns(ns if ns != 0 else int(record_ns))
 
 
 def pose_of_message(msg: Any, msgtype: str, stamp_ns: int) -> Pose:
@@ -89,6 +93,7 @@ class BagFrames(Closing):
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self._reader = open_bag_reader(self.path)
+        self.corrupt: dict[str, int] = {}  # topic -> messages skipped as unreadable
 
     def close(self) -> None:
         self._reader.close()
@@ -145,16 +150,37 @@ class BagFrames(Closing):
         topic, msgtype = self.topic_of(topic, tuple(POSE_TYPES), "pose")
         track = PoseTrack()
         frame_id = ""
-        for conn, record_ns, raw in self._reader.messages(connections=self._connections(topic)):
-            msg = self._reader.deserialize(raw, conn.msgtype)
-            stamp = header_stamp_ns(msg, record_ns)
+        records = self._reader.messages(connections=self._connections(topic))
+        for index, (conn, record_ns, raw) in enumerate(records):
+            msg, _ = self._deserialize(raw, conn.msgtype, topic, index)
+            if msg is None:
+                continue
             try:
+                stamp = header_stamp_ns(msg, record_ns)
                 track.add(pose_of_message(msg, msgtype, stamp))
-            except ValueError as err:  # zero quaternion, NaN position
-                log.warning("%s: skipping pose at %d: %s", topic, stamp, err)
+            except ValueError as err:  # zero quaternion, NaN position, stamp out of range
+                log.warning("%s: skipping pose message %d: %s", topic, index, err)
                 continue
             frame_id = frame_id or str(msg.header.frame_id)
+        if self.corrupt.get(topic):
+            log.warning("%s: %d corrupt messages of %s skipped", self.path, self.corrupt[topic],
+                        topic)
         return track, frame_id
+
+    def _deserialize(
+        self, raw: bytes, msgtype: str, topic: str, index: int
+    ) -> tuple[Any | None, str]:
+        """Deserialise a record: (message, "") or, when its bytes are corrupt, (None, why).
+
+        A corrupt record is logged and counted in ``corrupt``.
+        """
+        try:
+            return self._reader.deserialize(raw, msgtype), ""
+        except Exception as err:  # noqa: BLE001 - rosbags raises many types on corrupt CDR
+            self.corrupt[topic] = self.corrupt.get(topic, 0) + 1
+            why = f"corrupt message ({len(raw)} bytes): {type(err).__name__}: {err}"
+            log.warning("%s: %s message %d: %s", self.path, topic, index, why)
+            return None, why
 
     def frames(
         self,
@@ -171,20 +197,33 @@ class BagFrames(Closing):
         source = f"{self.path.resolve()}#{topic}"
         index = 0
         for conn, record_ns, raw in self._reader.messages(connections=self._connections(topic)):
-            msg = self._reader.deserialize(raw, conn.msgtype)
-            stamp = header_stamp_ns(msg, record_ns)
-            yield Frame(
-                stamp_ns=stamp,
-                load=_decoder(msg),
-                pose=poses.at(stamp, tolerance_ns),
-                source=source,
-                source_ref=str(index),
-                frame_id=str(msg.header.frame_id),
-            )
+            msg, why = self._deserialize(raw, conn.msgtype, topic, index)
+            stamp = None
+            if msg is not None:
+                try:
+                    stamp = header_stamp_ns(msg, record_ns)
+                except ValueError as err:
+                    why = str(err)
+            if msg is None or stamp is None:
+                yield Frame(stamp_ns=0, load=_undecodable, pose=None, source=source,
+                            source_ref=str(index), damaged=why)
+            else:
+                yield Frame(
+                    stamp_ns=stamp,
+                    load=_decoder(msg),
+                    pose=poses.at(stamp, tolerance_ns),
+                    source=source,
+                    source_ref=str(index),
+                    frame_id=str(msg.header.frame_id),
+                )
             index += 1
 
     def count(self, topic: str) -> int:
         return self.topics.get(topic, ("", 0))[1]
+
+
+def _undecodable() -> np.ndarray:
+    raise ImageDecodeError("the message cannot be read")
 
 
 def _decoder(msg: Any) -> Callable[[], np.ndarray]:

@@ -20,6 +20,7 @@ an image are an error.
 from __future__ import annotations
 
 import csv
+import math
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -31,7 +32,7 @@ import numpy as np
 from selavpr_ros.errors import ConfigError
 from selavpr_ros.io.frames import Frame
 from selavpr_ros.io.images import read_image_file
-from selavpr_ros.io.poses import Pose
+from selavpr_ros.io.poses import MAX_STAMP_NS, Pose, check_stamp_ns
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 DEFAULT_RATE_HZ = 10.0
@@ -75,8 +76,17 @@ class PoseRow:
 
 
 def seconds_to_ns(text: str) -> int:
-    """Decimal seconds to integer ns without float rounding (epoch times need 19 digits)."""
-    return int((Decimal(text.strip()) * 1_000_000_000).to_integral_value())
+    """Decimal seconds to integer ns without float rounding (epoch times need 19 digits).
+
+    Raises:
+        ValueError: not a number, not finite, negative or beyond 2**63-1 ns.
+    """
+    seconds = Decimal(text.strip())
+    if not seconds.is_finite():
+        raise ValueError(f"timestamp {text.strip()!r} is not a finite number of seconds")
+    if seconds.adjusted() > 30:  # far beyond the range; keeps the product small
+        raise ValueError(f"timestamp {text.strip()!r} s is outside 0 .. {MAX_STAMP_NS} ns")
+    return check_stamp_ns(int((seconds * 1_000_000_000).to_integral_value()))
 
 
 def _columns(header: list[str], path: Path) -> dict[str, int]:
@@ -129,7 +139,7 @@ def read_poses_csv(path: str | Path) -> dict[str, PoseRow]:
                 else None
             )
             pose = Pose(stamp or 0, position, orientation)  # type: ignore[arg-type]
-        except (IndexError, ValueError, InvalidOperation) as err:
+        except (IndexError, ValueError, InvalidOperation, OverflowError) as err:
             raise ConfigError(f"{path}, line {line}: cannot read {row}: {err}") from err
         name = Path(cells[columns["file"]]).name
         if name in out:
@@ -167,10 +177,10 @@ class FolderOptions:
     frame_id: str = "camera"
 
     def __post_init__(self) -> None:
-        if not self.spacing > 0:
-            raise ConfigError(f"spacing must be positive, got {self.spacing}")
-        if not self.rate_hz > 0:
-            raise ConfigError(f"rate must be positive, got {self.rate_hz}")
+        if not 0 < self.spacing < math.inf:
+            raise ConfigError(f"spacing must be positive and finite, got {self.spacing}")
+        if not 0 < self.rate_hz < math.inf:
+            raise ConfigError(f"rate must be positive and finite, got {self.rate_hz}")
 
 
 def folder_frames(folder: str | Path, options: FolderOptions = FolderOptions()) -> Iterator[Frame]:
@@ -192,15 +202,19 @@ def folder_frames(folder: str | Path, options: FolderOptions = FolderOptions()) 
     source = str(folder.resolve())
     for index, file in enumerate(files):
         stamp = sequence_stamp_ns(index, options.rate_hz, options.start_ns)
-        if rows is None:
-            pose: Pose | None = Pose(stamp, pseudo_position(index, options.spacing))
-        else:
-            row = rows.get(file.name)
-            if row is None:
-                pose = None
+        try:
+            if rows is None:
+                pose: Pose | None = Pose(stamp, pseudo_position(index, options.spacing))
             else:
-                stamp = row.stamp_ns if row.stamp_ns is not None else stamp
-                pose = Pose(stamp, row.position, row.orientation)
+                row = rows.get(file.name)
+                if row is None:
+                    pose = None
+                else:
+                    stamp = row.stamp_ns if row.stamp_ns is not None else stamp
+                    pose = Pose(stamp, row.position, row.orientation)
+            stamp = check_stamp_ns(stamp)
+        except ValueError as err:  # a stamp or position beyond range from --rate, --spacing
+            raise ConfigError(f"{folder}: frame {index} ({file.name}): {err}") from err
         yield Frame(
             stamp_ns=stamp,
             load=_reader(file),

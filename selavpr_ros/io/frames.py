@@ -28,6 +28,8 @@ class Frame:
             with ``source_ref`` it identifies the frame, so an interrupted build can resume.
         source_ref: the frame within its source (message index, file name).
         frame_id: the camera frame of the image.
+        damaged: why the frame's record could not be read at all (a corrupt bag message);
+            empty for a readable frame. A damaged frame is skipped as undecodable.
     """
 
     stamp_ns: int
@@ -36,6 +38,7 @@ class Frame:
     source: str
     source_ref: str
     frame_id: str = ""
+    damaged: str = ""
 
     @staticmethod
     def of_array(rgb: np.ndarray) -> Callable[[], np.ndarray]:

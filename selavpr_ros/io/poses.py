@@ -35,6 +35,21 @@ def normalize_quaternion(q: Sequence[float]) -> Quat:
     return (x, y, z, w)
 
 
+MAX_STAMP_NS = 2**63 - 1  # what a signed 64-bit integer (and a SQLite INTEGER) holds
+
+
+def check_stamp_ns(stamp_ns: int) -> int:
+    """``stamp_ns`` if it is a time a map can store (0 .. 2**63-1 ns), else ValueError."""
+    if isinstance(stamp_ns, float) and not math.isfinite(stamp_ns):
+        raise ValueError(f"timestamp {stamp_ns} is not a finite time")
+    value = int(stamp_ns)
+    if not 0 <= value <= MAX_STAMP_NS:
+        raise ValueError(
+            f"timestamp {value} ns is outside 0 .. {MAX_STAMP_NS} ns (1970 .. 2262)"
+        )
+    return value
+
+
 @dataclass(frozen=True)
 class Pose:
     """A stamped pose: position in metres and an optional unit quaternion (x, y, z, w).
@@ -51,7 +66,7 @@ class Pose:
         if len(position) != 3 or not all(math.isfinite(v) for v in position):
             raise ValueError(f"position must be 3 finite values, got {self.position}")
         object.__setattr__(self, "position", position)
-        object.__setattr__(self, "stamp_ns", int(self.stamp_ns))
+        object.__setattr__(self, "stamp_ns", check_stamp_ns(self.stamp_ns))
         if self.orientation is not None:
             object.__setattr__(self, "orientation", normalize_quaternion(self.orientation))
 

@@ -118,15 +118,41 @@ def write_index(index: faiss.Index, path: Path) -> None:
         os.close(fd)
 
 
-def read_index(path: Path, spec: IndexSpec, *, writable: bool) -> faiss.Index:
-    """Load an index; flat indexes of read-only maps are memory-mapped (zero copy)."""
+_INDEX_TYPES = {
+    "flat": faiss.IndexFlat,
+    "ivf": faiss.IndexIVFFlat,
+    "ivfpq": faiss.IndexIVFPQ,
+    "hnsw": faiss.IndexHNSW,
+}
+
+
+def read_index(
+    path: Path, spec: IndexSpec, *, writable: bool, name: Path | None = None
+) -> faiss.Index:
+    """Load an index; flat indexes of read-only maps are memory-mapped (zero copy).
+
+    ``name`` is the index's path in the map when ``path`` is another way to the same file
+    (an open descriptor under /proc); errors name it.
+
+    Raises:
+        MapFormatError: the file is not a faiss index, or not of the kind the manifest says.
+    """
+    name = name or path
     # faiss aborts the process (no exception) when adding to a memory-mapped index, so a map
     # opened for writing reads its index into memory.
     flags = faiss.IO_FLAG_MMAP_IFC if spec.kind == "flat" and not writable else 0
     try:
         index = faiss.read_index(str(path), flags)
     except RuntimeError as err:
-        raise MapFormatError(f"{path} is not a readable faiss index: {err}") from err
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise MapFormatError(f"{name} is not a readable faiss index: {first}") from err
+    if not isinstance(index, _INDEX_TYPES[spec.kind]) or (
+        index.metric_type != faiss.METRIC_INNER_PRODUCT
+    ):
+        raise MapFormatError(
+            f"{name} is a faiss {type(index).__name__} (metric {index.metric_type}), but the "
+            f"manifest says a {spec.kind!r} inner-product index"
+        )
     configure_search(index, spec)
     return index
 

@@ -18,6 +18,8 @@ from typing import Any
 from selavpr_ros.errors import ConfigError, MapFormatError
 from selavpr_ros.extractors.base import ExtractorInfo
 from selavpr_ros.map.fsutil import atomic_write_bytes
+from selavpr_ros.map.index import IndexSpec
+from selavpr_ros.map.paths import check_map_name, map_file
 
 FORMAT_NAME = "selavpr_ros.place_map"
 FORMAT_VERSION = 1
@@ -142,8 +144,11 @@ def read_manifest(directory: Path) -> Manifest:
         raise MapFormatError(
             f"{path} is missing: {directory} is not a place map (or its creation was interrupted)"
         )
+    map_file(Path(directory), MANIFEST_NAME, str(path))  # not a link out of the map
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
+    except RecursionError as err:
+        raise MapFormatError(f"{path} is nested too deeply to be a map manifest") from err
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
         raise MapFormatError(f"{path} is not valid JSON: {err}") from err
     if not isinstance(data, dict) or data.get("format") != FORMAT_NAME:
@@ -155,28 +160,142 @@ def read_manifest(directory: Path) -> Manifest:
             f"{path}: map format version {version!r} is not supported "
             f"(this selavpr_ros reads version {FORMAT_VERSION})"
         )
-    try:
-        extractor = ExtractorInfo.from_dict(data["extractor"])
-        manifest = Manifest(
-            map_id=str(data["map_id"]),
-            created=str(data["created"]),
-            modified=str(data["modified"]),
-            generation=int(data["generation"]),
-            map_frame=str(data["map_frame"]),
-            extractor=extractor,
-            local_dtype=str(data["local"]["dtype"]),
-            count=int(data["count"]),
-            index=dict(data["index"]),
-            segments=tuple(Segment.from_dict(s) for s in data["segments"]),
-            extractor_state={
-                str(k): FileEntry.from_dict(v)
-                for k, v in dict(data.get("extractor_state", {})).items()
-            },
-        )
-    except (KeyError, TypeError, ValueError, ConfigError) as err:
-        raise MapFormatError(f"{path}: missing or invalid field: {err!r}") from err
+    manifest = _parse(path, data)
     _check_consistency(path, manifest)
     return manifest
+
+
+class _Fields:
+    """Typed access to a JSON object of the manifest: every wrong shape is a MapFormatError.
+
+    This is the one place where the manifest's schema is checked; ``where`` names the field
+    (``segments[2].files.local``) in the message.
+    """
+
+    def __init__(self, path: Path, data: Any, where: str) -> None:
+        if not isinstance(data, dict):
+            what = f"field {where!r}" if where else "the manifest"
+            raise MapFormatError(f"{path}: {what} must be an object, got {type(data).__name__}")
+        self.path, self.data, self.where = path, data, where
+
+    def _name(self, key: str) -> str:
+        return f"{self.where}.{key}" if self.where else key
+
+    def _get(self, key: str) -> Any:
+        if key not in self.data:
+            raise MapFormatError(f"{self.path}: missing field {self._name(key)!r}")
+        return self.data[key]
+
+    def _bad(self, key: str, value: Any, what: str) -> MapFormatError:
+        return MapFormatError(
+            f"{self.path}: field {self._name(key)!r} must be {what}, got {value!r:.80}"
+        )
+
+    def text(self, key: str) -> str:
+        value = self._get(key)
+        if not isinstance(value, str):
+            raise self._bad(key, value, "a string")
+        return value
+
+    def integer(self, key: str, minimum: int = 0) -> int:
+        value = self._get(key)
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            raise self._bad(key, value, f"an integer >= {minimum}")
+        return value
+
+    def sha256(self, key: str) -> str:
+        value = self.text(key)
+        if len(value) != 64 or any(c not in "0123456789abcdef" for c in value):
+            raise self._bad(key, value, "a sha256 hex digest")
+        return value
+
+    def obj(self, key: str) -> _Fields:
+        return _Fields(self.path, self._get(key), self._name(key))
+
+    def items(self) -> list[tuple[str, Any]]:
+        return list(self.data.items())
+
+
+def _file_entry(path: Path, data: Any, where: str) -> FileEntry:
+    fields = _Fields(path, data, where)
+    name = check_map_name(fields.text("name"), f"{path}: {where}")
+    return FileEntry(name, fields.integer("bytes"), fields.sha256("sha256"))
+
+
+def _segment(path: Path, data: Any, where: str) -> Segment:
+    fields = _Fields(path, data, where)
+    files = {
+        kind: _file_entry(path, entry, f"{where}.files.{kind}")
+        for kind, entry in fields.obj("files").items()
+    }
+    return Segment(
+        fields.integer("start"), fields.integer("rows", 1), files, fields.sha256("rows_sha256")
+    )
+
+
+def _extractor(path: Path, data: Any) -> ExtractorInfo:
+    fields = _Fields(path, data, "extractor")
+    fields.text("name")
+    fields.text("fingerprint")
+    for key in ("global_dim", "local_count", "local_dim"):
+        fields.integer(key, 1)
+    for key in ("variable_local_count", "has_keypoints"):
+        if not isinstance(data.get(key, False), bool):
+            raise fields._bad(key, data[key], "true or false")
+    grid = data.get("local_grid")
+    if grid is not None and (
+        not isinstance(grid, list)
+        or len(grid) != 2
+        or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in grid)
+    ):
+        raise fields._bad("local_grid", grid, "null or two positive integers")
+    try:
+        return ExtractorInfo.from_dict(data)
+    except (TypeError, ValueError, KeyError, AttributeError, ConfigError) as err:
+        raise MapFormatError(f"{path}: invalid field 'extractor': {err}") from err
+
+
+def _index(path: Path, data: Any) -> dict[str, Any]:
+    fields = _Fields(path, data, "index")
+    spec = fields.obj("spec")
+    for key, value in spec.items():
+        default = getattr(IndexSpec, key, None)
+        if default is not None and (
+            type(value) is not type(default)  # bool is not int, and int is not bool
+        ):
+            raise spec._bad(key, value, f"of type {type(default).__name__}")
+    try:
+        IndexSpec.from_dict(spec.data)
+    except (TypeError, ValueError, ConfigError) as err:
+        raise MapFormatError(f"{path}: invalid field 'index.spec': {err}") from err
+    entry = fields._get("file")
+    file = None if entry is None else _file_entry(path, entry, "index.file").to_dict()
+    return {"spec": dict(fields.data["spec"]), "file": file}
+
+
+def _parse(path: Path, data: dict[str, Any]) -> Manifest:
+    """Build a Manifest from the JSON object, checking every field's type and range."""
+    fields = _Fields(path, data, "")
+    segments = fields._get("segments")
+    if not isinstance(segments, list):
+        raise fields._bad("segments", segments, "a list")
+    state = data.get("extractor_state", {})
+    return Manifest(
+        map_id=fields.text("map_id"),
+        created=fields.text("created"),
+        modified=fields.text("modified"),
+        generation=fields.integer("generation"),
+        map_frame=fields.text("map_frame"),
+        extractor=_extractor(path, data.get("extractor")),
+        local_dtype=fields.obj("local").text("dtype"),
+        count=fields.integer("count"),
+        index=_index(path, data.get("index")),
+        segments=tuple(_segment(path, s, f"segments[{i}]") for i, s in enumerate(segments)),
+        extractor_state={
+            str(key): _file_entry(path, entry, f"extractor_state.{key}")
+            for key, entry in _Fields(path, state, "extractor_state").items()
+        },
+    )
 
 
 def _check_consistency(path: Path, manifest: Manifest) -> None:

@@ -17,7 +17,10 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from selavpr_ros.errors import MapFormatError
+from selavpr_ros.io.poses import MAX_STAMP_NS
 
 SCHEMA_VERSION = 1
 _COLUMNS = (
@@ -62,6 +65,10 @@ class PlaceInfo:
     gps: tuple[float, float, float] | None = None
 
     def __post_init__(self) -> None:
+        if isinstance(self.stamp_ns, bool) or not isinstance(self.stamp_ns, int | np.integer):
+            raise ValueError(f"stamp_ns must be an integer, got {self.stamp_ns!r}")
+        if not 0 <= int(self.stamp_ns) <= MAX_STAMP_NS:
+            raise ValueError(f"stamp_ns {self.stamp_ns} is outside 0 .. {MAX_STAMP_NS}")
         for name, size in (("position", 3), ("orientation", 4), ("gps", 3)):
             value = getattr(self, name)
             if value is not None:
@@ -133,8 +140,9 @@ class MetadataStore:
         mode = "rw" if writable or os.access(self.path.parent, os.W_OK) else "ro"
         try:
             self._lock = threading.Lock()
+            # as_uri() escapes '#', '?' and '%' in the path, which would else end the file name
             self._db = sqlite3.connect(
-                f"file:{self.path}?mode={mode}", uri=True, check_same_thread=False
+                f"{self.path.resolve().as_uri()}?mode={mode}", uri=True, check_same_thread=False
             )
             self._db.execute("PRAGMA synchronous=FULL")
             version = self._db.execute(
@@ -203,7 +211,12 @@ class MetadataStore:
             with self._lock:
                 rows = self._db.execute(query, part).fetchall()
             for row in rows:
-                found[int(row[0])] = _place(row)
+                try:
+                    found[int(row[0])] = _place(row)
+                except (TypeError, ValueError) as err:
+                    raise MapFormatError(
+                        f"{self.path}: place {row[0]!r} has an invalid value: {err}"
+                    ) from err
         return [found[i] for i in ids]
 
     def digest(self, start: int, stop: int) -> str:

@@ -26,7 +26,9 @@ given). Full sha256 checksums of every file take seconds per GB, so they run in
 from __future__ import annotations
 
 import logging
+import os
 import re
+import stat
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -52,6 +54,7 @@ from selavpr_ros.map.manifest import (
     write_manifest,
 )
 from selavpr_ros.map.metadata import MetadataStore, Place, PlaceInfo
+from selavpr_ros.map.paths import map_file
 from selavpr_ros.map.segments import (
     SegmentArrays,
     check_segment_files,
@@ -65,6 +68,7 @@ from selavpr_ros.map.segments import (
 log = logging.getLogger(__name__)
 
 _DATA_FILE = re.compile(r"^(global|local|mask|keypoints)-\d{6}\.npy$|^index-\d{6}\.faiss$")
+_READER_ATTEMPTS = 20  # opens retried while writers commit in between
 _STATE_KEY = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
 
 
@@ -133,18 +137,20 @@ class PlaceMap(Closing):
         writable = self.writable
         self._manifest = manifest
         self._lock = lock
+        self._index_fd: int | None = None
         self._metadata: MetadataStore | None = None
         self._state: dict[str, np.ndarray] | None = None
+        self._index: faiss.Index | None = None
+        self._search_index: faiss.Index | None = None
         try:
+            # the index first: it is the one file a later commit removes
+            self._check_index_file()
             self._metadata = MetadataStore(
-                self.path / METADATA_NAME, manifest.count, writable=writable
+                self._file(METADATA_NAME), manifest.count, writable=writable
             )
             self._arrays = {kind: SegmentArrays() for kind in self._kinds}
             for segment in manifest.segments:
                 self._open_segment(segment)
-            self._index: faiss.Index | None = None
-            self._search_index: faiss.Index | None = None
-            self._check_index_file()
             self._check_state_files()
         except BaseException:
             self.close()
@@ -220,18 +226,18 @@ class PlaceMap(Closing):
         if extractor is not None:
             info = extractor.info if isinstance(extractor, Extractor) else extractor
             check_extractor(manifest.extractor, info, path)
-        lock = None
         if writable:
             # Lock first, then read the manifest again: a writer that committed in between
             # must not have its new files taken for garbage.
             lock = WriteLock(path)
             lock.acquire()
             try:
-                manifest = read_manifest(path)
+                place_map = cls(path, read_manifest(path), lock=lock)
             except BaseException:
                 lock.release()
                 raise
-        place_map = cls(path, manifest, lock=lock)
+        else:
+            place_map = cls._open_reader(path, manifest)
         try:
             if verify:
                 place_map.validate()
@@ -242,15 +248,42 @@ class PlaceMap(Closing):
             raise
         return place_map
 
+    @classmethod
+    def _open_reader(cls, path: Path, manifest: Manifest) -> PlaceMap:
+        """Open read-only, again when a writer committed while the files were being opened.
+
+        A commit removes the index it supersedes; a reader that read the manifest just
+        before may then miss that file. It reads the new manifest and opens that state.
+        """
+        for attempt in range(_READER_ATTEMPTS):
+            try:
+                return cls(path, manifest, lock=None)
+            except MapFormatError:
+                if attempt == _READER_ATTEMPTS - 1:
+                    raise
+                newer = read_manifest(path)
+                if newer.generation == manifest.generation:
+                    raise
+                log.debug("map %s changed while opening (generation %d -> %d); again", path,
+                          manifest.generation, newer.generation)
+                manifest = newer
+        raise AssertionError("unreachable")
+
     def close(self) -> None:
         if self._metadata is not None:
             self._metadata.close()
             self._metadata = None
         self._index = self._search_index = None
+        self._close_index_fd()
         if self._lock is not None:
             self._lock.release()
             self._lock = None
 
+
+    def _close_index_fd(self) -> None:
+        if self._index_fd is not None:
+            os.close(self._index_fd)
+            self._index_fd = None
 
     # ---------------------------------------------------------------- properties
     @property
@@ -307,20 +340,33 @@ class PlaceMap(Closing):
         entry = self._manifest.index_file
         if entry is None:
             return
-        path = self.path / entry.name
-        if not path.is_file():
-            raise MapFormatError(f"{path} is missing (the map's faiss index)")
-        if path.stat().st_size != entry.bytes:
-            raise MapFormatError(
-                f"{path} has {path.stat().st_size} bytes, manifest says {entry.bytes}"
-            )
+        path = self._file(entry.name)
+        # Hold the file open: a writer that commits later removes it, and the index is read
+        # (through this descriptor) only at the first search.
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # a FIFO must not block the open
+        except FileNotFoundError as err:
+            raise MapFormatError(f"{path} is missing (the map's faiss index)") from err
+        except OSError as err:
+            raise MapFormatError(f"{path} cannot be read: {err}") from err
+        self._index_fd = fd
+        status = os.fstat(fd)
+        if not stat.S_ISREG(status.st_mode):
+            raise MapFormatError(f"{path} is not a regular file (the map's faiss index)")
+        size = status.st_size
+        if size != entry.bytes:
+            raise MapFormatError(f"{path} has {size} bytes, manifest says {entry.bytes}")
 
     def _check_state_files(self) -> None:
         for entry in self._manifest.extractor_state.values():
             self._check_state_entry(entry)
 
+    def _file(self, name: str) -> Path:
+        """Resolve a file the manifest names; refuse one that leads outside the map."""
+        return map_file(self.path, name)
+
     def _check_state_entry(self, entry: FileEntry) -> None:
-        path = self.path / entry.name
+        path = self._file(entry.name)
         if not path.is_file():
             raise MapFormatError(f"{path} is missing (the extractor state of the map)")
         if path.stat().st_size != entry.bytes:
@@ -333,10 +379,14 @@ class PlaceMap(Closing):
         """Load the faiss index now (otherwise done by the first search); None when empty."""
         entry = self._manifest.index_file
         if self._index is None and entry is not None:
-            path = self.path / entry.name
-            index = idx.read_index(path, self.index_spec, writable=self.writable)
+            path = self._file(entry.name)
+            source = path if self._index_fd is None else Path(f"/proc/self/fd/{self._index_fd}")
+            if not source.exists():  # no /proc: read by name
+                source = path
+            index = idx.read_index(source, self.index_spec, writable=self.writable, name=path)
             idx.check_index(index, path, self.count, self.extractor_info.global_dim)
             self._index = index
+            self._close_index_fd()  # read (or mapped): the descriptor is no longer needed
         if self._search_index is None and self._index is not None:
             self._search_index = idx.maybe_to_gpu(self._index, self.index_spec)
         return self._search_index
@@ -392,7 +442,7 @@ class PlaceMap(Closing):
         if self._state is None:
             state = {}
             for key, entry in self._manifest.extractor_state.items():
-                path = self.path / entry.name
+                path = self._file(entry.name)
                 self._check_state_entry(entry)
                 found = sha256_file(path)
                 if found != entry.sha256:
@@ -425,7 +475,9 @@ class PlaceMap(Closing):
             entries.append(m.index_file)
         entries += m.extractor_state.values()
         for entry in entries:
-            path = self.path / entry.name
+            path = self._file(entry.name)
+            if not path.is_file():
+                raise MapFormatError(f"{path} is missing (listed in the manifest)")
             found = sha256_file(path)
             if found != entry.sha256:
                 raise MapFormatError(
@@ -439,7 +491,7 @@ class PlaceMap(Closing):
                     " do not match the manifest's checksum: the metadata was changed or damaged"
                 )
         if m.index_file is not None:
-            path = self.path / m.index_file.name
+            path = self._file(m.index_file.name)
             index = idx.read_index(path, self.index_spec, writable=False)
             idx.check_index(index, path, self.count, self.extractor_info.global_dim)
 
@@ -554,6 +606,7 @@ class PlaceMap(Closing):
         write_manifest(self.path, manifest)
         self._manifest = manifest
         self._store.count = manifest.count
+        self._close_index_fd()  # the writer holds its index in memory from here on
         self._index = index
         self._search_index = None
         if index is not None:

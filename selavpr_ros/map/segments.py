@@ -15,6 +15,7 @@ import numpy as np
 from selavpr_ros.errors import MapFormatError
 from selavpr_ros.map.fsutil import sha256_file
 from selavpr_ros.map.manifest import FileEntry, Segment
+from selavpr_ros.map.paths import map_file
 
 
 ROW_COPY_BYTES = 64 * 2**10  # rows at least this big are gathered one copy at a time
@@ -37,7 +38,7 @@ def open_array(
     directory: Path, entry: FileEntry, shape: tuple[int, ...], dtype: np.dtype
 ) -> np.ndarray:
     """Memory-map one segment file after checking size, shape and dtype against the manifest."""
-    path = directory / entry.name
+    path = map_file(directory, entry.name)
     if not path.is_file():
         raise MapFormatError(f"{path} is missing (listed in the manifest)")
     size = path.stat().st_size

@@ -15,6 +15,7 @@ keyframe rule continues from that place, so the result equals an uninterrupted b
 from __future__ import annotations
 
 import logging
+import sqlite3
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -23,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from selavpr_ros.errors import ConfigError, ImageDecodeError
+from selavpr_ros.errors import CheckpointError, ConfigError, ImageDecodeError, MapFormatError
 from selavpr_ros.extractors.base import Extractor, Features
 from selavpr_ros.io.folders import natural_key
 from selavpr_ros.io.frames import Frame
@@ -185,6 +186,10 @@ class MapBuilder:
         resume_after = self._resume_after[frame.source]
         if resume_after is not None and natural_key(frame.source_ref) <= resume_after:
             return ALREADY_IN_MAP
+        if frame.damaged:
+            log.warning("%s %s: skipping a corrupt message: %s", frame.source, frame.source_ref,
+                        frame.damaged)
+            return UNDECODABLE
         pose = frame.pose
         if pose is None:
             return NO_POSE
@@ -227,6 +232,12 @@ class MapBuilder:
             t0 = time.monotonic()
             features = self.extractor.extract([rgb for rgb, _ in batch])
             self.summary.extract_seconds += time.monotonic() - t0
+            if not np.isfinite(features.global_desc).all():
+                raise CheckpointError(
+                    f"extractor {self.extractor.info.describe()} produced NaN or infinite "
+                    f"descriptors for {batch[0][1].source} {batch[0][1].source_ref}: its "
+                    "weights are damaged (non-finite values in the checkpoint?)"
+                )
             # keep what the map will store, not float32 copies of ~1 MB per place
             features = Features(
                 global_desc=features.global_desc,
@@ -244,7 +255,14 @@ class MapBuilder:
         if not self._places:
             return 0
         features = _concatenate(self._features)
-        ids = self.map.append(features, self._places)
+        try:
+            ids = self.map.append(features, self._places)
+        except (OSError, sqlite3.Error, ValueError, OverflowError) as err:
+            # the places stay pending: a caller may retry; the map keeps its last commit
+            raise MapFormatError(
+                f"commit of {len(self._places)} places to {self.map.path} failed: {err}; "
+                f"the map keeps its last commit ({self.map.count} places)"
+            ) from err
         added = len(ids)
         self._features, self._places = [], []
         self.summary.places_added += added
