@@ -154,7 +154,7 @@ def run(args: argparse.Namespace) -> int:
             if topic:
                 source_info["image_topic"] = topic  # the bag's only one when not given
             if args.live:
-                from selavpr_ros.nodes.live_eval import LiveOptions, run_live
+                from selavpr_ros.ros.live_eval import LiveOptions, run_live
 
                 options = LiveOptions(
                     bag=args.bag, image_topic=topic, rate=args.rate,
@@ -165,7 +165,7 @@ def run(args: argparse.Namespace) -> int:
                 live_run = run_live(options, frames_list, progress=not args.no_progress)
                 records, wall_s, live_info = live_run.records, live_run.wall_s, live_run.info
                 if not args.no_compare:
-                    from selavpr_ros.nodes.live_eval import compare
+                    from selavpr_ros.ros.live_eval import compare
 
                     stamps = {r.stamp_ns for r in records if r.answered}
                     offline = run_offline(localizer, frames_list, total=len(frames_list),

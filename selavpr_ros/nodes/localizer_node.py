@@ -41,9 +41,9 @@ from selavpr_ros.extractors.factory import ExtractorSpec, create_extractor
 from selavpr_ros.io.images import decode_image_message
 from selavpr_ros.localizer import Localizer, LocalizerConfig
 from selavpr_ros.map import PlaceMap
-from selavpr_ros.nodes.latest_frame import LatestFrameSlot
-from selavpr_ros.nodes.runtime import run_node
-from selavpr_ros.nodes.stats import RollingStats
+from selavpr_ros.ros.latest_frame import LatestFrameSlot
+from selavpr_ros.ros.runtime import run_node
+from selavpr_ros.ros.stats import RollingStats
 from selavpr_ros.ros.conversions import (candidate_markers, loop_closure_msg, pose_msg,
                                          result_to_msg, stamp_to_ns)
 from selavpr_ros.ros.params import Param, declare

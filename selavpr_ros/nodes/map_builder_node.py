@@ -47,7 +47,7 @@ from selavpr_ros.io.images import decode_image_message
 from selavpr_ros.io.poses import Pose, PoseTrack
 from selavpr_ros.mapping.builder import NO_POSE, BuildConfig, MapBuilder
 from selavpr_ros.mapping.keyframes import KeyframeConfig
-from selavpr_ros.nodes.runtime import run_node
+from selavpr_ros.ros.runtime import run_node
 
 POSE_TYPES: dict[str, type] = {
     "odometry": Odometry,

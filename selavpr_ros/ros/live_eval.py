@@ -219,7 +219,7 @@ def run_live(options: LiveOptions, frames: Sequence[Frame], progress: bool = Tru
     import rclpy
     from rclpy.executors import SingleThreadedExecutor
 
-    from selavpr_ros.nodes.bag_player import BagPlayer, PlayOptions
+    from selavpr_ros.ros.bag_player import BagPlayer, PlayOptions
 
     by_index = {int(f.source_ref): f for f in frames}
     if len(by_index) != len(frames):
