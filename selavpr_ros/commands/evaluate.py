@@ -1,8 +1,8 @@
-"""``selavpr evaluate MAP``: Recall@N, precision-recall, latency and plots for recorded queries.
+r"""``selavpr evaluate MAP``: Recall@N, precision-recall, latency and plots for recorded queries.
 
-    selavpr evaluate campus.selavpr --bag drive2 --image-topic /camera/image_raw \\
+    selavpr evaluate campus.selavpr --bag drive2 --image-topic /camera/image_raw \
         --pose-topic /odom --checkpoint SelaVPR_msls.safetensors --out eval_drive2
-    selavpr evaluate gp_day_left.selavpr --images gardens_point_walking/night_right \\
+    selavpr evaluate gp_day_left.selavpr --images gardens_point_walking/night_right \
         --frame-tolerance 2 --checkpoint ... --out eval_gp_night
     selavpr evaluate campus.selavpr --bag drive2 --live --rate 1.0 ...   # through the node
 
@@ -20,8 +20,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from selavpr_ros.commands.extractor_options import add_extractor_arguments, spec_from_args
 from selavpr_ros.errors import ConfigError
-from selavpr_ros.extractors.factory import add_extractor_arguments, spec_from_args
 
 log = logging.getLogger(__name__)
 
@@ -123,10 +123,17 @@ def localizer_config(args: argparse.Namespace) -> Any:
 
 
 def run(args: argparse.Namespace) -> int:
-    from selavpr_ros.eval.evaluate import (EvalConfig, QuerySource, latency_summary,
-                                           map_ground_truth, open_queries, run_offline, score)
+    from selavpr_ros.eval.evaluate import (
+        EvalConfig,
+        QuerySource,
+        latency_summary,
+        map_ground_truth,
+        open_queries,
+        run_offline,
+        score,
+    )
     from selavpr_ros.eval.report import build_report, extractor_description, write_outputs
-    from selavpr_ros.extractors.factory import create_extractor
+    from selavpr_ros.extractors.factory import extractor_for_map, recorded_kind
     from selavpr_ros.localizer import Localizer
     from selavpr_ros.map import PlaceMap
 
@@ -145,7 +152,7 @@ def run(args: argparse.Namespace) -> int:
     config = localizer_config(args)
     out_dir = Path(args.out)
     with PlaceMap.open(args.map) as place_map:
-        extractor = create_extractor(spec, place_map)
+        extractor = extractor_for_map(spec, place_map)
         localizer = Localizer(place_map, extractor, config)
         live_info = None
         source_info: dict[str, Any] = {"kind": "bag" if args.bag else "images",
@@ -183,7 +190,8 @@ def run(args: argparse.Namespace) -> int:
         scores = score(records, positions, map_frames, eval_config)
         report = build_report(
             mode="live" if args.live else "offline", place_map=place_map,
-            extractor=extractor_description(extractor, spec.kind, spec.checkpoint, spec.device,
+            extractor=extractor_description(extractor, recorded_kind(extractor.info),
+                                            spec.checkpoint, spec.device,
                                             spec.precision),
             localizer_config=config,
             eval_config=eval_config, source=source_info,
