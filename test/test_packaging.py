@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 import ros_harness
 
 IGNORED = shutil.ignore_patterns(".venv", ".git", "build", "install", "log", "__pycache__",
@@ -60,7 +59,6 @@ def test_launch_files_use_installed_executables_and_parameter_files():
         source = launch_file.read_text()
         compile(source, str(launch_file), "exec")
         assert "def generate_launch_description" in source
-        executable = source.split('executable="')[1].split('"')[0]
+        executable, config = source.split('node_launch("')[1].split('"')[0:3:2]
         assert f"{executable} = " in setup_py, f"{launch_file.name}: unknown {executable}"
-        config = source.split('"config", "')[1].split('"')[0]
         assert (ros_harness.REPO_ROOT / "config" / config).is_file()

@@ -113,7 +113,7 @@ def _stamp_ns(stamp: Any) -> int:
 
 
 def record_from_message(frame: Frame, index: int, msg: Any, latency_ms: float) -> QueryRecord:
-    """A :class:`QueryRecord` from the node's ``PlaceRecognition`` (score fraction unknown)."""
+    """Return the :class:`QueryRecord` of a ``PlaceRecognition`` (score fraction unknown)."""
     cands = list(msg.candidates)
     top = cands[0] if cands else None
     return QueryRecord(
