@@ -181,6 +181,9 @@ class LocalizerNode(LifecycleNode):
                           callback_group=MutuallyExclusiveCallbackGroup())
         if self.values["autostart"]:
             autostart(self, lambda: self.failure_reason)
+        else:
+            self.get_logger().info("localizer_node started unconfigured (autostart false): "
+                                   "waiting for configure")
 
     # --- parameters ---------------------------------------------------------------------
     def _check_update(self, proposed: dict[str, Any]) -> None:
