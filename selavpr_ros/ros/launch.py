@@ -52,7 +52,7 @@ def node_launch(executable: str, config: str,
                               description="debug, info, warn, error or fatal"),
     ]
     arguments += [DeclareLaunchArgument(arg, default_value="",
-                                        description=f"{text} (default: as in params_file)")
+                                        description=f"{text}; empty: as in params_file")
                   for arg, (_, text) in overrides.items()]
 
     def make_node(context: LaunchContext) -> list[Node]:
