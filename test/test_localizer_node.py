@@ -269,6 +269,16 @@ def test_shipped_parameter_file_is_derived_from_the_declarations_and_applies_in_
     for s in settings(node_only=True):
         expected = s.none if getattr(core, s.name) is None else getattr(core, s.name)
         assert values[s.name] == expected, s.name
+    # ... and a `selavpr evaluate` flag with the same default
+    import argparse
+
+    from selavpr_ros.commands.localizer_options import add_localizer_arguments
+
+    parser = argparse.ArgumentParser()
+    add_localizer_arguments(parser, "localizer")
+    flags = vars(parser.parse_args([]))
+    assert {s.name: flags[s.name] for s in settings(node_only=True)} == {
+        s.name: values[s.name] for s in settings(node_only=True)}
     values.update(map_path=str(world["map_a"]), checkpoint=str(world["checkpoint"]))
     params_file = tmp_path / "localizer.yaml"
     params_file.write_text(yaml.safe_dump({"/**": {"ros__parameters": values}}))

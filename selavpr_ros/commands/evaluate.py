@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from selavpr_ros.commands.extractor_options import add_extractor_arguments, spec_from_args
+from selavpr_ros.commands.localizer_options import add_localizer_arguments, config_from_args
 from selavpr_ros.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -77,16 +78,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     gt.add_argument("--pr-score", default="confidence",
                     choices=("confidence", "mnn_score", "score_fraction", "global_similarity"),
                     help="headline score of the precision-recall figures (all are reported)")
-    loc = parser.add_argument_group("localizer (as the node's parameters)")
-    loc.add_argument("--top-k", type=int, default=100, help="global candidates (default 100)")
-    loc.add_argument("--rerank-k", type=int, default=-1, help="re-ranked (-1: all, 0: none)")
-    loc.add_argument("--min-score", type=int, default=0)
-    loc.add_argument("--min-score-fraction", type=float, default=0.0)
-    loc.add_argument("--min-margin", type=float, default=1.1)
-    loc.add_argument("--margin-mode", default="ratio", choices=("ratio", "difference"))
-    loc.add_argument("--margin-distance", type=float, default=25.0, metavar="M")
-    loc.add_argument("--margin-id-distance", type=int, default=10)
-    loc.add_argument("--min-global-similarity", type=float, default=-1.0)
+    add_localizer_arguments(parser, "localizer (the node's parameters)")
     live = parser.add_argument_group("live evaluation through a localizer_node over DDS")
     live.add_argument("--live", action="store_true",
                       help="replay the bag (with /clock) to a localizer_node and score its "
@@ -111,15 +103,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
 
 
 def localizer_config(args: argparse.Namespace) -> Any:
-    from selavpr_ros.localizer import LocalizerConfig
-
-    return LocalizerConfig(
-        top_k=args.top_k, rerank_k=None if args.rerank_k < 0 else args.rerank_k,
-        device=args.device, precision="fp16" if args.precision == "fp16" else "fp32",
-        min_score=args.min_score, min_score_fraction=args.min_score_fraction,
-        min_margin=args.min_margin, margin_mode=args.margin_mode,
-        margin_distance_m=args.margin_distance, margin_id_distance=args.margin_id_distance,
-        min_global_similarity=args.min_global_similarity)
+    return config_from_args(args, args.device, args.precision)
 
 
 def run(args: argparse.Namespace) -> int:

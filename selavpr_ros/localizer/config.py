@@ -167,3 +167,12 @@ def config_from_values(values: dict[str, Any], **extra: Any) -> LocalizerConfig:
         kwargs[s.name] = value
     kwargs.update(extra)
     return LocalizerConfig(**kwargs)
+
+
+def config_values(config: LocalizerConfig, node_only: bool = True) -> dict[str, Any]:
+    """Return ``config`` as parameter/flag values by field name (None -> its stand-in)."""
+    values = {}
+    for s in settings(node_only):
+        value = getattr(config, s.name)
+        values[s.name] = s.none if value is None else value
+    return values
