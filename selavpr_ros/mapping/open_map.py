@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from selavpr_ros.errors import ConfigError, MapFormatError
 from selavpr_ros.extractors.factory import ExtractorSpec, create_extractor, extractor_for_map
@@ -62,12 +62,14 @@ def open_or_create(path: Path, spec: ExtractorSpec, *, append: bool, index: str,
     with a ``index`` faiss index.
     """
     from selavpr_ros.map import IndexSpec, PlaceMap
+    from selavpr_ros.map.index import IndexKind
 
     if map_exists(path):
         if not append:
             raise MapFormatError(f"map {path} exists; pass --append to extend it")
         return open_existing(path, spec)
     extractor = new_extractor(spec, fit_sample)
-    place_map = PlaceMap.create(path, extractor, index=IndexSpec(kind=index),
+    kind = cast("IndexKind", index)  # IndexSpec checks it at runtime
+    place_map = PlaceMap.create(path, extractor, index=IndexSpec(kind=kind),
                                 map_frame=map_frame or "map")
     return place_map, extractor

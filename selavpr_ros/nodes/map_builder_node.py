@@ -28,7 +28,7 @@ import time
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from geometry_msgs.msg import PoseStamped, PoseWithCovarianceStamped
 from nav_msgs.msg import Odometry
@@ -61,31 +61,36 @@ POSE_TYPES: dict[str, type] = {
     "pose_with_covariance": PoseWithCovarianceStamped,
 }
 
-PARAMS = [Param(*p, read_only=True) for p in [
-    ("map_path", "", "place map directory to create, or to extend if it exists"),
-    ("extractor", "", "feature extractor: empty = the map's (selavpr for a new map)"),
-    ("checkpoint", "", "SelaVPR weights (.pth or .safetensors)"),
-    ("device", "cpu", "cpu, cuda or cuda:N"),
-    ("precision", "fp32", "fp32, fp16 or bf16"),
-    ("batch_size", 16, "images per forward pass", 1, 1024),
-    ("image_topic", "/camera/image_raw", "camera topic"),
-    ("image_type", "auto", "raw (sensor_msgs/Image), compressed, or auto (by topic name)"),
-    ("pose_topic", "/odom", "pose topic"),
-    ("pose_type", "odometry", "odometry, pose (PoseStamped) or pose_with_covariance"),
-    ("pose_tolerance", 0.1, "max seconds between an image and the poses around it", 0.0, 60.0),
-    ("pose_wait", 1.0, "wall seconds an image waits for a pose stamped after it", 0.0, 3600.0),
-    ("min_distance", 0.5, "metres moved for a new place (negative: off, 0: every frame)",
+def _ro(name: str, default: Any, description: str, low: float | None = None,
+        high: float | None = None) -> Param:
+    return Param(name, default, description, low, high, read_only=True)
+
+
+PARAMS = [
+    _ro("map_path", "", "place map directory to create, or to extend if it exists"),
+    _ro("extractor", "", "feature extractor: empty = the map's (selavpr for a new map)"),
+    _ro("checkpoint", "", "SelaVPR weights (.pth or .safetensors)"),
+    _ro("device", "cpu", "cpu, cuda or cuda:N"),
+    _ro("precision", "fp32", "fp32, fp16 or bf16"),
+    _ro("batch_size", 16, "images per forward pass", 1, 1024),
+    _ro("image_topic", "/camera/image_raw", "camera topic"),
+    _ro("image_type", "auto", "raw (sensor_msgs/Image), compressed, or auto (by topic name)"),
+    _ro("pose_topic", "/odom", "pose topic"),
+    _ro("pose_type", "odometry", "odometry, pose (PoseStamped) or pose_with_covariance"),
+    _ro("pose_tolerance", 0.1, "max seconds between an image and the poses around it", 0.0, 60.0),
+    _ro("pose_wait", 1.0, "wall seconds an image waits for a pose stamped after it", 0.0, 3600.0),
+    _ro("min_distance", 0.5, "metres moved for a new place (negative: off, 0: every frame)",
      -1.0, 1e6),
-    ("min_rotation_deg", 15.0, "degrees turned for a new place (negative: off)", -1.0, 360.0),
-    ("min_interval", -1.0, "seconds passed for a new place (negative: off)", -1.0, 1e6),
-    ("commit_every", 100, "places per atomic commit", 1, 10**6),
-    ("map_frame", "", "frame of the map's poses (default: the pose topic's frame)"),
-    ("index", "flat", "faiss index of a new map: flat, ivf, ivfpq, hnsw"),
-    ("qos_reliability", "best_effort", "best_effort (matches any publisher) or reliable"),
-    ("qos_depth", 10, "subscription queue depth", 1, 10000),
-    ("autostart", True, "configure and activate at start (false: wait for a lifecycle "
+    _ro("min_rotation_deg", 15.0, "degrees turned for a new place (negative: off)", -1.0, 360.0),
+    _ro("min_interval", -1.0, "seconds passed for a new place (negative: off)", -1.0, 1e6),
+    _ro("commit_every", 100, "places per atomic commit", 1, 10**6),
+    _ro("map_frame", "", "frame of the map's poses (default: the pose topic's frame)"),
+    _ro("index", "flat", "faiss index of a new map: flat, ivf, ivfpq, hnsw"),
+    _ro("qos_reliability", "best_effort", "best_effort (matches any publisher) or reliable"),
+    _ro("qos_depth", 10, "subscription queue depth", 1, 10000),
+    _ro("autostart", True, "configure and activate at start (false: wait for a lifecycle "
      "manager)"),
-]]
+]
 
 YAML_HEADER = """Parameters of map_builder_node (README, "Building maps"); written by
 selavpr_ros.ros.params.render_yaml from the node's declarations. Pass with
@@ -275,7 +280,8 @@ class MapBuilderNode(LifecycleNode):
             self._cond.notify()
 
     def _on_save(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
-        done, result = threading.Event(), []
+        done = threading.Event()
+        result: list[Any] = []
         if self._worker is None:  # not active: commit here
             self._answer_saves([(done, result)])
             response.success, response.message = result
@@ -294,12 +300,14 @@ class MapBuilderNode(LifecycleNode):
         """Return the builder; a new map is created at the first frame (pose frame known)."""
         if self._builder is None and self._extractor is not None:
             from selavpr_ros.map import IndexSpec, PlaceMap
+            from selavpr_ros.map.index import IndexKind
 
             s = self.settings
             with self._cond:
                 frame = s.map_frame or self._pose_frame or "map"
+            kind = cast("IndexKind", s.index)  # checked in Settings.from_params
             place_map = PlaceMap.create(s.map_path, self._extractor,
-                                        index=IndexSpec(kind=s.index), map_frame=frame)
+                                        index=IndexSpec(kind=kind), map_frame=frame)
             self.get_logger().info(f"created map {s.map_path} in frame '{frame}'")
             self._builder = MapBuilder(place_map, self._extractor, s.build)
         return self._builder

@@ -12,9 +12,9 @@ from typing import Any
 
 from ament_index_python.packages import get_package_share_directory
 from launch.actions import DeclareLaunchArgument, OpaqueFunction
+from launch.launch_context import LaunchContext
+from launch.launch_description import LaunchDescription
 from launch_ros.actions import Node
-
-from launch import LaunchContext, LaunchDescription
 
 # launch argument -> (node parameter, description); all default to "" = "as in params_file"
 COMMON_OVERRIDES: dict[str, tuple[str, str]] = {
