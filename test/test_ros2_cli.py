@@ -186,37 +186,13 @@ def test_lifecycle_transitions_and_live_and_read_only_parameters(
 
 def test_a_classical_map_launches_without_an_extractor_argument(ros_probe, start_process,
                                                                tmp_path):
-    import cv2
-    import node_testlib
+    from test_self_describing_map import build_classical_map
 
     from selavpr_msgs.msg import PlaceRecognition
 
-    images = node_testlib.place_images(8, seed=5, size=(240, 320))
-    folder = tmp_path / "route"
-    folder.mkdir()
-    files = []
-    for i, image in enumerate(images):
-        files.append(str(folder / f"{i:03d}.png"))
-        cv2.imwrite(files[-1], cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
-    selavpr = ros_harness.executable("selavpr")
-    built = subprocess.run([selavpr, "build-map", str(tmp_path / "gp.selavpr"), "--images",
-                            str(folder), "--extractor", "classical", "--vocabulary-size", "16",
-                            "--no-progress"], capture_output=True, text=True, timeout=300)
-    assert built.returncode == 0, built.stdout + built.stderr
-    # evaluate also takes the extractor from the map (no --extractor)
-    evaluated = subprocess.run([selavpr, "evaluate", str(tmp_path / "gp.selavpr"), "--images",
-                                str(folder), "--out", str(tmp_path / "eval"), "--no-plots",
-                                "--no-progress"], capture_output=True, text=True, timeout=300)
-    assert evaluated.returncode == 0, evaluated.stdout + evaluated.stderr
-    refused = subprocess.run([selavpr, "evaluate", str(tmp_path / "gp.selavpr"), "--images",
-                              str(folder), "--extractor", "selavpr", "--checkpoint", "x.pth",
-                              "--out", str(tmp_path / "eval2")],
-                             capture_output=True, text=True, timeout=300)
-    assert refused.returncode == 2
-    assert "built by the classical extractor" in refused.stderr
-
+    path, files = build_classical_map(tmp_path)
     ros_probe.subscribe(PlaceRecognition, "/place_recognition")
-    node = launch(start_process, "localizer.launch.py", f"map:={tmp_path / 'gp.selavpr'}",
+    node = launch(start_process, "localizer.launch.py", f"map:={path}",
                   "image_topic:=/cam/image_raw")
     node.wait_for_output("localizer_node started", timeout=90)
     assert "classical-rootsift-vlad" in node.output()
