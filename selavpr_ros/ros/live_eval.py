@@ -28,6 +28,7 @@ from selavpr_ros.extractors.factory import ExtractorSpec
 from selavpr_ros.io.frames import Frame
 from selavpr_ros.localizer import LocalizerConfig
 from selavpr_ros.localizer.config import config_values
+from selavpr_ros.ros.conversions import stamp_to_ns
 
 log = logging.getLogger(__name__)
 
@@ -103,10 +104,6 @@ def node_parameters(options: LiveOptions, image_type: str = "auto") -> list[str]
     return args
 
 
-def _stamp_ns(stamp: Any) -> int:
-    return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
-
-
 def record_from_message(frame: Frame, index: int, msg: Any, latency_ms: float) -> QueryRecord:
     """Return the :class:`QueryRecord` of a ``PlaceRecognition`` (score fraction unknown)."""
     cands = list(msg.candidates)
@@ -147,7 +144,7 @@ class _Collector:
     def _on_result(self, msg: Any) -> None:
         now = time.monotonic()
         with self._lock:
-            stamp = _stamp_ns(msg.header.stamp)
+            stamp = stamp_to_ns(msg.header.stamp)
             if stamp in self.results:
                 self.duplicates += 1
             self.results[stamp] = (msg, now)
