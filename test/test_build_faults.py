@@ -13,9 +13,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from map_build_testlib import make_checkpoint, write_drive_bag
 from safetensors.numpy import load_file, save_file
 
+from map_build_testlib import make_checkpoint, write_drive_bag
 from selavpr_ros.cli import main as cli
 from selavpr_ros.map import PlaceMap
 
@@ -106,12 +106,11 @@ def test_timestamps_out_of_range_are_refused_in_one_line(
 
 def test_a_failed_commit_keeps_the_places_and_says_so(tmp_path: Path) -> None:
     """A commit that fails leaves the places pending and the map at its last commit."""
-    from test_map import INFO, make_features
-
     from selavpr_ros.errors import MapFormatError
     from selavpr_ros.io.frames import Frame
     from selavpr_ros.io.poses import Pose
     from selavpr_ros.mapping.builder import BuildConfig, MapBuilder
+    from test_map import INFO, make_features
 
     class Fixed:
         info = INFO

@@ -12,12 +12,13 @@ import pytest
 from selavpr_ros.errors import ConfigError, MapFormatError
 from selavpr_ros.extractors.base import RerankSettings
 from selavpr_ros.extractors.classical import (
+    NAME_PREFIX,
     ClassicalConfig,
     ClassicalExtractor,
     NotFittedError,
     working_size,
 )
-from selavpr_ros.extractors.factory import ExtractorSpec, create_extractor
+from selavpr_ros.extractors.factory import ExtractorSpec, create_extractor, extractor_for_map
 from selavpr_ros.localizer import Localizer, LocalizerConfig
 from selavpr_ros.map import PlaceInfo, PlaceMap
 
@@ -179,7 +180,7 @@ def test_map_stores_the_vocabulary_and_refuses_another(
         pm.append(features, [PlaceInfo(stamp_ns=i, position=(float(i), 0.0, 0.0))
                              for i in range(len(images))])
     with PlaceMap.open(path, verify=True) as pm:
-        restored = create_extractor(ExtractorSpec(kind="classical"), pm)
+        restored = extractor_for_map(ExtractorSpec(kind="classical"), pm)
         assert restored.info == fitted.info
         localizer = Localizer(pm, restored, LocalizerConfig(top_k=3, min_margin=0))
         # a map image finds itself, first stage and after re-ranking
@@ -195,10 +196,10 @@ def test_factory_builds_an_unfitted_classical_extractor(tmp_path: Path) -> None:
     assert extractor.needs_fit and extractor.config.vocabulary_size == 32
     from selavpr_ros.extractors.base import ExtractorInfo
 
-    info = ExtractorInfo("other", "w", global_dim=4, local_count=2, local_dim=2)
+    info = ExtractorInfo(NAME_PREFIX + "-x", "w", global_dim=4, local_count=2, local_dim=2)
     with PlaceMap.create(tmp_path / "m", info) as pm:
         with pytest.raises(MapFormatError, match="holds no vocabulary"):
-            create_extractor(ExtractorSpec(kind="classical"), pm)
+            extractor_for_map(ExtractorSpec(kind="classical"), pm)
 
 
 def test_rerank_settings_are_recorded(tmp_path: Path, fitted: ClassicalExtractor) -> None:
@@ -209,7 +210,7 @@ def test_rerank_settings_are_recorded(tmp_path: Path, fitted: ClassicalExtractor
         assert pm.extractor_info.rerank == settings
     with PlaceMap.open(tmp_path / "m") as pm:
         assert pm.extractor_info.rerank == settings
-        assert create_extractor(ExtractorSpec(kind="classical"), pm).rerank == settings
+        assert extractor_for_map(ExtractorSpec(), pm).rerank == settings
 
 
 def test_weights_only_extractors_keep_the_no_op_fit_hooks() -> None:

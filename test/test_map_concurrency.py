@@ -16,9 +16,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_map import build, make_features, make_places
 
 from selavpr_ros.map import PlaceMap
+from test_map import build, make_features, make_places
 
 pytestmark = pytest.mark.slow
 

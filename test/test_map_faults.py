@@ -16,11 +16,11 @@ from typing import Any
 
 import numpy as np
 import pytest
-from test_map import INFO, build, make_features, make_places
 
 from selavpr_ros.cli import main as cli
 from selavpr_ros.errors import MapFormatError
 from selavpr_ros.map import IndexSpec, PlaceMap
+from test_map import INFO, build, make_features, make_places
 
 Edit = Callable[[dict[str, Any], Path], None]
 

@@ -20,13 +20,10 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from selavpr_ros.commands.extractor_options import add_extractor_arguments, spec_from_args
 from selavpr_ros.commands.source_options import add_source_arguments, source_from_args
 from selavpr_ros.errors import ConfigError, MapFormatError
-from selavpr_ros.extractors.factory import (
-    ExtractorSpec,
-    add_extractor_arguments,
-    spec_from_args,
-)
+from selavpr_ros.extractors.factory import ExtractorSpec
 from selavpr_ros.io.sources import open_frames
 
 if TYPE_CHECKING:
@@ -99,39 +96,24 @@ def _sample_images(args: argparse.Namespace, count: int) -> list[np.ndarray]:
 
 def _open_map(args: argparse.Namespace, spec: ExtractorSpec,
               pose_frame: str) -> tuple[PlaceMap, Extractor]:
-    """Open the map to write and its extractor (restored from the map, or fitted for a new one)."""
-    from selavpr_ros.extractors.factory import create_extractor
-    from selavpr_ros.map import IndexSpec, PlaceMap, check_extractor
+    """Return the map to write and its extractor (restored, or fitted for a new map)."""
+    from selavpr_ros.mapping.open_map import open_or_create
 
-    path = Path(args.map)
-    exists = (path / "manifest.json").is_file()
-    if exists and not args.append:
-        raise MapFormatError(f"map {path} exists; pass --append to extend it")
-    if exists:
-        place_map = PlaceMap.open(path, writable=True)
-        try:
-            extractor = create_extractor(spec, place_map)
-            check_extractor(place_map.extractor_info, extractor.info, path)
-        except BaseException:
-            place_map.close()
-            raise
-        frame = args.map_frame or pose_frame
-        if frame and frame != place_map.map_frame:
-            log.warning("poses are in frame '%s' but map %s is in '%s'", frame, path,
-                        place_map.map_frame)
-        return place_map, extractor
-    extractor = create_extractor(spec)
-    if extractor.needs_fit:
-        sample = _sample_images(args, extractor.fit_sample_size)
-        if not sample:
-            raise ConfigError(
-                f"no image of {args.bag or args.images} could be decoded; the {spec.kind} "
-                "extractor needs images of the route to fit"
-            )
-        log.info("fitting the %s extractor on %d images of the route", spec.kind, len(sample))
-        extractor = extractor.fit(sample)
-    place_map = PlaceMap.create(path, extractor, index=IndexSpec(kind=args.index),
-                                map_frame=args.map_frame or pose_frame or "map")
+    def sample(count: int) -> list[np.ndarray]:
+        images = _sample_images(args, count)
+        if not images:
+            raise ConfigError(f"no image of {args.bag or args.images} could be decoded; the "
+                              "extractor needs images of the route to fit")
+        log.info("fitting the extractor on %d images of the route", len(images))
+        return images
+
+    place_map, extractor = open_or_create(
+        Path(args.map), spec, append=args.append, index=args.index,
+        map_frame=args.map_frame or pose_frame or "map", fit_sample=sample)
+    frame = args.map_frame or pose_frame
+    if frame and frame != place_map.map_frame:
+        log.warning("poses are in frame '%s' but map %s is in '%s'", frame, args.map,
+                    place_map.map_frame)
     return place_map, extractor
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 
 
-
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     parser = subparsers.add_parser(
         "convert-checkpoint",
@@ -32,9 +31,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from selavpr_ros.errors import CheckpointError
     from safetensors import safe_open
 
+    from selavpr_ros.errors import CheckpointError
     from selavpr_ros.model.checkpoint import convert_checkpoint
 
     dst = Path(args.dst)

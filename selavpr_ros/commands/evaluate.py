@@ -22,9 +22,10 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from selavpr_ros.commands.extractor_options import add_extractor_arguments, spec_from_args
+from selavpr_ros.commands.localizer_options import add_localizer_arguments, config_from_args
 from selavpr_ros.commands.source_options import add_source_arguments, source_from_args
 from selavpr_ros.errors import ConfigError
-from selavpr_ros.extractors.factory import add_extractor_arguments, spec_from_args
 
 log = logging.getLogger(__name__)
 
@@ -68,16 +69,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     gt.add_argument("--pr-score", default="confidence",
                     choices=("confidence", "mnn_score", "score_fraction", "global_similarity"),
                     help="headline score of the precision-recall figures (all are reported)")
-    loc = parser.add_argument_group("localizer (as the node's parameters)")
-    loc.add_argument("--top-k", type=int, default=100, help="global candidates (default 100)")
-    loc.add_argument("--rerank-k", type=int, default=-1, help="re-ranked (-1: all, 0: none)")
-    loc.add_argument("--min-score", type=int, default=0)
-    loc.add_argument("--min-score-fraction", type=float, default=0.0)
-    loc.add_argument("--min-margin", type=float, default=1.1)
-    loc.add_argument("--margin-mode", default="ratio", choices=("ratio", "difference"))
-    loc.add_argument("--margin-distance", type=float, default=25.0, metavar="M")
-    loc.add_argument("--margin-id-distance", type=int, default=10)
-    loc.add_argument("--min-global-similarity", type=float, default=-1.0)
+    add_localizer_arguments(parser, "localizer (the node's parameters)")
     live = parser.add_argument_group("live evaluation through a localizer_node over DDS")
     live.add_argument("--live", action="store_true",
                       help="replay the bag (with /clock) to a localizer_node and score its "
@@ -102,15 +94,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def localizer_config(args: argparse.Namespace) -> Any:
-    from selavpr_ros.localizer import LocalizerConfig
-
-    return LocalizerConfig(
-        top_k=args.top_k, rerank_k=None if args.rerank_k < 0 else args.rerank_k,
-        device=args.device, precision="fp16" if args.precision == "fp16" else "fp32",
-        min_score=args.min_score, min_score_fraction=args.min_score_fraction,
-        min_margin=args.min_margin, margin_mode=args.margin_mode,
-        margin_distance_m=args.margin_distance, margin_id_distance=args.margin_id_distance,
-        min_global_similarity=args.min_global_similarity)
+    return config_from_args(args, args.device, args.precision)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -122,7 +106,7 @@ def run(args: argparse.Namespace) -> int:
         score,
     )
     from selavpr_ros.eval.report import build_report, extractor_description, write_outputs
-    from selavpr_ros.extractors.factory import create_extractor
+    from selavpr_ros.extractors.factory import extractor_for_map, recorded_kind
     from selavpr_ros.io.sources import open_frames
     from selavpr_ros.localizer import Localizer
     from selavpr_ros.map import PlaceMap
@@ -139,7 +123,7 @@ def run(args: argparse.Namespace) -> int:
     config = localizer_config(args)
     out_dir = Path(args.out)
     with PlaceMap.open(args.map) as place_map:
-        extractor = create_extractor(spec, place_map)
+        extractor = extractor_for_map(spec, place_map)
         localizer = Localizer(place_map, extractor, config)
         live_info = None
         source_info: dict[str, Any] = {"kind": "bag" if args.bag else "images",
@@ -149,7 +133,7 @@ def run(args: argparse.Namespace) -> int:
             if topic:
                 source_info["image_topic"] = topic  # the bag's only one when not given
             if args.live:
-                from selavpr_ros.nodes.live_eval import LiveOptions, run_live
+                from selavpr_ros.ros.live_eval import LiveOptions, run_live
 
                 options = LiveOptions(
                     bag=args.bag, image_topic=topic, rate=args.rate,
@@ -160,7 +144,7 @@ def run(args: argparse.Namespace) -> int:
                 live_run = run_live(options, frames_list, progress=not args.no_progress)
                 records, wall_s, live_info = live_run.records, live_run.wall_s, live_run.info
                 if not args.no_compare:
-                    from selavpr_ros.nodes.live_eval import compare
+                    from selavpr_ros.ros.live_eval import compare
 
                     stamps = {r.stamp_ns for r in records if r.answered}
                     offline = run_offline(localizer, frames_list, total=len(frames_list),
@@ -178,7 +162,8 @@ def run(args: argparse.Namespace) -> int:
         scores = score(records, positions, map_frames, eval_config)
         report = build_report(
             mode="live" if args.live else "offline", place_map=place_map,
-            extractor=extractor_description(extractor, spec.kind, spec.checkpoint, spec.device,
+            extractor=extractor_description(extractor, recorded_kind(extractor.info),
+                                            spec.checkpoint, spec.device,
                                             spec.precision),
             localizer_config=config,
             eval_config=eval_config, source=source_info,

@@ -53,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
     import rclpy
     from rclpy.executors import ExternalShutdownException
 
-    from selavpr_ros.nodes.bag_player import BagPlayer, PlayOptions
+    from selavpr_ros.ros.bag_player import BagPlayer, PlayOptions
 
     options = PlayOptions(rate=args.rate, topics=tuple(args.topics), clock=not args.no_clock,
                           clock_hz=args.clock_hz, reliability=args.qos, depth=args.depth,

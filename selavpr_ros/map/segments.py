@@ -17,7 +17,6 @@ from selavpr_ros.map.fsutil import sha256_file
 from selavpr_ros.map.manifest import FileEntry, Segment
 from selavpr_ros.map.paths import map_file
 
-
 ROW_COPY_BYTES = 64 * 2**10  # rows at least this big are gathered one copy at a time
 
 

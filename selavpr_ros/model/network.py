@@ -6,7 +6,6 @@
 
 from __future__ import annotations
 
-
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -14,7 +13,6 @@ from torch import nn
 from selavpr_ros.model.backbone import DinoV2Backbone
 from selavpr_ros.model.config import LOCAL_DIM, LOCAL_HIDDEN_DIM, SelaVPRConfig
 from selavpr_ros.model.heads import LocalAdapt, build_aggregation
-
 
 RANDOM_INIT = "random-init"
 
