@@ -129,6 +129,9 @@ def _model(args: argparse.Namespace) -> Any:
                                registers=args.registers, image_size=args.image_size)
         log.warning("--random-init: the backbone is NOT pretrained; only adapters and heads "
                     "will learn, so this is for tests and demos")
+        import torch
+
+        torch.manual_seed(args.seed)  # the same --seed gives the same random backbone
         return SelaVPR(config)
     config = None
     if args.backbone:
