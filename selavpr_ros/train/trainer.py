@@ -312,20 +312,17 @@ class Trainer:
             result = self.validate()
             run.history.append({"epoch": 0, "steps": 0, "loss": None,
                                 "val": result.to_dict() if result else None})
-            if result:
+            if result:  # the starting weights are the best until an epoch beats them
                 run.best = result.value(cfg.stop_metric, cfg.stop_n)
                 log.info("before training: %s", result.to_dict())
+                ckpt.save_best(self.model, self.out_dir, 0, list(result.reranked_recall),
+                               run.best, 0, self.model.weights_source)
             self.save_last()
             write_log(run.history, self.out_dir)
         stopped = False
         while not run.finished and run.epoch <= cfg.epochs:
             self._train_epoch()
             stopped = self._end_epoch(self.validate())
-        if not (self.out_dir / ckpt.BEST).exists():  # never improved on the starting weights
-            self.model.trained = True
-            self.model.weights_source = f"selavpr-train:{self.source}"
-            ckpt.save_best(self.model, self.out_dir, run.epoch - 1, [], run.best, 0,
-                           self.model.weights_source)
         trainable, total = count_parameters(self.model)
         vals = [r for r in run.history if r.get("val")]
         best = next((r["val"] for r in vals if r["epoch"] == run.best_epoch), None)
