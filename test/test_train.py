@@ -110,6 +110,20 @@ def test_loss_decreases_on_a_fixed_batch(route, tmp_path):
     assert losses[-1] < 0.5 * losses[0], losses
 
 
+def test_gradient_checkpointing_gives_the_same_step_and_bf16_autocast_runs(route, tmp_path):
+    plain = tiny_trainer(route, tmp_path / "a", lr=1e-3)
+    ckpt = tiny_trainer(route, tmp_path / "b", lr=1e-3, grad_checkpointing=True)
+    queries, pool = plain.miner.draw(1, 0, 8)
+    rows = plain.miner.mine(queries, pool, plain.describe)[:4]
+    loss_plain, loss_ckpt = plain.step(rows), ckpt.step(rows)
+    np.testing.assert_allclose(loss_ckpt, loss_plain, atol=1e-6)
+    for (name, a), b in zip(plain.model.named_parameters(), ckpt.model.parameters(),
+                            strict=True):
+        torch.testing.assert_close(b, a, atol=1e-6, rtol=0, msg=name)
+    half = tiny_trainer(route, tmp_path / "c", lr=1e-3, precision="bf16")
+    assert all(np.isfinite(half.step(rows)))
+
+
 def test_fresh_run_outputs_log_and_plot(trained):
     log_lines = (trained / "train_log.jsonl").read_text().splitlines()
     assert len(log_lines) == 3  # epoch 0 (before training), 1, 2
