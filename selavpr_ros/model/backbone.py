@@ -24,6 +24,7 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from selavpr_ros.model.adapters import LAYER_NORM_EPS, AdapterBlock
 from selavpr_ros.model.config import POS_EMBED_GRID, SelaVPRConfig
@@ -90,6 +91,8 @@ class DinoV2Backbone(nn.Module):
             for _ in range(config.num_layers)
         )
         self.norm = nn.LayerNorm(d, eps=LAYER_NORM_EPS)
+        # Training option: recompute each block's activations in the backward pass.
+        self.grad_checkpointing = False
         self._pos_cache: dict[tuple[int, int], tuple[tuple[int, int, str], torch.Tensor]] = {}
         self.register_load_state_dict_post_hook(lambda module, _keys: module.clear_cache())
 
@@ -98,7 +101,7 @@ class DinoV2Backbone(nn.Module):
         self._pos_cache.clear()
 
     def pos_embed_for(self, grid_hw: tuple[int, int]) -> torch.Tensor:
-        """The reference-resized position embedding for a patch grid, computed once per grid."""
+        """Return the reference-resized position embedding for a grid (computed once per grid)."""
         param = self.pos_embed
         if param.requires_grad and torch.is_grad_enabled():
             return resize_pos_embed(param, grid_hw)
@@ -131,5 +134,8 @@ class DinoV2Backbone(nn.Module):
             regs = self.register_tokens.expand(b, -1, -1).to(x.dtype)
             x = torch.cat((x[:, :1], regs, x[:, 1:]), dim=1)
         for block in self.blocks:
-            x = block(x)
+            if self.grad_checkpointing and torch.is_grad_enabled():
+                x = checkpoint(block, x, use_reentrant=False)
+            else:
+                x = block(x)
         return self.norm(x)[:, 1 + self.num_register_tokens :]
