@@ -56,6 +56,9 @@ from selavpr_ros.geometry.transforms import (
 )
 
 PoseSource = Literal["pnp", "two_view", "keyframe", "none"]
+EssentialMethod = Literal["ransac", "usac_accurate", "usac_magsac"]
+_ESSENTIAL_METHODS = {"ransac": cv2.RANSAC, "usac_accurate": cv2.USAC_ACCURATE,
+                      "usac_magsac": cv2.USAC_MAGSAC}
 UNKNOWN_VARIANCE = 1e6  # variance of an unknown component (ROS convention: very large)
 
 
@@ -63,11 +66,17 @@ UNKNOWN_VARIANCE = 1e6  # variance of an unknown component (ROS convention: very
 class PoseConfig:
     """Thresholds of the pose estimators.
 
+    Pixel thresholds are loose because dense features are localised to their grid: a match
+    joins two grid points, each up to half a step (SelaVPR: ~5 px at 640 px width; the
+    classical extractor: 4 px at its working size) from the true correspondence.
+
     Attributes:
         pnp_reprojection_px: RANSAC inlier threshold of PnP (raw-image pixels).
         pnp_iterations: RANSAC iterations of PnP.
         pnp_min_inliers: fewer PnP inliers refuse the estimate.
         essential_threshold_px: RANSAC inlier threshold of the essential matrix.
+        essential_method: OpenCV's robust estimator of the essential matrix (``usac_accurate``:
+            USAC with local optimisation, more accurate and faster than plain RANSAC).
         two_view_min_inliers: a place pair with fewer inliers is not used.
         min_parallax_deg: a place whose median ray parallax (the angle left between
             corresponding rays after the best pure rotation) is below this is too close to the
@@ -83,10 +92,11 @@ class PoseConfig:
             query (REP 103 body frame by default; the identity if poses are optical).
     """
 
-    pnp_reprojection_px: float = 3.0
+    pnp_reprojection_px: float = 6.0
     pnp_iterations: int = 300
     pnp_min_inliers: int = 12
-    essential_threshold_px: float = 1.0
+    essential_threshold_px: float = 4.0
+    essential_method: EssentialMethod = "usac_accurate"
     two_view_min_inliers: int = 20
     min_parallax_deg: float = 1.0
     min_ray_angle_deg: float = 5.0
@@ -107,6 +117,9 @@ class PoseConfig:
                 raise ConfigError(f"{name} must be > 0, got {getattr(self, name)}")
         if self.pnp_min_inliers < 4 or self.two_view_min_inliers < 5:
             raise ConfigError("pnp_min_inliers must be >= 4 and two_view_min_inliers >= 5")
+        if self.essential_method not in _ESSENTIAL_METHODS:
+            raise ConfigError(f"essential_method must be one of {sorted(_ESSENTIAL_METHODS)}, "
+                              f"got {self.essential_method!r}")
         if self.pnp_iterations < 1 or not 0 < self.ransac_confidence < 1:
             raise ConfigError("pnp_iterations must be >= 1 and ransac_confidence in (0, 1)")
         rot = np.asarray(self.optical_in_body, np.float64)
@@ -297,12 +310,27 @@ def _relative(view: PlaceView, query_camera: CameraModel,
     focal = 0.5 * (view.camera.focal_px + query_camera.focal_px)
     try:
         e_all, mask = cv2.findEssentialMat(
-            xp, xq, np.eye(3), method=cv2.RANSAC, prob=config.ransac_confidence,
+            xp, xq, np.eye(3), method=_ESSENTIAL_METHODS[config.essential_method],
+            prob=config.ransac_confidence,
             threshold=config.essential_threshold_px / focal)
     except cv2.error as err:
         return f"{name}: OpenCV failed ({str(err).strip().splitlines()[-1]})"
     if e_all is None or mask is None or e_all.shape[0] < 3:
         return f"{name}: no essential matrix"
+    # parallax: what remains of the angles between corresponding rays after the best pure
+    # rotation (Kabsch) is removed; checked before the pose, which is arbitrary without baseline
+    ransac = mask.reshape(-1) > 0
+    rp = _homogeneous(xp[ransac])
+    rq = _homogeneous(xq[ransac])
+    rp /= np.linalg.norm(rp, axis=1, keepdims=True)
+    rq /= np.linalg.norm(rq, axis=1, keepdims=True)
+    aligned = rp @ project_to_rotation(rq.T @ rp).T
+    cos = np.sum(aligned * rq, axis=1)
+    parallax = float(np.degrees(np.median(np.arccos(np.clip(cos, -1.0, 1.0))))) \
+        if len(rq) else 0.0
+    if parallax < config.min_parallax_deg:
+        return f"{name}: baseline too small (median parallax {parallax:.2f} deg < " \
+               f"{config.min_parallax_deg} deg)"
     best: tuple[int, np.ndarray, np.ndarray, np.ndarray] | None = None
     for i in range(e_all.shape[0] // 3):
         good, rot, t, m = cv2.recoverPose(e_all[3 * i:3 * i + 3], xp, xq, np.eye(3),
@@ -316,18 +344,6 @@ def _relative(view: PlaceView, query_camera: CameraModel,
                f"{config.two_view_min_inliers}"
     keep = m.reshape(-1) > 0
     xp, xq = xp[keep], xq[keep]
-    # parallax: what remains of the angles between corresponding rays after the best pure
-    # rotation (Kabsch) is removed; E's own rotation is arbitrary when there is no baseline
-    rp = _homogeneous(xp)
-    rq = _homogeneous(xq)
-    rp /= np.linalg.norm(rp, axis=1, keepdims=True)
-    rq /= np.linalg.norm(rq, axis=1, keepdims=True)
-    aligned = rp @ project_to_rotation(rq.T @ rp).T
-    cos = np.sum(aligned * rq, axis=1)
-    parallax = float(np.degrees(np.median(np.arccos(np.clip(cos, -1.0, 1.0)))))
-    if parallax < config.min_parallax_deg:
-        return f"{name}: baseline too small (median parallax {parallax:.2f} deg < " \
-               f"{config.min_parallax_deg} deg)"
     pose = np.asarray(view.pose, np.float64)
     place_optical = pose[:3, :3] @ config.optical_in_body
     direction = place_optical @ (-rot.T @ t.reshape(3))
