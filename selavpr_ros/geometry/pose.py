@@ -74,6 +74,8 @@ class PoseConfig:
         pnp_reprojection_px: RANSAC inlier threshold of PnP (raw-image pixels).
         pnp_iterations: RANSAC iterations of PnP.
         pnp_min_inliers: fewer PnP inliers refuse the estimate.
+        pnp_places: PnP uses the 3-D points of this many best places (those with depth),
+            the accepted one first.
         essential_threshold_px: RANSAC inlier threshold of the essential matrix.
         essential_method: OpenCV's robust estimator of the essential matrix (``usac_accurate``:
             USAC with local optimisation, more accurate and faster than plain RANSAC).
@@ -95,6 +97,7 @@ class PoseConfig:
     pnp_reprojection_px: float = 6.0
     pnp_iterations: int = 300
     pnp_min_inliers: int = 12
+    pnp_places: int = 3
     essential_threshold_px: float = 4.0
     essential_method: EssentialMethod = "usac_accurate"
     two_view_min_inliers: int = 20
@@ -120,6 +123,8 @@ class PoseConfig:
         if self.essential_method not in _ESSENTIAL_METHODS:
             raise ConfigError(f"essential_method must be one of {sorted(_ESSENTIAL_METHODS)}, "
                               f"got {self.essential_method!r}")
+        if self.pnp_places < 1:
+            raise ConfigError(f"pnp_places must be >= 1, got {self.pnp_places}")
         if self.pnp_iterations < 1 or not 0 < self.ransac_confidence < 1:
             raise ConfigError("pnp_iterations must be >= 1 and ransac_confidence in (0, 1)")
         rot = np.asarray(self.optical_in_body, np.float64)
@@ -491,9 +496,15 @@ def estimate_query_pose(observations: Sequence[PlaceObservation], query_camera: 
     if best.orientation is None:
         reasons.append(f"place {best.place_id} has no orientation")
     elif best.place_points is not None:
-        pose = pose_matrix(best.position, best.orientation)
-        result = estimate_pnp(best.query_pixels, points_in_map(best.place_points, pose, config),
-                              query_camera, config, (best.place_id,))
+        pixels_list, points_list, used = [], [], []
+        for o in observations[:config.pnp_places]:
+            if o.place_points is not None and o.orientation is not None:
+                pixels_list.append(o.query_pixels)
+                points_list.append(points_in_map(
+                    o.place_points, pose_matrix(o.position, o.orientation), config))
+                used.append(o.place_id)
+        pixels, points = np.concatenate(pixels_list), np.concatenate(points_list)
+        result = estimate_pnp(pixels, points, query_camera, config, used)
         if result.ok:
             return result
         reasons.append(result.reason)
