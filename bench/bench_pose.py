@@ -61,7 +61,7 @@ def main() -> int:
     parser.add_argument("--frames", type=int, default=60)
     parser.add_argument("--width", type=int, default=320)
     parser.add_argument("--seed", type=int, default=11)
-    parser.add_argument("--places", type=int, default=3)
+    parser.add_argument("--places", type=int, default=5)
     parser.add_argument("--threads", type=int, default=1, help="torch threads (MNN pairs)")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()

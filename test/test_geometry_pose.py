@@ -17,6 +17,7 @@ from selavpr_ros.geometry import (
     PoseConfig,
     estimate_pnp,
     estimate_query_pose,
+    estimate_triangulated,
     estimate_two_view,
     keyframe_estimate,
     points_in_map,
@@ -188,18 +189,22 @@ def test_fallback_order_pnp_then_two_view_then_keyframe() -> None:
         v = views[i]
         pos, quat = matrix_to_pose(v.pose)
         pts = None
+        _, vis = project(points, query)
+        _, pvis = project(points, v.pose)
         if with_depth:  # the place's own optical-frame points of its matched pixels
             rot = v.pose[:3, :3] @ OPTICAL_IN_BODY
-            _, vis = project(points, query)
-            _, pvis = project(points, v.pose)
             pts = (points[vis & pvis] - v.pose[:3, 3]) @ rot
         return PlaceObservation(i, pos, quat if orientation else None, CAMERA,
-                                v.query_pixels, v.place_pixels, pts)
+                                v.query_pixels, v.place_pixels, pts,
+                                np.nonzero(vis & pvis)[0])
 
     est = estimate_query_pose([observation(0, True), observation(1, False)], CAMERA)
     assert est.source == "pnp" and np.allclose(est.position, query[:3, 3], atol=1e-6)
-    est = estimate_query_pose([observation(0, False), observation(1, False)], CAMERA)
-    assert est.source == "two_view" and np.allclose(est.position, query[:3, 3], atol=1e-4)
+    for method in ("triangulate", "essential"):
+        est = estimate_query_pose([observation(0, False), observation(1, False)], CAMERA,
+                                  PoseConfig(two_view_method=method))  # type: ignore[arg-type]
+        assert est.source == "two_view" and np.allclose(est.position, query[:3, 3], atol=1e-4)
+        assert rotation_angle_deg(est.matrix()[:3, :3], query[:3, :3]) < 1e-3
     est = estimate_query_pose([observation(0, False)], CAMERA)
     assert est.source == "keyframe" and est.position == pytest.approx(tuple(places[0][:3, 3]))
     assert "fewer than two places" in est.reason
@@ -238,3 +243,36 @@ def test_transform_helpers() -> None:
     with pytest.raises(ValueError):
         mean_rotation([])
     assert PoseConfig().optical_in_body.shape == (3, 3)
+
+
+def test_triangulation_between_places_recovers_the_query_and_rejects_wrong_tracks() -> None:
+    rng = np.random.default_rng(8)
+    points = scene(rng, 400)
+    places = [body_pose((0.0, -2.0, 1.6), ypr(2.0)), body_pose((2.0, -2.0, 1.6), ypr(-3.0)),
+              body_pose((4.0, -2.0, 1.6), ypr(0.0))]
+    query = body_pose((1.5, 1.0, 1.6), ypr(5.0, 1.0))
+    qpx, qvis = project(points, query)
+    observations = []
+    for i, pose in enumerate(places):
+        ppx, pvis = project(points, pose)
+        both = np.nonzero(qvis & pvis)[0]
+        place_px = ppx[both].copy()
+        if i == 1:  # a third of place 1's matches are wrong (another point's pixel)
+            wrong = rng.random(len(both)) < 0.33
+            place_px[wrong] = ppx[rng.permutation(both)[: int(wrong.sum())]]
+        pos, quat = matrix_to_pose(pose)
+        observations.append(PlaceObservation(i, pos, quat, CAMERA, qpx[both], place_px, None,
+                                             both))
+    est = estimate_triangulated(observations, CAMERA)
+    assert est.source == "two_view" and est.places == (0, 1, 2)
+    assert np.allclose(est.position, query[:3, 3], atol=1e-4)
+    assert rotation_angle_deg(est.matrix()[:3, :3], query[:3, :3]) < 1e-3
+    # tracks need query indices and two posed places
+    bare = [PlaceObservation(o.place_id, o.position, o.orientation, o.camera, o.query_pixels,
+                             o.place_pixels) for o in observations]
+    assert "needs two places" in estimate_triangulated(bare, CAMERA).reason
+    # places on one spot see no parallax: no track survives the triangulation angle
+    same = [PlaceObservation(i, observations[0].position, observations[0].orientation, CAMERA,
+                             observations[0].query_pixels, observations[0].place_pixels, None,
+                             observations[0].query_indices) for i in range(2)]
+    assert "0 tracks triangulated" in estimate_triangulated(same, CAMERA).reason

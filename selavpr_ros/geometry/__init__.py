@@ -16,6 +16,7 @@ from selavpr_ros.geometry.pose import (
     PoseEstimate,
     estimate_pnp,
     estimate_query_pose,
+    estimate_triangulated,
     estimate_two_view,
     keyframe_estimate,
     points_in_map,
@@ -24,7 +25,7 @@ from selavpr_ros.geometry.pose import (
 __all__ = [
     "CameraModel", "CameraModelError", "DepthImageError", "ImageFeatures", "MatchPairs",
     "PlaceObservation", "PlaceView", "PoseConfig", "PoseEstimate", "depth_in_metres",
-    "estimate_pnp", "estimate_query_pose", "estimate_two_view", "feature_pixels",
-    "feature_points", "grid_pixels", "keyframe_estimate", "mnn_pairs", "observe_place",
-    "points_in_map",
+    "estimate_pnp", "estimate_query_pose", "estimate_triangulated", "estimate_two_view",
+    "feature_pixels", "feature_points", "grid_pixels", "keyframe_estimate", "mnn_pairs",
+    "observe_place", "points_in_map",
 ]

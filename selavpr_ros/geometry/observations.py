@@ -78,4 +78,5 @@ def observe_place(
     points = None
     if place.points is not None:
         points = np.asarray(place.points, np.float32)[pairs.place]
-    return PlaceObservation(place_id, position, orientation, camera, query_px, place_px, points)
+    return PlaceObservation(place_id, position, orientation, camera, query_px, place_px, points,
+                            pairs.query)

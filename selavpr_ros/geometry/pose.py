@@ -35,6 +35,7 @@ Covariances (6x6, x y z then rotations about the map's x y z axes, as ROS's
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -80,6 +81,10 @@ class PoseConfig:
         essential_method: OpenCV's robust estimator of the essential matrix (``usac_accurate``:
             USAC with local optimisation, more accurate and faster than plain RANSAC).
         two_view_min_inliers: a place pair with fewer inliers is not used.
+        two_view_method: without depth, ``triangulate`` (tracks triangulated between the
+            places, then PnP: :func:`estimate_triangulated`) or ``essential`` (per-place
+            essential matrices, ray intersection: :func:`estimate_two_view`).
+        min_triangulation_deg: smallest angle between the two places' rays of a track.
         min_parallax_deg: a place whose median ray parallax (the angle left between
             corresponding rays after the best pure rotation) is below this is too close to the
             query for a translation direction.
@@ -100,6 +105,8 @@ class PoseConfig:
     pnp_places: int = 3
     essential_threshold_px: float = 4.0
     essential_method: EssentialMethod = "usac_accurate"
+    two_view_method: Literal["triangulate", "essential"] = "triangulate"
+    min_triangulation_deg: float = 3.0
     two_view_min_inliers: int = 20
     min_parallax_deg: float = 1.0
     min_ray_angle_deg: float = 5.0
@@ -483,6 +490,69 @@ class PlaceObservation:
     query_pixels: np.ndarray
     place_pixels: np.ndarray
     place_points: np.ndarray | None = None
+    query_indices: np.ndarray | None = None  # (N,) query feature of each pair (tracks)
+
+
+def estimate_triangulated(observations: Sequence[PlaceObservation], query_camera: CameraModel,
+                          config: PoseConfig | None = None) -> PoseEstimate:
+    """Query pose without depth: points triangulated between places, then PnP (``two_view``).
+
+    A query feature matched in two places forms a track; the places' poses are known, so the
+    track is triangulated (``cv2.triangulatePoints``) and kept only if it reprojects within
+    ``essential_threshold_px`` in both places, lies in front of both and is seen under at least
+    ``min_triangulation_deg``: the known place-to-place geometry rejects wrong matches that an
+    essential matrix of the query alone can adopt (repetitive facades). The query is then
+    placed by :func:`estimate_pnp` on the triangulated points.
+    """
+    config = config or PoseConfig()
+    usable = [o for o in observations
+              if o.orientation is not None and o.query_indices is not None]
+    ids = [o.place_id for o in observations]
+    if len(usable) < 2:
+        return refused(f"two_view: needs two places with poses, got {len(usable)}", ids)
+    pixels, points = [], []
+    for i in range(len(usable)):
+        for j in range(i + 1, len(usable)):
+            a, b = usable[i], usable[j]
+            assert a.query_indices is not None and b.query_indices is not None
+            assert a.orientation is not None and b.orientation is not None
+            _, ia, ib = np.intersect1d(a.query_indices, b.query_indices, return_indices=True)
+            if len(ia) == 0:
+                continue
+            xs, projections, centres = [], [], []
+            for o, idx in ((a, ia), (b, ib)):
+                assert o.orientation is not None
+                world_from_optical = pose_matrix(o.position, o.orientation)
+                world_from_optical[:3, :3] = world_from_optical[:3, :3] @ config.optical_in_body
+                projections.append(np.linalg.inv(world_from_optical)[:3])
+                xs.append(o.camera.normalized(o.place_pixels[idx]))
+                centres.append(world_from_optical[:3, 3])
+            hom = cv2.triangulatePoints(projections[0], projections[1], xs[0].T, xs[1].T)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                world = (hom[:3] / hom[3]).T
+            keep = np.all(np.isfinite(world), axis=1)
+            for o, proj, x in zip((a, b), projections, xs, strict=True):
+                cam = world @ proj[:, :3].T + proj[:, 3]
+                with np.errstate(divide="ignore", invalid="ignore"):
+                    err = np.linalg.norm(cam[:, :2] / cam[:, 2:] - x, axis=1) * o.camera.focal_px
+                keep &= (cam[:, 2] > 0) & (err < config.essential_threshold_px)
+            ra, rb = world - centres[0], world - centres[1]
+            with np.errstate(divide="ignore", invalid="ignore"):
+                cos = np.sum(ra * rb, axis=1) / (np.linalg.norm(ra, axis=1)
+                                                 * np.linalg.norm(rb, axis=1))
+            keep &= np.degrees(np.arccos(np.clip(np.nan_to_num(cos, nan=1.0), -1, 1))) \
+                >= config.min_triangulation_deg
+            pixels.append(a.query_pixels[ia][keep])
+            points.append(world[keep])
+    total = int(sum(len(p) for p in points))
+    if total < config.pnp_min_inliers:
+        return refused(f"two_view: {total} tracks triangulated between places, need "
+                       f"{config.pnp_min_inliers}", ids)
+    result = estimate_pnp(np.concatenate(pixels), np.concatenate(points), query_camera,
+                          config, [o.place_id for o in usable])
+    if not result.ok:
+        return refused(result.reason.replace("pnp:", "two_view: triangulated", 1), ids)
+    return dataclasses.replace(result, source="two_view")
 
 
 def estimate_query_pose(observations: Sequence[PlaceObservation], query_camera: CameraModel,
@@ -512,7 +582,10 @@ def estimate_query_pose(observations: Sequence[PlaceObservation], query_camera: 
                        o.place_pixels, o.query_pixels)
              for o in observations if o.orientation is not None]
     if best.orientation is not None and len(views) >= 2:
-        result = estimate_two_view(views, query_camera, config)
+        if config.two_view_method == "triangulate":
+            result = estimate_triangulated(observations, query_camera, config)
+        else:
+            result = estimate_two_view(views, query_camera, config)
         if result.ok:
             return result
         reasons.append(result.reason)

@@ -56,7 +56,7 @@ class PoseSceneConfig:
     extractor: ClassicalConfig = field(default_factory=_default_extractor)
     query_traversal: int = 1
     retrieve: int = 10
-    places: int = 3
+    places: int = 5
     pose: PoseConfig = field(default_factory=PoseConfig)
 
 
