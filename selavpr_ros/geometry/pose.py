@@ -3,11 +3,18 @@
 Three sources, tried in this order by :func:`estimate_query_pose`:
 
 - ``pnp``: the accepted place has depth, so its matched features have 3-D points; PnP + RANSAC
-  (OpenCV, EPnP hypotheses) on query pixels <-> map points, refined by Levenberg-Marquardt.
-- ``two_view``: no depth, but two or more retrieved places with known poses; each gives the
-  relative rotation and the direction to the query from its essential matrix, the query centre
-  is the least-squares intersection of the rays from the places' centres, and the rotation is
-  the chordal mean of the per-place estimates. The scale comes from the places' known poses.
+  (OpenCV, AP3P minimal hypotheses, cheaper than EPnP's) on query pixels <-> map points of
+  the best ``pnp_places`` places, refined by Levenberg-Marquardt.
+- ``two_view``: no depth, but two or more retrieved places with known poses. Two methods
+  (``PoseConfig.two_view_method``): ``essential`` as the issue describes it: each place gives
+  the relative rotation and the direction to the query from its essential matrix, the query
+  centre is the least-squares intersection of the rays from the places' centres, and the
+  rotation is the chordal mean of the per-place estimates; and ``triangulate`` (default):
+  query features matched in two places are triangulated from the places' known poses and the
+  query is placed by PnP on them. On repetitive facades an essential matrix of the query and
+  one place often adopts a consistent set of wrong matches; the known place-to-place geometry
+  rejects them (figures in bench/PERFORMANCE.md). Either way the scale comes from the places'
+  known poses.
 - ``keyframe``: the accepted place's stored pose (what the node published before), labelled so.
 
 All poses are camera *body* poses in the map frame (see :mod:`selavpr_ros.geometry.transforms`);
@@ -231,7 +238,7 @@ def estimate_pnp(query_pixels: np.ndarray, points_map: np.ndarray, camera: Camer
         found, rvec, tvec, inl = cv2.solvePnPRansac(
             obj, img, k, None, iterationsCount=config.pnp_iterations,
             reprojectionError=config.pnp_reprojection_px, confidence=config.ransac_confidence,
-            flags=cv2.SOLVEPNP_EPNP)
+            flags=cv2.SOLVEPNP_AP3P)
     except cv2.error as err:
         return refused(f"pnp: OpenCV failed ({str(err).strip().splitlines()[-1]})", places)
     if not found or inl is None or len(inl) < config.pnp_min_inliers:
