@@ -29,12 +29,15 @@ Covariances (6x6, x y z then rotations about the map's x y z axes, as ROS's
   2N - 6 degrees of freedom), floored at ``min_pixel_sigma`` because exact or few
   correspondences would claim a certainty the features' localisation does not have. It is then
   mapped from OpenCV's (rvec, tvec) to the camera centre and map-frame rotation numerically.
-- Two-view: the intersection is a linear least-squares problem ``sum_i P_i c = sum_i P_i c_i``
-  with ``P_i = I - d_i d_i^T``, so its covariance is ``s^2 (sum_i P_i)^-1``: large along the
-  direction the rays do not constrain. ``s^2`` is the squared ray-to-centre distance per degree
-  of freedom, floored by ``direction_sigma_deg`` times the mean range (two rays always meet
-  exactly in the plane, so the residual alone cannot reveal a wrong direction). Rotation:
-  the spread of the per-place rotations about their mean, floored at ``rotation_sigma_deg``.
+- Two-view by triangulation: the PnP covariance above; it treats the triangulated points as
+  exact, so it is a lower bound (their error is not propagated).
+- Two-view by essential matrices: the intersection is a linear least-squares problem
+  ``sum_i P_i c = sum_i P_i c_i`` with ``P_i = I - d_i d_i^T``, so its covariance is
+  ``s^2 (sum_i P_i)^-1``: large along the direction the rays do not constrain. ``s^2`` is the
+  squared ray-to-centre distance per degree of freedom, floored by ``direction_sigma_deg``
+  times the mean range (two rays always meet exactly in the plane, so the residual alone
+  cannot reveal a wrong direction). Rotation: the spread of the per-place rotations about
+  their mean, floored at ``rotation_sigma_deg``.
 - Keyframe: the configured spread of a query around its keyframe (``keyframe_sigma_m``, metres,
   and ``keyframe_sigma_deg``); rotations get :data:`UNKNOWN_VARIANCE` when the place has no
   orientation (no pose is given an orientation the map does not have).
