@@ -133,6 +133,26 @@ def _hash01(*ints: np.ndarray) -> np.ndarray:
     return (h % np.uint64(1 << 24)).astype(np.float32) / float(1 << 24)
 
 
+def _building_at(row: Facades, x: np.ndarray, z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Index of the building at each facade point, and whether the point is on its wall."""
+    b = np.clip(np.searchsorted(row.start, x, side="right") - 1, 0, len(row.start) - 1)
+    return b, (z >= 0) & (z <= row.height[b])
+
+
+def _plane_distances(
+    world: World, position: tuple[float, float, float], d: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Ray lengths to the left facade plane, the right one and the road (inf: never)."""
+    _, py, pz = (np.float32(v) for v in position)
+    dy, dz = d[1].ravel(), d[2].ravel()
+    inf = np.float32(np.inf)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        t_left = np.where(dy > 1e-6, (world.half_width - py) / dy, inf)
+        t_right = np.where(dy < -1e-6, (-world.half_width - py) / dy, inf)
+        t_road = np.where(dz < -1e-6, -pz / dz, inf)
+    return t_left, t_right, t_road
+
+
 def _facade_colour(
     row: Facades, x: np.ndarray, z: np.ndarray, lighting: Lighting
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -141,8 +161,7 @@ def _facade_colour(
     Points above a roof or in a gap between buildings are not on a facade; the returned
     ``on`` (N,) bool selects the M points the colours belong to.
     """
-    b = np.clip(np.searchsorted(row.start, x, side="right") - 1, 0, len(row.start) - 1)
-    on = (z >= 0) & (z <= row.height[b])
+    b, on = _building_at(row, x, z)
     b, x, z = b[on], x[on], z[on]
     height = row.height[b]
     floor_h, bay_w = row.floor_h[b], row.bay_w[b]
@@ -223,10 +242,7 @@ def render(
     dx, dy, dz = (c.ravel() for c in d)
     n = dx.size
     inf = np.float32(np.inf)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        t_left = np.where(dy > 1e-6, (world.half_width - py) / dy, inf)
-        t_right = np.where(dy < -1e-6, (-world.half_width - py) / dy, inf)
-        t_road = np.where(dz < -1e-6, -pz / dz, inf)
+    t_left, t_right, t_road = _plane_distances(world, position, d)
     out = np.zeros((n, 3), np.float32)
     dist = np.full(n, inf, np.float32)
     lit_side = np.zeros(n, np.float32)
