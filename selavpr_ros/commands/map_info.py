@@ -24,7 +24,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
 
 
 def map_info(path: str | Path, verify: bool = False) -> dict[str, Any]:
-    """The manifest plus statistics of the places of the map at ``path``."""
+    """Return the manifest plus statistics of the places of the map at ``path``."""
     from selavpr_ros.map import PlaceMap
     from selavpr_ros.mapping.builder import directory_size
 
@@ -104,7 +104,7 @@ def run(args: argparse.Namespace) -> int:
     if st["bounding_box"]:
         lo, hi = st["bounding_box"]["min"], st["bounding_box"]["max"]
         lines.append("bounds      " + ", ".join(
-            f"{axis} {a:.2f}..{b:.2f}" for axis, a, b in zip("xyz", lo, hi)))
+            f"{axis} {a:.2f}..{b:.2f}" for axis, a, b in zip("xyz", lo, hi, strict=True)))
     for source, n in st["sources"].items():
         lines.append(f"source      {source or '(none)'}: {n}")
     lines.append(f"size        {format_bytes(st['bytes_on_disk'])}"

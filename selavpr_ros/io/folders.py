@@ -56,7 +56,7 @@ def natural_key(name: str) -> list[object]:
 
 
 def list_images(folder: str | Path) -> list[Path]:
-    """The image files of ``folder`` (not recursive), in natural order of their names."""
+    """List the image files of ``folder`` (not recursive), in natural order of their names."""
     folder = Path(folder)
     if not folder.is_dir():
         raise ConfigError(f"image folder {folder} does not exist or is not a directory")

@@ -109,7 +109,7 @@ def _cvt(pixels: np.ndarray, conversion: int) -> np.ndarray:
 
 
 def _as_bytes_view(data: Any) -> np.ndarray:
-    """The message's data field as a flat uint8 array, without copying when possible."""
+    """Return the message's data field as a flat uint8 array, without copying when possible."""
     if isinstance(data, np.ndarray):
         return data.reshape(-1).view(np.uint8)
     try:

@@ -76,7 +76,7 @@ def auto_nlist(count: int) -> int:
 
 
 def build_index(spec: IndexSpec, vectors: np.ndarray) -> tuple[faiss.Index, IndexSpec]:
-    """A new index holding ``vectors`` (trained on them if needed), and the resolved spec."""
+    """Build a new index holding ``vectors`` (trained on them if needed), and the resolved spec."""
     vectors = np.ascontiguousarray(vectors, dtype=np.float32)
     count, dim = vectors.shape
     if spec.kind == "flat":
@@ -165,7 +165,7 @@ def configure_search(index: faiss.Index, spec: IndexSpec) -> None:
 
 
 def maybe_to_gpu(index: faiss.Index, spec: IndexSpec) -> faiss.Index:
-    """A GPU copy of a flat/IVF index when faiss has GPUs and ``use_gpu`` is set."""
+    """Return a GPU copy of a flat/IVF index when faiss has GPUs and ``use_gpu`` is set."""
     if not spec.use_gpu or spec.kind == "hnsw" or not hasattr(faiss, "StandardGpuResources"):
         return index
     if faiss.get_num_gpus() <= 0:

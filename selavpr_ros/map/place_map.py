@@ -411,7 +411,7 @@ class PlaceMap(Closing):
     def features(
         self, ids: Sequence[int] | np.ndarray, local_out: np.ndarray | None = None
     ) -> Features:
-        """Stored features of places ``ids`` (local features in the map's dtype).
+        """Read the stored features of places ``ids`` (local features in the map's dtype).
 
         ``local_out``: a (len(ids), L, C) buffer of the map's local dtype to gather the local
         features into (the result then aliases it), so a caller that re-ranks every frame does
@@ -434,7 +434,7 @@ class PlaceMap(Closing):
         return self._arrays["global"].all()
 
     def extractor_state(self) -> dict[str, np.ndarray]:
-        """The extractor's learned state arrays ({} when it has none), checksums verified.
+        """Return the extractor's learned state arrays ({} when it has none), checksums verified.
 
         Raises:
             MapFormatError: a state file is missing, damaged or not a plain numeric array.
@@ -584,7 +584,7 @@ class PlaceMap(Closing):
         self._commit(manifest, index)
 
     def _extended_index(self, vectors: np.ndarray) -> tuple[faiss.Index, idx.IndexSpec]:
-        """The current index plus ``vectors``, leaving the current one untouched."""
+        """Return the current index plus ``vectors``, leaving the current one untouched."""
         spec = self.index_spec
         self.load_index()
         current = self._index

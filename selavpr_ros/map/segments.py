@@ -107,7 +107,7 @@ class SegmentArrays:
             order = np.argsort(local, kind="stable")  # sequential reads from the memmap
             array = self._arrays[s]
             if row_bytes >= ROW_COPY_BYTES:
-                for r, i in zip(rows[order].tolist(), local[order].tolist()):
+                for r, i in zip(rows[order].tolist(), local[order].tolist(), strict=True):
                     out[r] = array[i]
             else:
                 out[rows[order]] = array[local[order]]

@@ -43,7 +43,7 @@ def _multiarray() -> Any:
 
 
 def allowed_numpy_globals() -> list[Callable[..., Any] | tuple[Callable[..., Any], str]]:
-    """The allow-list given to ``torch.load(weights_only=True)``, as (object, pickled name)."""
+    """Return the allow-list for ``torch.load(weights_only=True)``, as (object, pickled name)."""
     multiarray = _multiarray()
     allowed: list[Callable[..., Any] | tuple[Callable[..., Any], str]] = []
     for name in ("_reconstruct", "scalar"):
