@@ -15,7 +15,7 @@ from selavpr_ros.io.folders import DEFAULT_RATE_HZ, DEFAULT_SPACING_M
 RAW_ENCODINGS = ("rgb8", "bgr8", "rgba8", "bgra8", "mono8", "mono16")
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "make-bag",
         help="write an image folder (+ poses) into a rosbag2 with image and odometry topics",

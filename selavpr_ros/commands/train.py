@@ -38,7 +38,7 @@ class _DriveAction(argparse.Action):
         namespace.drives = drives
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(subparsers: argparse._SubParsersAction) -> None:
     from selavpr_ros.model.config import BACKBONES
     from selavpr_ros.train.config import TrainConfig
 

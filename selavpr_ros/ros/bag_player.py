@@ -92,7 +92,7 @@ def message_class(msgtype: str) -> type:
     try:
         package, sub, name = msgtype.split("/")
         module = importlib.import_module(f"{package}.{sub}")
-        return getattr(module, name)  # type: ignore[no-any-return]
+        return getattr(module, name)
     except (ValueError, ImportError, AttributeError) as err:
         raise BagReadError(f"message type {msgtype} is not installed for rclpy: {err}") from err
 
