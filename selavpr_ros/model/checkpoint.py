@@ -259,7 +259,7 @@ def _adapters_at_init(model: SelaVPR) -> bool:
     """Tell whether every adapter output layer is zero: the weights were never trained."""
     return all(
         not adapter.D_fc2.weight.any()
-        for block in model.backbone.blocks
+        for block in model.backbone.adapter_blocks()
         for adapter in (block.adapter1, block.adapter2)
     )
 
