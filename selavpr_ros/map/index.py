@@ -15,7 +15,7 @@ import math
 import os
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import faiss
 import numpy as np
@@ -79,11 +79,13 @@ def build_index(spec: IndexSpec, vectors: np.ndarray) -> tuple[faiss.Index, Inde
     """Build a new index holding ``vectors`` (trained on them if needed), and the resolved spec."""
     vectors = np.ascontiguousarray(vectors, dtype=np.float32)
     count, dim = vectors.shape
+    index: faiss.Index
     if spec.kind == "flat":
         index = faiss.IndexFlatIP(dim)
     elif spec.kind == "hnsw":
-        index = faiss.IndexHNSWFlat(dim, spec.hnsw_m, faiss.METRIC_INNER_PRODUCT)
-        index.hnsw.efConstruction = spec.ef_construction
+        hnsw = faiss.IndexHNSWFlat(dim, spec.hnsw_m, faiss.METRIC_INNER_PRODUCT)
+        hnsw.hnsw.efConstruction = spec.ef_construction
+        index = hnsw
     else:
         nlist = spec.nlist or auto_nlist(count)
         spec = replace(spec, nlist=nlist)
@@ -161,7 +163,8 @@ def configure_search(index: faiss.Index, spec: IndexSpec) -> None:
     if spec.kind in ("ivf", "ivfpq"):
         faiss.extract_index_ivf(index).nprobe = spec.nprobe
     elif spec.kind == "hnsw":
-        index.hnsw.efSearch = spec.ef_search
+        # an IndexHNSW: build_index makes one, read_index checks the type
+        cast(faiss.IndexHNSW, index).hnsw.efSearch = spec.ef_search
 
 
 def maybe_to_gpu(index: faiss.Index, spec: IndexSpec) -> faiss.Index:
@@ -172,7 +175,8 @@ def maybe_to_gpu(index: faiss.Index, spec: IndexSpec) -> faiss.Index:
         return index
     resources = faiss.StandardGpuResources()
     gpu = faiss.index_cpu_to_gpu(resources, 0, index)
-    gpu.referenced_resources = resources  # keep the resources alive with the index
+    # keep the resources alive with the index (a Python attribute on the SWIG object)
+    gpu.referenced_resources = resources  # type: ignore[attr-defined]
     if spec.kind in ("ivf", "ivfpq"):
         faiss.GpuParameterSpace().set_index_parameter(gpu, "nprobe", spec.nprobe)
     log.info("faiss index moved to GPU 0")

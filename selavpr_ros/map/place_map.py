@@ -405,6 +405,8 @@ class PlaceMap(Closing):
                 np.zeros((len(q), 0), np.float32), np.zeros((len(q), 0), np.int64)
             )
         index = self.load_index()
+        # k > 0: the map has places, and a manifest with places but no index is refused
+        assert index is not None
         sims, ids = index.search(q, k)
         return SearchResult(sims.astype(np.float32), ids.astype(np.int64))
 
@@ -542,6 +544,7 @@ class PlaceMap(Closing):
                 else np.ones(features.local.shape[:2], np.bool_)
             )
         if "keypoints" in self._kinds:
+            assert features.keypoints is not None  # check_against refuses missing keypoints
             arrays["keypoints"] = features.keypoints.astype(np.float32, copy=False)
         generation = self._manifest.generation + 1
         files = {
