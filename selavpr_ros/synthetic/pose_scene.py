@@ -17,7 +17,7 @@ from typing import Literal
 import numpy as np
 from tqdm import tqdm
 
-from selavpr_ros.extractor import ExtractorInfo, Features
+from selavpr_ros.extractors.base import ExtractorInfo, Features
 from selavpr_ros.extractors.classical import ClassicalConfig, ClassicalExtractor
 from selavpr_ros.geometry import (
     CameraModel,
