@@ -138,6 +138,7 @@ def read_poses_csv(path: str | Path) -> dict[str, PoseRow]:
                 if "qx" in columns
                 else None
             )
+            # tuples of 3 and 4 values by the column names above (Pose checks the sizes)
             pose = Pose(stamp or 0, position, orientation)  # type: ignore[arg-type]
         except (IndexError, ValueError, InvalidOperation, OverflowError) as err:
             raise ConfigError(f"{path}, line {line}: cannot read {row}: {err}") from err

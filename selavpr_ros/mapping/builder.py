@@ -291,8 +291,8 @@ def _concatenate(parts: list[Features]) -> Features:
         return None if arrays[0] is None else np.concatenate(arrays)
 
     return Features(
-        global_desc=cat("global_desc"),  # type: ignore[arg-type]
-        local=cat("local"),  # type: ignore[arg-type]
+        global_desc=np.concatenate([p.global_desc for p in parts]),
+        local=np.concatenate([p.local for p in parts]),
         local_mask=cat("local_mask"),
         keypoints=cat("keypoints"),
     )
