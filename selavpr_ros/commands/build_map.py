@@ -1,8 +1,10 @@
-"""``selavpr build-map MAP``: build or extend a place map from a rosbag2 or an image folder.
+r"""``selavpr build-map MAP``: build or extend a place map from a rosbag2 or an image folder.
 
-    selavpr build-map campus.selavpr --bag drive1 --image-topic /camera/image_raw \\
+Examples::
+
+    selavpr build-map campus.selavpr --bag drive1 --image-topic /camera/image_raw \
         --pose-topic /odom --checkpoint SelaVPR_msls.safetensors
-    selavpr build-map gp.selavpr --images gardens_point_walking/day_left --spacing 1 \\
+    selavpr build-map gp.selavpr --images gardens_point_walking/day_left --spacing 1 \
         --min-distance 0 --checkpoint SelaVPR_msls.safetensors
     selavpr build-map campus.selavpr --append --bag drive2 ...   # extend, or resume after Ctrl-C
 """
@@ -92,8 +94,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
                      help="places per atomic commit (default 100)")
     out.add_argument("--map-frame", default="",
                      help="frame of the map's poses (default: the pose topic's frame, or map)")
-    out.add_argument("--index", default="flat", choices=("flat", "ivf", "ivfpq", "hnsw"),
-                     help="faiss index of a new map (default flat)")
+    out.add_argument("--index", default="flat",
+                     choices=("flat", "ivf", "ivfpq", "ivfsq8", "hnsw", "auto"),
+                     help="faiss index of a new map (default flat); auto: chosen and tuned "
+                          "from the map's own descriptors when the build ends")
+    out.add_argument("--target-recall", type=float, default=0.95, metavar="R",
+                     help="recall@100 against exact search that --index auto tunes for "
+                          "(default 0.95)")
+    out.add_argument("--local-format", default="fp16", metavar="FMT",
+                     help="local features of a new map: fp16 (default, lossless), int8, "
+                          "pca64, pca64-int8 (any pcaN)")
+    out.add_argument("--local-stride", type=int, default=1, metavar="N",
+                     help="keep every N-th row and column of a dense local grid (default 1)")
+    out.add_argument("--local-codec-from", metavar="MAP",
+                     help="reuse MAP's PCA projection (maps to be merged need the same one)")
     out.add_argument("--json", action="store_true", help="print the summary as JSON")
     out.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_extractor_arguments(parser)
@@ -169,9 +183,10 @@ def _sample_images(args: argparse.Namespace, count: int) -> list[np.ndarray]:
 
 def _open_map(args: argparse.Namespace, spec: ExtractorSpec,
               pose_frame: str) -> tuple[PlaceMap, Extractor]:
-    """The map to write and its extractor (restored from the map, or fitted for a new one)."""
+    """Open the map to write and its extractor (restored from the map, or fitted if new)."""
     from selavpr_ros.extractors.factory import create_extractor
     from selavpr_ros.map import IndexSpec, PlaceMap, check_extractor
+    from selavpr_ros.map.local_format import LocalFormat
 
     path = Path(args.map)
     exists = (path / "manifest.json").is_file()
@@ -190,6 +205,14 @@ def _open_map(args: argparse.Namespace, spec: ExtractorSpec,
             log.warning("poses are in frame '%s' but map %s is in '%s'", frame, path,
                         place_map.map_frame)
         return place_map, extractor
+    local_format = LocalFormat.parse(args.local_format, args.local_stride)
+    codec_state = None
+    if args.local_codec_from:
+        with PlaceMap.open(args.local_codec_from) as source:
+            if source.local_format != local_format:
+                raise ConfigError(f"--local-codec-from {args.local_codec_from} has local format "
+                                  f"{source.local_format.name}, not {local_format.name}")
+            codec_state = source.codec.state()
     extractor = create_extractor(spec)
     if extractor.needs_fit:
         sample = _sample_images(args, extractor.fit_sample_size)
@@ -200,8 +223,10 @@ def _open_map(args: argparse.Namespace, spec: ExtractorSpec,
             )
         log.info("fitting the %s extractor on %d images of the route", spec.kind, len(sample))
         extractor = extractor.fit(sample)
-    place_map = PlaceMap.create(path, extractor, index=IndexSpec(kind=args.index),
-                                map_frame=args.map_frame or pose_frame or "map")
+    kind = "flat" if args.index == "auto" else args.index  # auto: tuned when the build ends
+    place_map = PlaceMap.create(path, extractor, index=IndexSpec(kind=kind),
+                                map_frame=args.map_frame or pose_frame or "map",
+                                local_format=local_format, local_codec_state=codec_state)
     return place_map, extractor
 
 
@@ -233,6 +258,8 @@ def run(args: argparse.Namespace) -> int:
         with place_map:
             builder = MapBuilder(place_map, extractor, config)
             summary = build(frames, builder, progress=not args.no_progress, total=total)
+            if args.index == "auto" and not summary.interrupted and place_map.count:
+                place_map.tune_index(args.target_recall)
     except Exception:
         # a failed first build leaves no empty map behind that would block a retry
         if new_directory and path.is_dir() and _places_in(path) == 0:

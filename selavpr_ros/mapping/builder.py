@@ -160,7 +160,7 @@ class MapBuilder:
         return selector
 
     def _last_place(self, source: str) -> tuple[str | None, Pose | None]:
-        """The source reference and pose of the source's last place in the map."""
+        """Return the source reference and pose of the source's last place in the map."""
         last_ref: str | None = None
         last: Pose | None = None
         count = self.map.count
@@ -230,7 +230,8 @@ class MapBuilder:
 
     def extract_pending(self) -> None:
         """Extract the features of every queued image (in batches)."""
-        local_dtype = self.map.manifest.local_dtype
+        # a compact map encodes at commit; until then fp16 is what it can lose least to
+        local_dtype = "float32" if self.map.manifest.local_dtype == "float32" else "float16"
         while self._queued:
             batch = self._queued[: self.config.batch_size]
             t0 = time.monotonic()

@@ -9,7 +9,8 @@ computed by the same batched matmul and reduced by the same argmax (first index 
 
 On the CPU the default is the *tiled* method: each candidate's similarity matrix is computed a
 block of candidate rows at a time into a small, reused buffer (about 4 MiB, so it stays in the
-L3 cache; 2-8 MiB measured alike on a 2-core EPYC), and both arg-maxima are taken from the block while it is hot: the row arg-max
+L3 cache; 2-8 MiB measured alike on a 2-core EPYC), and both arg-maxima are taken from the
+block while it is hot: the row arg-max
 (best query feature of each candidate feature) is final within the block, the column maximum
 (best candidate feature of each query feature) is kept per block and merged at the end, earlier
 block first, so ties still go to the first index. The (L, L) matrix is never written to memory,
@@ -169,6 +170,7 @@ def mnn_scores(
     *,
     query_mask: np.ndarray | torch.Tensor | None = None,
     candidate_mask: np.ndarray | torch.Tensor | None = None,
+    candidate_scale: np.ndarray | torch.Tensor | None = None,
     match_filter: str = "none",
     ratio: float = 0.8,
     min_similarity: float = 0.0,
@@ -186,6 +188,9 @@ def mnn_scores(
         candidates: (K, L', C) or (K, H', W', C) local features of the K candidates.
         query_mask: (L,) or (H, W) bool, True for valid query features; None = all valid.
         candidate_mask: (K, L') or (K, H', W') bool; None = all valid.
+        candidate_scale: (K, L') per-feature scales of int8 candidates (a map's compact local
+            format): each candidate feature's similarities are multiplied by its scale, so the
+            int8 codes are compared as they are stored (their products are exact in fp32).
         match_filter: "none" (plain count, SelaVPR), "ratio" (keep a mutual match only if
             ``d1 < ratio * d2`` for the query feature's two nearest candidate features, with
             ``d = sqrt(2 - 2 s)`` as for unit vectors) or "min_similarity" (keep it only if the
@@ -240,6 +245,8 @@ def mnn_scores(
             raise ValueError(f"query_mask has {qm.shape[0]} entries for {lq} query features")
     if candidate_mask is not None and tuple(candidate_mask.shape[:1]) != (num,):
         raise ValueError(f"candidate_mask must have {num} rows, got {candidate_mask.shape}")
+    if candidate_scale is not None and tuple(candidate_scale.shape[:1]) != (num,):
+        raise ValueError(f"candidate_scale must have {num} rows, got {candidate_scale.shape}")
 
     if method not in ("auto", "tiled", "chunked"):
         raise ConfigError(f"unknown method {method!r}")
@@ -253,7 +260,7 @@ def mnn_scores(
         if tiling_is_exact(lc, lq, channels, tiles):
             return _tiled_counts(q, candidates, tiles, qm, candidate_mask,
                                  min_similarity if match_filter == "min_similarity" else None,
-                                 workers)
+                                 workers, candidate_scale)
 
     if chunk_size is None:
         if memory_budget is None:
@@ -269,6 +276,9 @@ def mnn_scores(
         c = _to_tensor(candidates[start:stop], device).reshape(stop - start, lc, channels)
         sim = torch.matmul(c.to(dtype), q_t)  # (n, L_cand, L_query), as in the reference
         del c
+        if candidate_scale is not None:
+            cs = _to_tensor(candidate_scale[start:stop], device).reshape(stop - start, lc)
+            sim.mul_(cs.to(dtype)[:, :, None])
         cm = None
         if candidate_mask is not None:
             cm = _to_tensor(candidate_mask[start:stop], device).reshape(stop - start, lc)
@@ -301,6 +311,7 @@ def _tiled_counts(
     candidate_mask: np.ndarray | torch.Tensor | None,
     min_similarity: float | None,
     workers: int | None,
+    candidate_scale: np.ndarray | torch.Tensor | None = None,
 ) -> np.ndarray:
     """MNN counts by cache-sized row blocks, candidates shared among single-threaded workers."""
     num, lq, channels = int(candidates.shape[0]), q.shape[0], q.shape[1]
@@ -324,15 +335,15 @@ def _tiled_counts(
         for n in order:
             c = _to_tensor(candidates[n], torch.device("cpu")).reshape(lc, channels)
             c = c.to(torch.float32)
-            cm = None
-            if candidate_mask is not None:
-                cm = _to_tensor(candidate_mask[n], torch.device("cpu")).reshape(lc)
-                cm = cm.to(torch.bool)
-                if not bool(cm.any()):
-                    continue  # nothing valid: count 0
+            cs = _cpu_rows(candidate_scale, n, (lc, 1), torch.float32)
+            cm = _cpu_rows(candidate_mask, n, (lc,), torch.bool)
+            if cm is not None and not bool(cm.any()):
+                continue  # nothing valid: count 0
             for t, (start, stop) in enumerate(tiles):
                 sim = block[: stop - start]
                 torch.mm(c[start:stop], q_t, out=sim)
+                if cs is not None:
+                    sim.mul_(cs[start:stop])
                 if cm is not None:
                     sim.masked_fill_(~cm[start:stop, None], float("-inf"))
                 if qm is not None:
@@ -362,6 +373,14 @@ def _tiled_counts(
     finally:
         torch.set_num_threads(threads)
     return counts
+
+
+def _cpu_rows(rows: np.ndarray | torch.Tensor | None, n: int, shape: tuple[int, ...],
+              dtype: torch.dtype) -> torch.Tensor | None:
+    """Return candidate ``n``'s row of a mask or scale array as a CPU tensor (None if absent)."""
+    if rows is None:
+        return None
+    return _to_tensor(rows[n], torch.device("cpu")).reshape(shape).to(dtype)
 
 
 def _ratio_test(sim: torch.Tensor, ratio: float) -> torch.Tensor:
