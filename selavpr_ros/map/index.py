@@ -165,12 +165,13 @@ def _without_self(ids: np.ndarray, own: np.ndarray, k: int) -> np.ndarray:
 
 
 def tune_index(vectors: np.ndarray, target_recall: float, *, k: int = TUNE_K,
-               queries: int = TUNE_QUERIES, seed: int = 0) -> tuple[faiss.Index, TuneResult]:
+               queries: int = TUNE_QUERIES, seed: int = 0, flat_max: int | None = None
+               ) -> tuple[faiss.Index, TuneResult]:
     """Choose and tune an index for ``vectors`` to reach ``target_recall`` (recall@k).
 
-    Up to FLAT_MAX_PLACES places: exact search. Beyond: IVF with 8-bit scalar-quantised
-    vectors (1 byte per dimension, so a million 1024-d places take ~1 GB) and an HNSW coarse
-    quantizer, trained without the held-out places; ``nprobe`` is the smallest value whose
+    Up to ``flat_max`` (default FLAT_MAX_PLACES) places: exact search. Beyond: IVF with 8-bit
+    scalar-quantised vectors (1 byte per dimension: a million 1024-d places take ~1 GB), an HNSW
+    coarse quantizer, trained without the held-out places; ``nprobe`` is the smallest value whose
     recall@k on the held-out places (their own id excluded) reaches the target, else the largest
     tried (the recall reached is recorded as ``tuned_recall`` either way).
     """
@@ -179,7 +180,7 @@ def tune_index(vectors: np.ndarray, target_recall: float, *, k: int = TUNE_K,
     vectors = np.ascontiguousarray(vectors, dtype=np.float32)
     count = len(vectors)
     start = time.perf_counter()
-    if count <= FLAT_MAX_PLACES:
+    if count <= (FLAT_MAX_PLACES if flat_max is None else flat_max):
         index, spec = build_index(IndexSpec("flat"), vectors)
         spec = replace(spec, target_recall=target_recall, tuned_recall=1.0)
         return index, TuneResult(spec, (), time.perf_counter() - start)

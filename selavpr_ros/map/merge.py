@@ -65,8 +65,8 @@ def check_mergeable(maps: list[PlaceMap]) -> None:
         problems = [
             _differs("extractor", a.name, b.name),
             _differs("fingerprint", a.fingerprint, b.fingerprint),
-            *(None if a == b or a.name != b.name or a.fingerprint != b.fingerprint else
-              [f"extractor settings {b.to_dict()} (first map: {a.to_dict()})"]),
+            None if a == b or a.name != b.name or a.fingerprint != b.fingerprint else
+            f"extractor settings {b.to_dict()} (first map: {a.to_dict()})",
             _differs("map frame", fm.map_frame, om.map_frame),
             _differs("local format", fm.local_format.name, om.local_format.name),
             _differs("extractor state",
