@@ -179,7 +179,8 @@ def fetch(args: argparse.Namespace, tmp: Path) -> list[dict]:
         cold, warm = [], []
         with PlaceMap.open(path) as pm:
             fm = pm.local_format
-            buf = np.empty((k, fm.stored_count(info), fm.stored_dim(info)), pm.manifest.local_dtype)
+            shape = (k, fm.stored_count(info), fm.stored_dim(info))
+            buf = np.empty(shape, pm.manifest.local_dtype)
             for _ in range(args.repeats):
                 ids = rng.choice(n, k, replace=False)
                 drop_cache(path)
