@@ -31,9 +31,9 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / "bench"
 SECTIONS = ("extraction", "runner", "feature_error", "mnn", "ransac", "search", "sweep",
-            "localizer", "map", "node")
+            "localizer", "map", "node", "formats", "search_auto", "merge")
 NEEDS = {"search": "faiss", "sweep": "faiss", "map": "faiss", "localizer": "faiss",
-         "node": "rclpy"}
+         "node": "rclpy", "formats": "faiss", "search_auto": "faiss", "merge": "faiss"}
 
 
 def machine(device: str) -> dict[str, Any]:
@@ -149,6 +149,8 @@ def run_sections(args: argparse.Namespace) -> dict[str, Any]:
         elif section == "map":
             out[section] = run_script("bench_map.py", [
                 "--places", str(args.map_places), "--device", device], args.timeout)
+        elif section in ("formats", "search_auto", "merge"):
+            out[section] = run_script(*_city_scale_script(section, args))
         elif section == "node":
             out[section] = run_script("bench_node.py", [
                 "--device", device, "--precision", "fp16" if device == "cuda" else "fp32",
@@ -165,7 +167,7 @@ def fmt(value: Any, spec: str = ".2f") -> str:
 
 
 def markdown(report: dict[str, Any]) -> str:
-    """The report as Markdown tables, one per section."""
+    """Render the report as Markdown tables, one per section."""
     m = report["machine"]
     lines = [f"# selavpr_ros benchmarks ({report['started']})", "",
              f"- Machine: {m['cpu']} ({m['cpu_count']} cores, {m.get('ram_gib', '?')} GiB RAM)"
@@ -294,6 +296,7 @@ def markdown(report: dict[str, Any]) -> str:
                   f"| {d['disk_bytes_per_place'] / 2**20:.3f} | {d['open_ms']:.1f} | "
                   f"{d['first_search_ms']:.2f} | {d['fetch_legacy_ms']:.1f} | "
                   f"{d['fetch_ms']:.1f} | {d['cache']} |", ""]
+    lines += _city_scale(sec, skipped)
     if not skipped("node", "End-to-end node latency"):
         d = sec["node"]
         lines += [f"## localizer_node over DDS ({d['model']}, {d['device']}, "
@@ -310,6 +313,61 @@ def markdown(report: dict[str, Any]) -> str:
                          f"{fmt(r.get('node_cpu_percent'), '.0f')} |")
         lines.append("")
     return "\n".join(lines) + "\n"
+
+
+def _city_scale_script(section: str, args: argparse.Namespace
+                       ) -> tuple[str, list[str], float]:
+    """Return the script, arguments and timeout of a city-scale section."""
+    if section == "formats":  # local formats: bytes, recall, MNN agreement, cold fetch
+        return "bench_local_formats.py", [
+            "--selavpr-places", str(args.format_places),
+            "--fetch-places", str(max(100, args.format_places))], args.timeout * 2
+    if section == "search_auto":  # build-map --index auto at the largest sizes
+        return "bench_search_auto.py", [
+            "--sizes", *map(str, args.auto_sizes), "--queries", str(args.queries)
+        ], args.timeout * 4
+    return "bench_merge.py", ["--places", str(args.merge_places)], args.timeout * 2
+
+
+def _city_scale(sec: dict[str, Any], skipped: Any) -> list[str]:
+    """Return the tables of the local-format, tuned-index and merge sections."""
+    lines: list[str] = []
+    if not skipped("formats", "Local formats"):
+        d = sec["formats"]
+        lines += ["## Local formats (bytes per place, recall, MNN agreement, fetch K=100)", "",
+                  "| format | GP queries | R@1 | R@5 | local bytes/place (classical) |",
+                  "|---|---|---|---|---|"]
+        for r in d.get("gardens_point", []):
+            lines.append(f"| {r['format']} | {r['queries']} | {r['r1']:.3f} | {r['r5']:.3f} | "
+                         f"{r['local_bytes_per_place']:.0f} |")
+        lines += ["", "| format | SelaVPR MiB/place | count rel. diff | top-1 agree | "
+                  "rank Spearman |", "|---|---|---|---|---|"]
+        for r in d.get("selavpr", []):
+            lines.append(f"| {r['format']} | {r['local_mib_per_place']:.3f} | "
+                         f"{r['count_rel_diff']:.4f} | {r['top1_agreement']:.2f} | "
+                         f"{r['rank_spearman']:.3f} |")
+        lines += ["", "| format | fetch cold ms | fetch warm ms | disk bytes/place |",
+                  "|---|---|---|---|"]
+        for r in d.get("fetch", []):
+            lines.append(f"| {r['format']} | {r['cold_ms']:.1f} | {r['warm_ms']:.1f} | "
+                         f"{r['disk_bytes_per_place']:.0f} |")
+        lines.append("")
+    if not skipped("search_auto", "Tuned index (--index auto)"):
+        lines += ["## Tuned index (--index auto, target recall@100 on held-out places)", "",
+                  "| places | kind | nlist | nprobe | held-out recall | query ms | recall@100 | "
+                  "index MiB | build s |", "|---|---|---|---|---|---|---|---|---|"]
+        for r in sec["search_auto"]["rows"]:
+            lines.append(f"| {r['places']} | {r['kind']} | {r['nlist']} | {r['nprobe']} | "
+                         f"{r['held_out_recall']:.4f} | {r['query_ms']:.2f} | "
+                         f"{r['recall_at_k']:.4f} | {r['index_bytes'] / 2**20:.0f} | "
+                         f"{r['build_s']:.0f} |")
+        lines.append("")
+    if not skipped("merge", "Merging maps"):
+        d = sec["merge"]
+        lines += [f"## Merging two maps of {d['places_per_input']} places", "",
+                  f"merge {d['merge_s']:.1f} s; building each: "
+                  + ", ".join(f"{b:.1f} s" for b in d["build_s"]), ""]
+    return lines
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -331,6 +389,11 @@ def main(argv: list[str] | None = None) -> int:
                         help="map size of the localizer section (0: 300 on CUDA, 40 on CPU)")
     parser.add_argument("--map-places", type=int, default=1000)
     parser.add_argument("--node-seconds", type=float, default=10.0, help="per rate")
+    parser.add_argument("--format-places", type=int, default=20,
+                        help="SelaVPR places of the local-format section")
+    parser.add_argument("--auto-sizes", type=int, nargs="+", default=[100000],
+                        help="map sizes of the tuned-index section (e.g. 100000 1000000)")
+    parser.add_argument("--merge-places", type=int, default=50000, help="places per input map")
     parser.add_argument("--timeout", type=float, default=1800, help="seconds per bench script")
     parser.add_argument("--out", type=Path, default=ROOT / "bench_results")
     args = parser.parse_args(argv)
