@@ -97,19 +97,23 @@ def build_index(spec: IndexSpec, vectors: np.ndarray) -> tuple[faiss.Index, Inde
     """Build an index holding ``vectors`` (trained on them if needed); return it and its spec."""
     vectors = np.ascontiguousarray(vectors, dtype=np.float32)
     count, dim = vectors.shape
+    index: faiss.Index
     if spec.kind == "flat":
         index = faiss.IndexFlatIP(dim)
     elif spec.kind == "hnsw":
-        index = faiss.IndexHNSWFlat(dim, spec.hnsw_m, faiss.METRIC_INNER_PRODUCT)
-        index.hnsw.efConstruction = spec.ef_construction
+        hnsw = faiss.IndexHNSWFlat(dim, spec.hnsw_m, faiss.METRIC_INNER_PRODUCT)
+        hnsw.hnsw.efConstruction = spec.ef_construction
+        index = hnsw
     else:
         nlist = spec.nlist or auto_nlist(count)
         spec = replace(spec, nlist=nlist)
         if count < nlist:
             raise ConfigError(f"an IVF index with {nlist} lists needs >= {nlist} places to train")
+        quantizer: faiss.Index
         if spec.coarse == "hnsw":
-            quantizer = faiss.IndexHNSWFlat(dim, spec.hnsw_m, faiss.METRIC_INNER_PRODUCT)
-            quantizer.hnsw.efConstruction = spec.ef_construction
+            graph = faiss.IndexHNSWFlat(dim, spec.hnsw_m, faiss.METRIC_INNER_PRODUCT)
+            graph.hnsw.efConstruction = spec.ef_construction
+            quantizer = graph
         else:
             quantizer = faiss.IndexFlatIP(dim)
         if spec.kind == "ivf":
