@@ -183,7 +183,7 @@ def test_auto_index_reaches_its_target_on_held_out_places() -> None:
     rng = np.random.default_rng(5)
     centres = unit(rng.standard_normal((40, 32)))
     vectors = unit(centres[rng.integers(0, 40, 3000)] + 0.4 * rng.standard_normal((3000, 32)))
-    index, result = idx.tune_index(vectors, 0.95, k=20, flat_max=1000)
+    index, result = idx.tune_index(vectors, 0.95, k=20, flat_max=1000, compare_exact=False)
     spec = result.spec
     assert spec.kind == "ivfsq8" and spec.coarse == "hnsw"
     assert spec.target_recall == 0.95 and spec.tuned_recall >= 0.95
@@ -199,8 +199,18 @@ def test_auto_index_reaches_its_target_on_held_out_places() -> None:
     assert small_result.spec.kind == "flat" and small_result.spec.tuned_recall == 1.0
 
 
+
+def test_exact_search_is_chosen_when_ivf_is_no_faster(monkeypatch) -> None:
+    monkeypatch.setattr(idx, "_exact_ms", lambda *args: 0.0)
+    vectors = unit(np.random.default_rng(7).standard_normal((1500, 32)))
+    index, result = idx.tune_index(vectors, 0.95, k=20, flat_max=1000)
+    assert result.spec.kind == "flat" and result.spec.tuned_recall == 1.0
+    assert result.sweep and index.ntotal == 1500
+
+
 def test_tuned_index_is_stored_and_used(tmp_path: Path, monkeypatch, capsys) -> None:
     monkeypatch.setattr(idx, "FLAT_MAX_PLACES", 200)
+    monkeypatch.setattr(idx, "_exact_ms", lambda *args: float("inf"))  # as on a large map
     rng = np.random.default_rng(6)
     n = 1200
     g = unit(rng.standard_normal((n, 16)))

@@ -145,6 +145,7 @@ def build_index(spec: IndexSpec, vectors: np.ndarray) -> tuple[faiss.Index, Inde
 FLAT_MAX_PLACES = 20_000  # exact search of this many 1024-d places stays ~1-4 ms on 2 cores
 TUNE_MAX_NLIST = 2048  # k-means cost grows with lists x training sample (~nlist^2)
 TUNE_QUERIES = 200
+FLAT_TIMING_QUERIES = 20
 TUNE_K = 100
 NPROBES = (1, 2, 4, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024, 1536,
            2048, 3072, 4096)
@@ -170,15 +171,17 @@ def _without_self(ids: np.ndarray, own: np.ndarray, k: int) -> np.ndarray:
 
 
 def tune_index(vectors: np.ndarray, target_recall: float, *, k: int = TUNE_K,
-               queries: int = TUNE_QUERIES, seed: int = 0, flat_max: int | None = None
-               ) -> tuple[faiss.Index, TuneResult]:
+               queries: int = TUNE_QUERIES, seed: int = 0, flat_max: int | None = None,
+               compare_exact: bool = True) -> tuple[faiss.Index, TuneResult]:
     """Choose and tune an index for ``vectors`` to reach ``target_recall`` (recall@k).
 
     Up to ``flat_max`` (default FLAT_MAX_PLACES) places: exact search. Beyond: IVF with 8-bit
     scalar-quantised vectors (1 byte per dimension: a million 1024-d places take ~1 GB), an HNSW
     coarse quantizer, trained without the held-out places; ``nprobe`` is the smallest value whose
-    recall@k on the held-out places (their own id excluded) reaches the target, else the largest
-    tried (the recall reached is recorded as ``tuned_recall`` either way).
+    recall@k on the held-out places (their own id excluded) reaches the target. When none
+    reaches it, or exact search is no slower than IVF at that ``nprobe`` (descriptors without
+    cluster structure make IVF visit most lists), exact search is chosen instead
+    (``compare_exact=False`` keeps IVF, with the recall it reached as ``tuned_recall``).
     """
     import time
 
@@ -230,11 +233,29 @@ def tune_index(vectors: np.ndarray, target_recall: float, *, k: int = TUNE_K,
         if rec >= target_recall:
             break
     assert chosen is not None
-    if chosen.tuned_recall < target_recall:
-        log.warning("index tuning: recall@%d %.3f at nprobe %d is below the target %.3f",
-                    k, chosen.tuned_recall, chosen.nprobe, target_recall)
+    exact_ms = _exact_ms(q[:FLAT_TIMING_QUERIES], vectors, k) if compare_exact else math.inf
+    if compare_exact and (chosen.tuned_recall < target_recall or exact_ms <= sweep[-1][2]):
+        # IVF would have to visit most lists: exact search is as fast (or the only way)
+        log.warning("index tuning: IVF reaches recall@%d %.3f in %.2f ms at nprobe %d/%d; "
+                    "exact search takes %.2f ms: using it", k, chosen.tuned_recall,
+                    sweep[-1][2], chosen.nprobe, nlist, exact_ms)
+        index, spec = build_index(IndexSpec("flat"), vectors)
+        spec = replace(spec, target_recall=target_recall, tuned_recall=1.0)
+        return index, TuneResult(spec, tuple(sweep), time.perf_counter() - start)
     configure_search(index, chosen)
     return index, TuneResult(chosen, tuple(sweep), build_s)
+
+
+def _exact_ms(queries: np.ndarray, vectors: np.ndarray, k: int) -> float:
+    """Median single-query time of exact search (as a flat index searches)."""
+    import time
+
+    times = []
+    for i in range(len(queries)):
+        t0 = time.perf_counter()
+        faiss.knn(queries[i : i + 1], vectors, k, metric=faiss.METRIC_INNER_PRODUCT)
+        times.append(time.perf_counter() - t0)
+    return 1e3 * float(np.median(times))
 
 
 def write_index(index: faiss.Index, path: Path) -> None:
