@@ -80,9 +80,22 @@ def gardens_point(args: argparse.Namespace, tmp: Path) -> list[dict]:
 
     db = gp.load(args.data / "day_left", args.limit)
     extractor = ClassicalExtractor(ClassicalConfig()).fit(db)
-    db_feats, _ = gp.extract_all(extractor, db)
-    queries = {name: gp.extract_all(extractor, gp.load(args.data / name, args.limit))[0]
-               for name in ("day_right", "night_right")}
+    cache = args.feature_cache / f"gp-classical-{args.limit}.npz" if args.feature_cache else None
+    if cache is not None and cache.is_file():  # extraction is deterministic: reuse it
+        data = np.load(cache)
+        db_feats = Features(*(data[f"db_{k}"] for k in ("g", "l", "m", "k")))
+        queries = {name: Features(*(data[f"{name}_{k}"] for k in ("g", "l", "m", "k")))
+                   for name in ("day_right", "night_right")}
+    else:
+        db_feats, _ = gp.extract_all(extractor, db)
+        queries = {name: gp.extract_all(extractor, gp.load(args.data / name, args.limit))[0]
+                   for name in ("day_right", "night_right")}
+        if cache is not None:
+            arrays = {}
+            for part, f in (("db", db_feats), *queries.items()):
+                arrays.update({f"{part}_g": f.global_desc, f"{part}_l": f.local,
+                               f"{part}_m": f.local_mask, f"{part}_k": f.keypoints})
+            np.savez(cache, **arrays)
     rows = []
     for fmt in args.formats:
         if "/" in fmt:
@@ -213,6 +226,8 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--tmp", type=Path, default=None, help="scratch directory (on the disk "
                         "to measure; default: the system's temporary directory)")
+    parser.add_argument("--feature-cache", type=Path, default=None,
+                        help="directory to keep Gardens Point classical features between runs")
     args = parser.parse_args()
     if "fp16" not in args.formats:
         args.formats.insert(0, "fp16")
