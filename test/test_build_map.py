@@ -16,7 +16,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from map_build_testlib import (
     VELOCITY,
     assert_same_rotation,
@@ -25,6 +24,7 @@ from map_build_testlib import (
     true_pose,
     write_drive_bag,
 )
+
 from selavpr_ros.cli import main as cli
 from selavpr_ros.extractors.selavpr import SelaVPRExtractor
 from selavpr_ros.map import PlaceMap
@@ -71,7 +71,7 @@ def test_bag_build_has_the_right_places_poses_and_features(
     kept = [0, 4, 8, 12]
     assert [p.source_ref for p in places] == [str(i) for i in kept]
     assert [p.stamp_ns for p in places] == [stamps[i] for i in kept]
-    for place, i in zip(places, kept):
+    for place, i in zip(places, kept, strict=True):
         position, orientation = true_pose(stamps[i])
         assert np.allclose(place.position, position, atol=1e-9)
         assert_same_rotation(place.orientation, orientation, 1e-12)
@@ -229,7 +229,7 @@ def test_map_info_text_and_json(tmp_path: Path, checkpoint: Path, capsys) -> Non
     capsys.readouterr()
     assert cli(["map-info", str(tmp_path / "m"), "--json", "--verify"]) == 0
     info = json.loads(capsys.readouterr().out)
-    assert info["format_version"] == 1 and info["map_frame"] == "odom"
+    assert info["format_version"] == 2 and info["map_frame"] == "odom"
     assert info["extractor"]["name"] == "selavpr-vits14-d1-112x112"
     assert info["extractor"]["fingerprint"].startswith("untrained-")
     assert info["global"]["dim"] == 384 and info["local"]["grid"] == [29, 29]
@@ -242,4 +242,5 @@ def test_map_info_text_and_json(tmp_path: Path, checkpoint: Path, capsys) -> Non
     assert cli(["map-info", str(tmp_path / "m")]) == 0
     text = capsys.readouterr().out
     assert "places      5 (5 with a position)" in text and "selavpr-vits14-d1-112x112" in text
+    assert "local form  fp16 (841 x 128 float16 per place, lossless)" in text
     assert cli(["map-info", str(tmp_path / "nothing")]) == 2
