@@ -64,3 +64,23 @@ def test_bad_local_format_is_one_line(world: dict[str, Path], tmp_path: Path, ca
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "PCA to 999 dims" in err
     assert not (tmp_path / "m").exists()
+
+
+def test_drives_built_with_one_projection_merge(world: dict[str, Path], tmp_path: Path,
+                                                capsys) -> None:
+    """PCA maps of two drives merge only when the second reuses the first's projection."""
+    common = ["--images", str(world["images"]), "--min-distance", "0", "--checkpoint",
+              str(world["checkpoint"]), "--local-format", "pca64-int8", "--no-progress"]
+    a, b, c = (tmp_path / name for name in ("a", "b", "c"))
+    assert cli(["build-map", str(a), *common]) == 0
+    assert cli(["build-map", str(b), *common, "--local-codec-from", str(a)]) == 0
+    # another drive (here: fewer images) fits another projection
+    assert cli(["build-map", str(c), *common, "--limit", "5"]) == 0
+    assert cli(["merge-maps", str(tmp_path / "ab"), str(a), str(b), "--no-progress"]) == 0
+    capsys.readouterr()
+    assert cli(["map-info", str(tmp_path / "ab"), "--verify", "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["statistics"]["places"] == 2 * eval_testlib.PLACES
+    assert cli(["merge-maps", str(tmp_path / "ac"), str(a), str(c), "--no-progress"]) == 2
+    assert "--local-codec-from" in capsys.readouterr().err
+    assert not (tmp_path / "ac").exists()
