@@ -36,7 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from selavpr_ros.extractor import Features  # noqa: E402
+from selavpr_ros.extractors.base import Features  # noqa: E402
 from selavpr_ros.map import PlaceInfo, PlaceMap  # noqa: E402
 from selavpr_ros.map.local_format import LocalFormat  # noqa: E402
 from selavpr_ros.matching import mnn_scores  # noqa: E402
@@ -74,7 +74,6 @@ def local_bytes_per_place(pm: PlaceMap) -> float:
 
 def gardens_point(args: argparse.Namespace, tmp: Path) -> list[dict]:
     import eval_classical_gardens_point as gp
-
     from selavpr_ros.extractors.classical import ClassicalConfig, ClassicalExtractor
     from selavpr_ros.localizer import Localizer, LocalizerConfig
 
@@ -112,7 +111,6 @@ def gardens_point(args: argparse.Namespace, tmp: Path) -> list[dict]:
 
 def selavpr_features(args: argparse.Namespace) -> tuple[object, Features, Features]:
     import eval_classical_gardens_point as gp
-
     from selavpr_ros.extractors.selavpr import SelaVPRExtractor
     from selavpr_ros.model import SelaVPR, SelaVPRConfig
 
@@ -173,7 +171,7 @@ def drop_cache(path: Path) -> None:
 
 
 def fetch(args: argparse.Namespace, tmp: Path) -> list[dict]:
-    from selavpr_ros.extractor import ExtractorInfo
+    from selavpr_ros.extractors.base import ExtractorInfo
 
     info = ExtractorInfo("bench-selavpr-shape", "random", 1024, 61 * 61, 128, (61, 61))
     rng = np.random.default_rng(0)

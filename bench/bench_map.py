@@ -24,7 +24,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from selavpr_ros.extractor import ExtractorInfo, Features  # noqa: E402
+from selavpr_ros.extractors.base import ExtractorInfo, Features  # noqa: E402
 from selavpr_ros.localizer.cache import LocalFeatureCache  # noqa: E402
 from selavpr_ros.map import PlaceInfo, PlaceMap  # noqa: E402
 
@@ -33,7 +33,7 @@ INFO = ExtractorInfo("selavpr-vitl14-224-synthetic", "random", 1024, 61 * 61, 12
 
 
 def legacy_gather(place_map: PlaceMap, ids: np.ndarray) -> np.ndarray:
-    """The gather before this change: fancy index per segment, scattered into the output."""
+    """Gather as before this change: fancy index per segment, scattered into the output."""
     arrays = place_map._arrays["local"]
     out = np.empty((len(ids), *arrays.row_shape), arrays.dtype)
     seg = np.searchsorted(np.asarray(arrays._starts), ids, side="right") - 1

@@ -29,7 +29,6 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from reference_mnn import reference_mnn_scores  # noqa: E402
-
 from selavpr_ros.matching import chunk_size_for_budget, mnn_scores  # noqa: E402
 
 MiB = 2**20
@@ -52,7 +51,7 @@ def _reset_cpu_peak() -> bool:
 
 def measure(fn: Callable[[], np.ndarray], device: torch.device, repeats: int
             ) -> tuple[np.ndarray, float, float]:
-    """(result, median seconds, peak extra memory in MiB) of ``fn``."""
+    """Run ``fn``: (result, median seconds, peak extra memory in MiB)."""
     times = []
     peak = 0.0
     result = None

@@ -25,7 +25,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from selavpr_ros.extractor import ExtractorInfo, Features  # noqa: E402
+from selavpr_ros.extractors.base import ExtractorInfo, Features  # noqa: E402
 from selavpr_ros.map import PlaceInfo, PlaceMap  # noqa: E402
 from selavpr_ros.map.merge import merge_maps  # noqa: E402
 

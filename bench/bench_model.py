@@ -27,7 +27,6 @@ for p in (ROOT, ROOT / "bench"):
         sys.path.insert(0, str(p))
 
 from reference_model import ReferenceSelaVPR  # noqa: E402
-
 from selavpr_ros.model import SelaVPR, SelaVPRConfig  # noqa: E402
 from selavpr_ros.model.inference import PRECISIONS  # noqa: E402
 
@@ -80,8 +79,11 @@ def measure(
     warmup: int,
     iters: int,
 ) -> list[dict[str, float | int | str | None]]:
-    """Time the implementations interleaved (A B A B ...), so load from other processes hits
-    both alike; throughput uses the median time per batch."""
+    """Time the implementations interleaved (A B A B ...).
+
+    Interleaving makes load from other processes hit both alike; throughput uses the median
+    time per batch.
+    """
     dtype = PRECISIONS[precision]
     times: dict[str, list[float]] = {name: [] for name in impls}
     peaks: dict[str, list[float]] = {name: [] for name in impls}

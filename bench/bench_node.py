@@ -19,6 +19,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +30,7 @@ sys.path.insert(0, str(ROOT / "test"))
 
 import node_testlib  # noqa: E402
 import ros_harness  # noqa: E402
+from map_build_testlib import make_checkpoint  # noqa: E402
 
 NODE = "localizer_node"
 TICKS = __import__("os").sysconf("SC_CLK_TCK")
@@ -38,6 +40,19 @@ def cpu_seconds(pid: int) -> float:
     """User + system CPU time of a process so far (from /proc/<pid>/stat)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / TICKS
+
+
+def _warm_up(send: Callable[[int], int], arrivals: dict[int, int], lock: threading.Lock,
+             timeout_s: float = 120.0) -> None:
+    """Send frames until three are answered: the first queries load lazily and are slow."""
+    warm: list[int] = []
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        warm.append(send(len(warm)))
+        time.sleep(0.5)
+        with lock:
+            if sum(s in arrivals for s in warm) >= 3:
+                return
 
 
 def main() -> int:
@@ -60,7 +75,7 @@ def main() -> int:
         from selavpr_msgs.msg import PlaceRecognition
         from selavpr_ros.io.images import encode_raw
 
-        checkpoint = node_testlib.make_checkpoint(tmp / "small.safetensors")
+        checkpoint = make_checkpoint(tmp / "small.safetensors")
         images = node_testlib.place_images(args.places, seed=1, size=tuple(args.size))
         map_path = node_testlib.build_map(tmp / "bench.selavpr", checkpoint, images)
         node = ros_harness.NodeProcess(
@@ -108,14 +123,7 @@ def main() -> int:
         try:
             node.wait_for_output(f"{NODE} started", timeout=120)
             probe.wait_for_subscribers("/bench/image_raw", timeout=60)
-            warm = []
-            deadline = time.monotonic() + 120
-            while time.monotonic() < deadline:  # first queries load lazily and are slow
-                warm.append(send(len(warm)))
-                time.sleep(0.5)
-                with lock:
-                    if sum(s in arrivals for s in warm) >= 3:
-                        break
+            _warm_up(send, arrivals, lock)
             for rate in args.rates:
                 count = max(1, int(rate * args.seconds))
                 before = diagnostics()

@@ -48,7 +48,7 @@ def make_candidates(query: np.ndarray, k: int, rng: np.random.Generator) -> np.n
 
 
 def mnn_pairs(query: torch.Tensor, cand: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-    """Indices (query, candidate) of the mutual nearest neighbours of one candidate."""
+    """Return indices (query, candidate) of the mutual nearest neighbours of one candidate."""
     sim = cand.float() @ query.T
     best_c = sim.argmax(dim=0)
     best_q = sim.argmax(dim=1)

@@ -1,5 +1,7 @@
-"""End-to-end extraction latency of ``InferenceRunner`` (uint8 image in, features out), eager
-vs CUDA graphs, interleaved, with the largest output difference between the two.
+"""End-to-end extraction latency of ``InferenceRunner``, eager vs CUDA graphs.
+
+From a uint8 image in to features out, the two interleaved, with the largest output
+difference between them.
 
     python bench/bench_runner.py --device cuda --precisions fp16 fp32 fp32-tf32 --batch 1 16
 

@@ -80,7 +80,7 @@ def time_queries(index: faiss.Index, queries: np.ndarray, k: int) -> tuple[float
 
 
 def recall(approx: np.ndarray, exact: np.ndarray) -> float:
-    hits = sum(len(set(a) & set(e)) for a, e in zip(approx, exact))
+    hits = sum(len(set(a) & set(e)) for a, e in zip(approx, exact, strict=True))
     return hits / exact.size
 
 

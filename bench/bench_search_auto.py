@@ -29,7 +29,6 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from bench_search import queries_from, recall, synthetic_map, time_queries  # noqa: E402
-
 from selavpr_ros.map.index import tune_index, write_index  # noqa: E402
 
 

@@ -24,7 +24,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_search import queries_from, recall, synthetic_map, time_queries  # noqa: E402
-
 from selavpr_ros.map.index import auto_nlist  # noqa: E402
 
 NPROBES = (16, 32, 64, 96, 128, 192, 256, 384, 512)

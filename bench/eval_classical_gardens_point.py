@@ -33,7 +33,7 @@ import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from selavpr_ros.extractor import Features, RerankSettings  # noqa: E402
+from selavpr_ros.extractors.base import Features, RerankSettings  # noqa: E402
 from selavpr_ros.extractors.classical import ClassicalConfig, ClassicalExtractor  # noqa: E402
 from selavpr_ros.io.images import read_image_file  # noqa: E402
 from selavpr_ros.localizer import Localizer, LocalizerConfig  # noqa: E402

@@ -24,10 +24,14 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from selavpr_ros.eval.evaluate import (EvalConfig, latency_summary, map_ground_truth,  # noqa: E402
-                                       run_offline, score)
-from selavpr_ros.eval.report import (build_report, extractor_description,  # noqa: E402
-                                     write_outputs)
+from selavpr_ros.eval.evaluate import (  # noqa: E402
+    EvalConfig,
+    latency_summary,
+    map_ground_truth,
+    run_offline,
+    score,
+)
+from selavpr_ros.eval.report import build_report, extractor_description, write_outputs  # noqa: E402
 from selavpr_ros.io.folders import FolderOptions, folder_frames  # noqa: E402
 from selavpr_ros.localizer import Localizer, LocalizerConfig  # noqa: E402
 from selavpr_ros.map import PlaceInfo, PlaceMap  # noqa: E402
@@ -37,8 +41,11 @@ QUERY_SETS = ("day_right", "night_right")
 
 
 def make_extractor(args: argparse.Namespace, map_images: list[Any]) -> Any:
-    """The extractor ``build-map`` would make; a classical one learns its vocabulary from the
-    map's images (day_left), never from the queries."""
+    """Make the extractor ``build-map`` would make.
+
+    A classical one learns its vocabulary from the map's images (day_left), never from the
+    queries.
+    """
     from selavpr_ros.extractors.factory import ExtractorSpec, create_extractor
 
     extractor = create_extractor(ExtractorSpec(kind=args.extractor, checkpoint=args.checkpoint,

@@ -1,7 +1,7 @@
 """A plain, unchunked re-implementation of the reference's MNN score, for comparison only.
 
 This follows ``local_matching.match_batch_tensor(..., trainflag=False)`` of Lu-Feng/SelaVPR as
-described in docs/selavpr-reference.md §3.2: one batched matmul over all K candidates (so it
+described in docs/model.md ("Re-ranking"): one batched matmul over all K candidates (so it
 needs K * L_cand * L_query * 4 bytes, 5.5 GB for K=100 at 61x61), argmax over both axes, the
 mutual check, and a count per candidate. The tests and ``bench_matching.py`` compare
 ``selavpr_ros.matching.mnn_scores`` against it. It deliberately shares no code with the package.
@@ -58,7 +58,7 @@ def reference_mnn_scores(
 
 
 def loop_mnn_scores(query: np.ndarray, candidates: np.ndarray) -> np.ndarray:
-    """The same counts by explicit numpy loops (for tiny inputs): a second, torch-free opinion."""
+    """Count the same by explicit numpy loops (tiny inputs): a second, torch-free opinion."""
     channels = query.shape[-1]
     q = np.asarray(query, dtype=np.float64).reshape(-1, channels)
     cands = np.asarray(candidates, dtype=np.float64).reshape(len(candidates), -1, channels)

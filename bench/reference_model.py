@@ -1,6 +1,6 @@
 """A deliberately plain re-statement of the published SelaVPR forward, for parity checks.
 
-Written from docs/selavpr-reference.md (sections 1-2), independent of ``selavpr_ros.model``:
+Written from docs/model.md (the published forward), independent of ``selavpr_ros.model``:
 no timm, no import of our package, naive softmax attention ``(q*scale) @ k^T``, and the 37x37
 position embedding re-interpolated at *every* forward with
 ``F.interpolate(scale_factor=((g+0.1)/37,)*2, mode="bicubic", antialias=False)``, as DINOv2's

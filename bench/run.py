@@ -25,15 +25,13 @@ import platform
 import subprocess
 import sys
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / "bench"
-SECTIONS = ("extraction", "runner", "feature_error", "mnn", "ransac", "search", "sweep",
-            "localizer", "map", "node", "formats", "search_auto", "merge")
-NEEDS = {"search": "faiss", "sweep": "faiss", "map": "faiss", "localizer": "faiss",
-         "node": "rclpy", "formats": "faiss", "search_auto": "faiss", "merge": "faiss"}
 
 
 def machine(device: str) -> dict[str, Any]:
@@ -91,72 +89,87 @@ def run_script(name: str, args: list[str], timeout: float) -> dict[str, Any]:
     return result
 
 
-def run_sections(args: argparse.Namespace) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    device = args.device
-    for section in args.sections:
-        module = NEEDS.get(section)
-        if module and importlib.util.find_spec(module) is None:
-            out[section] = {"skipped": f"{module} is not installed here"}
-            print(f"[{section}] skipped: {module} is not installed", flush=True)
-            continue
-        if section == "extraction":
-            precisions = ["fp32", "bf16"] if device == "cpu" else ["fp16", "bf16", "fp32"]
-            iters = ["--iters", str(args.iters), "--warmup", "1", "--backbone", args.backbone]
-            if args.depth:
-                iters += ["--depth", str(args.depth)]
-            out[section] = [
-                run_script("bench_model.py", ["--device", device, "--precision", p, "--batch",
-                                              *map(str, args.batches), *iters], args.timeout)
-                for p in precisions
-            ]
-        elif section == "feature_error":
-            out[section] = run_script("bench_feature_error.py", [
-                "--device", device, "--backbone", args.backbone], args.timeout)
-        elif section == "mnn":
-            ks = list(map(str, args.k))
-            out[section] = run_script("bench_matching.py", [
-                "--device", device, "--k", *ks, "--reference-k", *ks,
-                "--repeats", str(args.repeats), "--grid", str(args.grid)], args.timeout)
-        elif section == "ransac":
-            out[section] = run_script("bench_ransac.py", [
-                "--device", device, "--k", *map(str, args.k), "--repeats",
-                str(args.repeats), "--grid", str(args.grid)], args.timeout)
-        elif section == "search":
-            out[section] = run_script("bench_search.py", [
-                "--sizes", *map(str, args.search_sizes), "--kinds", *args.search_kinds,
-                "--queries", str(args.queries)], args.timeout * 4)
-        elif section == "runner":  # end to end from uint8, eager vs CUDA graphs
-            cuda = device == "cuda"
-            extra = ["--depth", str(args.depth)] if args.depth else []
-            out[section] = run_script("bench_runner.py", [
-                "--device", device, "--backbone", args.backbone, *extra,
-                "--precisions", *(["fp16", "fp32", "fp32-tf32"] if cuda else ["fp32"]),
-                "--batch", *map(str, args.batches if cuda else [1]),
-                "--iters", str(30 if cuda else args.iters)], args.timeout)
-        elif section == "sweep":
-            out[section] = run_script("bench_search_sweep.py", [
-                "--size", str(max(args.search_sizes)), "--kinds", "ivf", "hnsw",
-                "--queries", str(args.queries)], args.timeout * 4)
-        elif section == "localizer":
-            cuda = device == "cuda"
-            extra = ["--depth", str(args.depth)] if args.depth else []
-            out[section] = run_script("bench_localizer.py", [
-                "--device", device, "--precision", "fp16" if cuda else "fp32",
-                "--backbone", args.backbone, *extra,
-                "--places", str(args.localizer_places or (300 if cuda else 40)),
-                "--queries", str(50 if cuda else 5)], args.timeout)
-        elif section == "map":
-            out[section] = run_script("bench_map.py", [
-                "--places", str(args.map_places), "--device", device], args.timeout)
-        elif section in ("formats", "search_auto", "merge"):
-            out[section] = run_script(*_city_scale_script(section, args))
-        elif section == "node":
-            out[section] = run_script("bench_node.py", [
-                "--device", device, "--precision", "fp16" if device == "cuda" else "fp32",
-                "--rates", "10", "30", "--seconds", str(args.node_seconds)], args.timeout)
-    return out
+# --- what each section runs ----------------------------------------------------------------
 
+def _extraction_args(args: argparse.Namespace) -> list[list[str]]:
+    precisions = ["fp32", "bf16"] if args.device == "cpu" else ["fp16", "bf16", "fp32"]
+    iters = ["--iters", str(args.iters), "--warmup", "1", "--backbone", args.backbone]
+    if args.depth:
+        iters += ["--depth", str(args.depth)]
+    return [["--device", args.device, "--precision", p, "--batch", *map(str, args.batches),
+             *iters] for p in precisions]
+
+
+def _feature_error_args(args: argparse.Namespace) -> list[list[str]]:
+    return [["--device", args.device, "--backbone", args.backbone]]
+
+
+def _mnn_args(args: argparse.Namespace) -> list[list[str]]:
+    ks = list(map(str, args.k))
+    return [["--device", args.device, "--k", *ks, "--reference-k", *ks,
+             "--repeats", str(args.repeats), "--grid", str(args.grid)]]
+
+
+def _ransac_args(args: argparse.Namespace) -> list[list[str]]:
+    return [["--device", args.device, "--k", *map(str, args.k), "--repeats",
+             str(args.repeats), "--grid", str(args.grid)]]
+
+
+def _search_args(args: argparse.Namespace) -> list[list[str]]:
+    return [["--sizes", *map(str, args.search_sizes), "--kinds", *args.search_kinds,
+             "--queries", str(args.queries)]]
+
+
+def _runner_args(args: argparse.Namespace) -> list[list[str]]:
+    """End to end from uint8, eager vs CUDA graphs."""
+    cuda = args.device == "cuda"
+    extra = ["--depth", str(args.depth)] if args.depth else []
+    return [["--device", args.device, "--backbone", args.backbone, *extra,
+             "--precisions", *(["fp16", "fp32", "fp32-tf32"] if cuda else ["fp32"]),
+             "--batch", *map(str, args.batches if cuda else [1]),
+             "--iters", str(30 if cuda else args.iters)]]
+
+
+def _sweep_args(args: argparse.Namespace) -> list[list[str]]:
+    return [["--size", str(max(args.search_sizes)), "--kinds", "ivf", "hnsw",
+             "--queries", str(args.queries)]]
+
+
+def _localizer_args(args: argparse.Namespace) -> list[list[str]]:
+    cuda = args.device == "cuda"
+    extra = ["--depth", str(args.depth)] if args.depth else []
+    return [["--device", args.device, "--precision", "fp16" if cuda else "fp32",
+             "--backbone", args.backbone, *extra,
+             "--places", str(args.localizer_places or (300 if cuda else 40)),
+             "--queries", str(50 if cuda else 5)]]
+
+
+def _map_args(args: argparse.Namespace) -> list[list[str]]:
+    return [["--places", str(args.map_places), "--device", args.device]]
+
+
+def _node_args(args: argparse.Namespace) -> list[list[str]]:
+    return [["--device", args.device, "--precision",
+             "fp16" if args.device == "cuda" else "fp32",
+             "--rates", "10", "30", "--seconds", str(args.node_seconds)]]
+
+
+def _formats_args(args: argparse.Namespace) -> list[list[str]]:
+    """Local formats: bytes, recall, MNN agreement, cold fetch."""
+    return [["--selavpr-places", str(args.format_places),
+             "--fetch-places", str(max(100, args.format_places))]]
+
+
+def _search_auto_args(args: argparse.Namespace) -> list[list[str]]:
+    """Build-map --index auto at the largest sizes."""
+    return [["--sizes", *map(str, args.auto_sizes), "--queries", str(args.queries)]]
+
+
+def _merge_args(args: argparse.Namespace) -> list[list[str]]:
+    return [["--places", str(args.merge_places)]]
+
+
+# --- how each section is written in Markdown -------------------------------------------------
 
 def fmt(value: Any, spec: str = ".2f") -> str:
     if value is None:
@@ -166,8 +179,254 @@ def fmt(value: Any, spec: str = ".2f") -> str:
     return str(value)
 
 
+def _extraction_md(report: dict[str, Any], runs: list[dict[str, Any]]) -> list[str]:
+    lines = [f"## Extraction ({report['args']['backbone']}, 224x224, random weights)", "",
+             "| precision | batch | ours img/s | reference img/s | ours/ref | ours ms/img |"
+             " ours peak MiB | ref peak MiB |", "|---|---|---|---|---|---|---|---|"]
+    for run in runs:
+        if "error" in run:
+            lines.append(f"| ? | | error: {run['error'][:80]} | | | | | |")
+            continue
+        for batch in sorted({r["batch"] for r in run["results"]}):
+            r = {x["impl"]: x for x in run["results"] if x["batch"] == batch}
+            o, f = r["ours"], r.get("reference", {})
+            lines.append(
+                f"| {run['precision']} | {batch} | {o['images_per_s']:.2f} | "
+                f"{fmt(f.get('images_per_s'))} | "
+                f"{fmt(run['ours_over_reference'].get(str(batch)))}x | "
+                f"{o['ms_per_batch'] / batch:.1f} | {fmt(o['peak_mib'], '.0f')} | "
+                f"{fmt(f.get('peak_mib'), '.0f')} |")
+    return lines + ["", "Reference: a straightforward forward (naive attention, position "
+                    "embedding resized every call), same weights, same process, interleaved; "
+                    "peak = process RSS high-water mark (CPU) or max allocated (CUDA).", ""]
+
+
+def _feature_error_md(report: dict[str, Any], d: dict[str, Any]) -> list[str]:
+    lines = ["## Reduced-precision feature error vs fp32 (random weights)", "",
+             "| precision | global cos min | local cos min | local cos mean | "
+             "local max abs |", "|---|---|---|---|---|"]
+    for r in d["rows"]:
+        lines.append(f"| {r['precision']} | {r['global_cos_min']:.6f} | "
+                     f"{r['local_cos_min']:.6f} | {r['local_cos_mean']:.6f} | "
+                     f"{r['local_max_abs']:.4f} |")
+    return lines + [""]
+
+
+def _mnn_md(report: dict[str, Any], d: dict[str, Any]) -> list[str]:
+    lines = [f"## MNN re-ranking ({d['grid']}x{d['grid']}x{d['dim']}, {d['device']}, "
+             f"{d['precision']}, "
+             f"median of {report['args']['repeats']})", "",
+             "| K | ours s | reference s | ref/ours (speed-up) | ours MiB | reference MiB |"
+             " memory ours/ref | identical counts |", "|---|---|---|---|---|---|---|---|"]
+    for r in d["rows"]:
+        speed = r["ref_s"] / r["ours_s"] if r["ref_s"] else None
+        lines.append(f"| {r['k']} | {r['ours_s']:.3f} | {fmt(r['ref_s'], '.3f')} | "
+                     f"{fmt(speed)}x | {r['ours_mib']:.0f} | {fmt(r['ref_mib'], '.0f')} | "
+                     f"{fmt(r['memory_ratio'], '.3f')} | {fmt(r['counts_equal'])} |")
+    return lines + ["", "Reference: one unchunked (K, 3721, 3721) product and two arg-maxima. "
+                    "Memory: growth of the peak RSS (CPU) / max allocated (CUDA) during one "
+                    "call.", ""]
+
+
+def _ransac_md(report: dict[str, Any], d: dict[str, Any]) -> list[str]:
+    lines = [f"## MNN count vs MNN + RANSAC (same candidates, {d['device']})", "",
+             "| K | MNN count s | RANSAC s (findFundamentalMat per candidate) | "
+             "MNN + RANSAC s | MNN share |", "|---|---|---|---|---|"]
+    for r in d["rows"]:
+        lines.append(f"| {r['k']} | {r['mnn_count_s']:.3f} | {r['ransac_s']:.3f} | "
+                     f"{r['mnn_plus_ransac_s']:.3f} | "
+                     f"{100 * r['mnn_share_of_two_stage']:.0f} % |")
+    return lines + [""]
+
+
+def _search_md(report: dict[str, Any], d: dict[str, Any]) -> list[str]:
+    lines = [f"## Global search (D={d['dim']}, single queries, recall@{d['k']} vs exact,"
+             f" {d['threads']} threads, synthetic route-structured map)", "",
+             "| places | index | nlist | build s | query ms | bytes/place | recall@K |",
+             "|---|---|---|---|---|---|---|"]
+    for r in d["rows"]:
+        lines.append(f"| {r['places']} | {r['kind']} | {fmt(r['nlist'])} | "
+                     f"{r['build_s']:.2f} | {r['query_ms']:.3f} | "
+                     f"{r['bytes_per_place']:.0f} | {fmt(r['recall_at_k'], '.4f')} |")
+    return lines + [""]
+
+
+def _runner_md(report: dict[str, Any], d: dict[str, Any]) -> list[str]:
+    lines = [f"## Extraction end to end ({d['backbone']}, uint8 {d['image_hw'][0]}x"
+             f"{d['image_hw'][1]} in, features on the host, {d['device']})", "",
+             "| precision | batch | eager ms/img | CUDA graph ms/img | speed-up | "
+             "graph p95 ms | max abs diff | capture failed |", "|---|---|---|---|---|---|---|---|"]
+    for r in d["rows"]:
+        lines.append(f"| {r['precision']} | {r['batch']} | {r['eager_ms_per_img']:.2f} | "
+                     f"{r['graph_ms_per_img']:.2f} | {r['speedup']:.2f}x | "
+                     f"{r['graph_p95_ms']:.2f} | {r['max_abs_diff']:.1e} | "
+                     f"{r['graph_failed']} |")
+    return lines + ["", "On the CPU both columns run eagerly (graphs are CUDA only).", ""]
+
+
+def _sweep_md(report: dict[str, Any], d: dict[str, Any]) -> list[str]:
+    lines = [f"## IVF nprobe / HNSW efSearch sweep ({d['places']} places, recall@{d['k']}, "
+             f"flat {d['flat_query_ms']:.1f} ms/query)", "",
+             "| index | nlist | nprobe / efSearch | query ms | recall@K |",
+             "|---|---|---|---|---|"]
+    for r in d["rows"]:
+        lines.append(f"| {r['kind']} | {fmt(r['nlist'])} | {r['setting']} | "
+                     f"{r['query_ms']:.2f} | {r['recall_at_k']:.4f} |")
+    return lines + [""]
+
+
+def _localizer_md(report: dict[str, Any], d: dict[str, Any]) -> list[str]:
+    lines = [f"## In-process localizer ({d['backbone']} {d['precision']} on {d['device']}"
+             f" {d['gpu']}, {d['places']} places, top_k {d['top_k']}, random weights)", "",
+             "| stage | p50 ms | p95 ms |", "|---|---|---|"]
+    for name, r in d["stages_ms"].items():
+        lines.append(f"| {name} | {r['p50']:.2f} | {r['p95']:.2f} |")
+    return lines + [""]
+
+
+def _map_md(report: dict[str, Any], d: dict[str, Any]) -> list[str]:
+    return [f"## Map on disk ({d['places']} synthetic SelaVPR places, commits of "
+            f"{d['commit']})", "",
+            "| MiB/place on disk | open ms | first search ms | fetch K="
+            f"{d['k']} before ms | fetch now ms | cache on {d['cache_device']} |",
+            "|---|---|---|---|---|---|",
+            f"| {d['disk_bytes_per_place'] / 2**20:.3f} | {d['open_ms']:.1f} | "
+            f"{d['first_search_ms']:.2f} | {d['fetch_legacy_ms']:.1f} | "
+            f"{d['fetch_ms']:.1f} | {d['cache']} |", ""]
+
+
+def _node_md(report: dict[str, Any], d: dict[str, Any]) -> list[str]:
+    lines = [f"## localizer_node over DDS ({d['model']}, {d['device']}, "
+             f"{d['frame_hw'][1]}x{d['frame_hw'][0]} rgb8)", "",
+             "| rate Hz | sent | answered | dropped | p50 ms | p95 ms | p99 ms | "
+             "node dropped | node received | node CPU % of a core |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in d["rows"]:
+        lines.append(f"| {r['rate_hz']:.0f} | {r['sent']} | {r['answered']} | "
+                     f"{r['dropped']} | {fmt(r.get('p50_ms'), '.1f')} | "
+                     f"{fmt(r.get('p95_ms'), '.1f')} | {fmt(r.get('p99_ms'), '.1f')} | "
+                     f"{fmt(r.get('node_frames_dropped'))} | "
+                     f"{fmt(r.get('node_frames_received'))} | "
+                     f"{fmt(r.get('node_cpu_percent'), '.0f')} |")
+    return lines + [""]
+
+
+def _formats_md(report: dict[str, Any], d: dict[str, Any]) -> list[str]:
+    lines = ["## Local formats (bytes per place, recall, MNN agreement, fetch K=100)", "",
+             "| format | GP queries | R@1 | R@5 | local bytes/place (classical) |",
+             "|---|---|---|---|---|"]
+    for r in d.get("gardens_point", []):
+        lines.append(f"| {r['format']} | {r['queries']} | {r['r1']:.3f} | {r['r5']:.3f} | "
+                     f"{r['local_bytes_per_place']:.0f} |")
+    lines += ["", "| format | SelaVPR MiB/place | count rel. diff | top-1 agree | "
+              "rank Spearman |", "|---|---|---|---|---|"]
+    for r in d.get("selavpr", []):
+        lines.append(f"| {r['format']} | {r['local_mib_per_place']:.3f} | "
+                     f"{r['count_rel_diff']:.4f} | {r['top1_agreement']:.2f} | "
+                     f"{r['rank_spearman']:.3f} |")
+    lines += ["", "| format | fetch cold ms | fetch warm ms | disk bytes/place |",
+              "|---|---|---|---|"]
+    for r in d.get("fetch", []):
+        lines.append(f"| {r['format']} | {r['cold_ms']:.1f} | {r['warm_ms']:.1f} | "
+                     f"{r['disk_bytes_per_place']:.0f} |")
+    return lines + [""]
+
+
+def _search_auto_md(report: dict[str, Any], d: dict[str, Any]) -> list[str]:
+    lines = ["## Tuned index (--index auto, target recall@100 on held-out places)", "",
+             "| places | kind | nlist | nprobe | held-out recall | query ms | recall@100 | "
+             "index MiB | build s |", "|---|---|---|---|---|---|---|---|---|"]
+    for r in d["rows"]:
+        lines.append(f"| {r['places']} | {r['kind']} | {r['nlist']} | {r['nprobe']} | "
+                     f"{r['held_out_recall']:.4f} | {r['query_ms']:.2f} | "
+                     f"{r['recall_at_k']:.4f} | {r['index_bytes'] / 2**20:.0f} | "
+                     f"{r['build_s']:.0f} |")
+    return lines + [""]
+
+
+def _merge_md(report: dict[str, Any], d: dict[str, Any]) -> list[str]:
+    return [f"## Merging two maps of {d['places_per_input']} places", "",
+            f"merge {d['merge_s']:.1f} s; building each: "
+            + ", ".join(f"{b:.1f} s" for b in d["build_s"]), ""]
+
+
+@dataclass(frozen=True)
+class Section:
+    """One benchmark section: the script it runs, with which arguments, and its Markdown.
+
+    ``arguments`` gives one argument list per run of ``script``; a section with several runs
+    (extraction: one per precision) keeps their results as a list. ``title`` heads the note of
+    a section that was skipped or failed.
+    """
+
+    script: str
+    arguments: Callable[[argparse.Namespace], list[list[str]]]
+    render: Callable[[dict[str, Any], Any], list[str]]
+    title: str
+    needs: str | None = None
+    timeout_factor: float = 1.0
+    several: bool = False
+
+
+# in the order of the Markdown report
+TABLE: dict[str, Section] = {
+    "extraction": Section("bench_model.py", _extraction_args, _extraction_md,
+                          "Extraction (ViT-L/14, 224x224)", several=True),
+    "feature_error": Section("bench_feature_error.py", _feature_error_args, _feature_error_md,
+                             "Reduced-precision feature error"),
+    "mnn": Section("bench_matching.py", _mnn_args, _mnn_md, "MNN re-ranking"),
+    "ransac": Section("bench_ransac.py", _ransac_args, _ransac_md,
+                      "MNN vs spatial verification"),
+    "search": Section("bench_search.py", _search_args, _search_md, "Global search",
+                      needs="faiss", timeout_factor=4),
+    "runner": Section("bench_runner.py", _runner_args, _runner_md,
+                      "Extraction end to end (InferenceRunner)"),
+    "sweep": Section("bench_search_sweep.py", _sweep_args, _sweep_md, "Search parameter sweep",
+                     needs="faiss", timeout_factor=4),
+    "localizer": Section("bench_localizer.py", _localizer_args, _localizer_md,
+                         "In-process localizer", needs="faiss"),
+    "map": Section("bench_map.py", _map_args, _map_md, "Map on disk", needs="faiss"),
+    "formats": Section("bench_local_formats.py", _formats_args, _formats_md, "Local formats",
+                       needs="faiss", timeout_factor=2),
+    "search_auto": Section("bench_search_auto.py", _search_auto_args, _search_auto_md,
+                           "Tuned index (--index auto)", needs="faiss", timeout_factor=4),
+    "merge": Section("bench_merge.py", _merge_args, _merge_md, "Merging maps", needs="faiss",
+                     timeout_factor=2),
+    "node": Section("bench_node.py", _node_args, _node_md, "End-to-end node latency",
+                    needs="rclpy"),
+}
+# the order the sections run in by default
+SECTIONS = ("extraction", "runner", "feature_error", "mnn", "ransac", "search", "sweep",
+            "localizer", "map", "node", "formats", "search_auto", "merge")
+NEEDS = {name: section.needs for name, section in TABLE.items() if section.needs}
+
+
+def run_sections(args: argparse.Namespace) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name in args.sections:
+        section = TABLE[name]
+        module = NEEDS.get(name)
+        if module and importlib.util.find_spec(module) is None:
+            out[name] = {"skipped": f"{module} is not installed here"}
+            print(f"[{name}] skipped: {module} is not installed", flush=True)
+            continue
+        timeout = args.timeout * section.timeout_factor
+        results = [run_script(section.script, arguments, timeout)
+                   for arguments in section.arguments(args)]
+        out[name] = results if section.several else results[0]
+    return out
+
+
+def _not_measured(title: str, data: Any) -> list[str] | None:
+    """Return the note of a skipped or failed section (None when it has results)."""
+    if isinstance(data, dict) and ("skipped" in data or "error" in data):
+        return [f"## {title}", "", f"Not measured: {data.get('skipped') or data.get('error')}",
+                ""]
+    return None
+
+
 def markdown(report: dict[str, Any]) -> str:
-    """Render the report as Markdown tables, one per section."""
+    """Write the report as Markdown tables, one per section."""
     m = report["machine"]
     lines = [f"# selavpr_ros benchmarks ({report['started']})", "",
              f"- Machine: {m['cpu']} ({m['cpu_count']} cores, {m.get('ram_gib', '?')} GiB RAM)"
@@ -179,195 +438,13 @@ def markdown(report: dict[str, Any]) -> str:
              "(a shared machine: read the ratios, measured interleaved in one process)",
              f"- Command: `{report['command']}`",
              "- All model weights are random: the timings are real, the features are not.", ""]
-    sec = report["sections"]
-
-    def skipped(name: str, title: str) -> bool:
-        data = sec.get(name)
+    for name, section in TABLE.items():
+        data = report["sections"].get(name)
         if data is None:
-            return True
-        if isinstance(data, dict) and ("skipped" in data or "error" in data):
-            lines.extend([f"## {title}", "", f"Not measured: "
-                          f"{data.get('skipped') or data.get('error')}", ""])
-            return True
-        return False
-
-    if not skipped("extraction", "Extraction (ViT-L/14, 224x224)"):
-        lines += [f"## Extraction ({report['args']['backbone']}, 224x224, random weights)", "",
-                  "| precision | batch | ours img/s | reference img/s | ours/ref | ours ms/img |"
-                  " ours peak MiB | ref peak MiB |", "|---|---|---|---|---|---|---|---|"]
-        for run in sec["extraction"]:
-            if "error" in run:
-                lines.append(f"| ? | | error: {run['error'][:80]} | | | | | |")
-                continue
-            for batch in sorted({r["batch"] for r in run["results"]}):
-                r = {x["impl"]: x for x in run["results"] if x["batch"] == batch}
-                o, f = r["ours"], r.get("reference", {})
-                lines.append(
-                    f"| {run['precision']} | {batch} | {o['images_per_s']:.2f} | "
-                    f"{fmt(f.get('images_per_s'))} | "
-                    f"{fmt(run['ours_over_reference'].get(str(batch)))}x | "
-                    f"{o['ms_per_batch'] / batch:.1f} | {fmt(o['peak_mib'], '.0f')} | "
-                    f"{fmt(f.get('peak_mib'), '.0f')} |")
-        lines += ["", "Reference: a straightforward forward (naive attention, position embedding "
-                  "resized every call), same weights, same process, interleaved; peak = process "
-                  "RSS high-water mark (CPU) or max allocated (CUDA).", ""]
-    if not skipped("feature_error", "Reduced-precision feature error"):
-        lines += ["## Reduced-precision feature error vs fp32 (random weights)", "",
-                  "| precision | global cos min | local cos min | local cos mean | "
-                  "local max abs |", "|---|---|---|---|---|"]
-        for r in sec["feature_error"]["rows"]:
-            lines.append(f"| {r['precision']} | {r['global_cos_min']:.6f} | "
-                         f"{r['local_cos_min']:.6f} | {r['local_cos_mean']:.6f} | "
-                         f"{r['local_max_abs']:.4f} |")
-        lines.append("")
-    if not skipped("mnn", "MNN re-ranking"):
-        d = sec["mnn"]
-        lines += [f"## MNN re-ranking ({d['grid']}x{d['grid']}x{d['dim']}, {d['device']}, "
-                  f"{d['precision']}, "
-                  f"median of {report['args']['repeats']})", "",
-                  "| K | ours s | reference s | ref/ours (speed-up) | ours MiB | reference MiB |"
-                  " memory ours/ref | identical counts |", "|---|---|---|---|---|---|---|---|"]
-        for r in d["rows"]:
-            speed = r["ref_s"] / r["ours_s"] if r["ref_s"] else None
-            lines.append(f"| {r['k']} | {r['ours_s']:.3f} | {fmt(r['ref_s'], '.3f')} | "
-                         f"{fmt(speed)}x | {r['ours_mib']:.0f} | {fmt(r['ref_mib'], '.0f')} | "
-                         f"{fmt(r['memory_ratio'], '.3f')} | {fmt(r['counts_equal'])} |")
-        lines += ["", "Reference: one unchunked (K, 3721, 3721) product and two arg-maxima. "
-                  "Memory: growth of the peak RSS (CPU) / max allocated (CUDA) during one call.",
-                  ""]
-    if not skipped("ransac", "MNN vs spatial verification"):
-        d = sec["ransac"]
-        lines += [f"## MNN count vs MNN + RANSAC (same candidates, {d['device']})", "",
-                  "| K | MNN count s | RANSAC s (findFundamentalMat per candidate) | "
-                  "MNN + RANSAC s | MNN share |", "|---|---|---|---|---|"]
-        for r in d["rows"]:
-            lines.append(f"| {r['k']} | {r['mnn_count_s']:.3f} | {r['ransac_s']:.3f} | "
-                         f"{r['mnn_plus_ransac_s']:.3f} | "
-                         f"{100 * r['mnn_share_of_two_stage']:.0f} % |")
-        lines.append("")
-    if not skipped("search", "Global search"):
-        d = sec["search"]
-        lines += [f"## Global search (D={d['dim']}, single queries, recall@{d['k']} vs exact,"
-                  f" {d['threads']} threads, synthetic route-structured map)", "",
-                  "| places | index | nlist | build s | query ms | bytes/place | recall@K |",
-                  "|---|---|---|---|---|---|---|"]
-        for r in d["rows"]:
-            lines.append(f"| {r['places']} | {r['kind']} | {fmt(r['nlist'])} | "
-                         f"{r['build_s']:.2f} | {r['query_ms']:.3f} | "
-                         f"{r['bytes_per_place']:.0f} | {fmt(r['recall_at_k'], '.4f')} |")
-        lines.append("")
-    if not skipped("runner", "Extraction end to end (InferenceRunner)"):
-        d = sec["runner"]
-        lines += [f"## Extraction end to end ({d['backbone']}, uint8 {d['image_hw'][0]}x"
-                  f"{d['image_hw'][1]} in, features on the host, {d['device']})", "",
-                  "| precision | batch | eager ms/img | CUDA graph ms/img | speed-up | "
-                  "graph p95 ms | max abs diff | capture failed |", "|---|---|---|---|---|---|---|---|"]
-        for r in d["rows"]:
-            lines.append(f"| {r['precision']} | {r['batch']} | {r['eager_ms_per_img']:.2f} | "
-                         f"{r['graph_ms_per_img']:.2f} | {r['speedup']:.2f}x | "
-                         f"{r['graph_p95_ms']:.2f} | {r['max_abs_diff']:.1e} | "
-                         f"{r['graph_failed']} |")
-        lines += ["", "On the CPU both columns run eagerly (graphs are CUDA only).", ""]
-    if not skipped("sweep", "Search parameter sweep"):
-        d = sec["sweep"]
-        lines += [f"## IVF nprobe / HNSW efSearch sweep ({d['places']} places, recall@{d['k']}, "
-                  f"flat {d['flat_query_ms']:.1f} ms/query)", "",
-                  "| index | nlist | nprobe / efSearch | query ms | recall@K |",
-                  "|---|---|---|---|---|"]
-        for r in d["rows"]:
-            lines.append(f"| {r['kind']} | {fmt(r['nlist'])} | {r['setting']} | "
-                         f"{r['query_ms']:.2f} | {r['recall_at_k']:.4f} |")
-        lines.append("")
-    if not skipped("localizer", "In-process localizer"):
-        d = sec["localizer"]
-        lines += [f"## In-process localizer ({d['backbone']} {d['precision']} on {d['device']}"
-                  f" {d['gpu']}, {d['places']} places, top_k {d['top_k']}, random weights)", "",
-                  "| stage | p50 ms | p95 ms |", "|---|---|---|"]
-        for name, r in d["stages_ms"].items():
-            lines.append(f"| {name} | {r['p50']:.2f} | {r['p95']:.2f} |")
-        lines.append("")
-    if not skipped("map", "Map on disk"):
-        d = sec["map"]
-        lines += [f"## Map on disk ({d['places']} synthetic SelaVPR places, commits of "
-                  f"{d['commit']})", "",
-                  "| MiB/place on disk | open ms | first search ms | fetch K="
-                  f"{d['k']} before ms | fetch now ms | cache on {d['cache_device']} |",
-                  "|---|---|---|---|---|---|",
-                  f"| {d['disk_bytes_per_place'] / 2**20:.3f} | {d['open_ms']:.1f} | "
-                  f"{d['first_search_ms']:.2f} | {d['fetch_legacy_ms']:.1f} | "
-                  f"{d['fetch_ms']:.1f} | {d['cache']} |", ""]
-    lines += _city_scale(sec, skipped)
-    if not skipped("node", "End-to-end node latency"):
-        d = sec["node"]
-        lines += [f"## localizer_node over DDS ({d['model']}, {d['device']}, "
-                  f"{d['frame_hw'][1]}x{d['frame_hw'][0]} rgb8)", "",
-                  "| rate Hz | sent | answered | dropped | p50 ms | p95 ms | p99 ms | "
-                  "node dropped | node received | node CPU % of a core |",
-                  "|---|---|---|---|---|---|---|---|---|---|"]
-        for r in d["rows"]:
-            lines.append(f"| {r['rate_hz']:.0f} | {r['sent']} | {r['answered']} | "
-                         f"{r['dropped']} | {fmt(r.get('p50_ms'), '.1f')} | "
-                         f"{fmt(r.get('p95_ms'), '.1f')} | {fmt(r.get('p99_ms'), '.1f')} | "
-                         f"{fmt(r.get('node_frames_dropped'))} | "
-                         f"{fmt(r.get('node_frames_received'))} | "
-                         f"{fmt(r.get('node_cpu_percent'), '.0f')} |")
-        lines.append("")
+            continue
+        note = _not_measured(section.title, data)
+        lines += note if note is not None else section.render(report, data)
     return "\n".join(lines) + "\n"
-
-
-def _city_scale_script(section: str, args: argparse.Namespace
-                       ) -> tuple[str, list[str], float]:
-    """Return the script, arguments and timeout of a city-scale section."""
-    if section == "formats":  # local formats: bytes, recall, MNN agreement, cold fetch
-        return "bench_local_formats.py", [
-            "--selavpr-places", str(args.format_places),
-            "--fetch-places", str(max(100, args.format_places))], args.timeout * 2
-    if section == "search_auto":  # build-map --index auto at the largest sizes
-        return "bench_search_auto.py", [
-            "--sizes", *map(str, args.auto_sizes), "--queries", str(args.queries)
-        ], args.timeout * 4
-    return "bench_merge.py", ["--places", str(args.merge_places)], args.timeout * 2
-
-
-def _city_scale(sec: dict[str, Any], skipped: Any) -> list[str]:
-    """Return the tables of the local-format, tuned-index and merge sections."""
-    lines: list[str] = []
-    if not skipped("formats", "Local formats"):
-        d = sec["formats"]
-        lines += ["## Local formats (bytes per place, recall, MNN agreement, fetch K=100)", "",
-                  "| format | GP queries | R@1 | R@5 | local bytes/place (classical) |",
-                  "|---|---|---|---|---|"]
-        for r in d.get("gardens_point", []):
-            lines.append(f"| {r['format']} | {r['queries']} | {r['r1']:.3f} | {r['r5']:.3f} | "
-                         f"{r['local_bytes_per_place']:.0f} |")
-        lines += ["", "| format | SelaVPR MiB/place | count rel. diff | top-1 agree | "
-                  "rank Spearman |", "|---|---|---|---|---|"]
-        for r in d.get("selavpr", []):
-            lines.append(f"| {r['format']} | {r['local_mib_per_place']:.3f} | "
-                         f"{r['count_rel_diff']:.4f} | {r['top1_agreement']:.2f} | "
-                         f"{r['rank_spearman']:.3f} |")
-        lines += ["", "| format | fetch cold ms | fetch warm ms | disk bytes/place |",
-                  "|---|---|---|---|"]
-        for r in d.get("fetch", []):
-            lines.append(f"| {r['format']} | {r['cold_ms']:.1f} | {r['warm_ms']:.1f} | "
-                         f"{r['disk_bytes_per_place']:.0f} |")
-        lines.append("")
-    if not skipped("search_auto", "Tuned index (--index auto)"):
-        lines += ["## Tuned index (--index auto, target recall@100 on held-out places)", "",
-                  "| places | kind | nlist | nprobe | held-out recall | query ms | recall@100 | "
-                  "index MiB | build s |", "|---|---|---|---|---|---|---|---|---|"]
-        for r in sec["search_auto"]["rows"]:
-            lines.append(f"| {r['places']} | {r['kind']} | {r['nlist']} | {r['nprobe']} | "
-                         f"{r['held_out_recall']:.4f} | {r['query_ms']:.2f} | "
-                         f"{r['recall_at_k']:.4f} | {r['index_bytes'] / 2**20:.0f} | "
-                         f"{r['build_s']:.0f} |")
-        lines.append("")
-    if not skipped("merge", "Merging maps"):
-        d = sec["merge"]
-        lines += [f"## Merging two maps of {d['places_per_input']} places", "",
-                  f"merge {d['merge_s']:.1f} s; building each: "
-                  + ", ".join(f"{b:.1f} s" for b in d["build_s"]), ""]
-    return lines
 
 
 def main(argv: list[str] | None = None) -> int:

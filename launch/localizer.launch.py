@@ -1,44 +1,19 @@
-"""Launch the localizer node.
+"""Launch the localizer node (managed; autostart by default).
 
     ros2 launch selavpr_ros localizer.launch.py map:=/maps/campus.selavpr \
-        checkpoint:=/weights/SelaVPR_msls.pth camera_topic:=/camera/image_raw
+        checkpoint:=/weights/SelaVPR_msls.pth image_topic:=/camera/image_raw
 
-The launch arguments override the parameter file (params_file, default: the installed
-config/localizer.yaml). Remap ``pose`` to ``/initialpose`` for re-localisation.
+Arguments (each overrides params_file only when given): map, checkpoint, extractor, device,
+image_topic, autostart, use_sim_time; also params_file (default: the installed
+config/localizer.yaml, keyed ``/**:`` so it applies under any namespace), namespace,
+node_name, log_level. Topics are relative: under ``namespace:=robot1`` the node publishes
+``/robot1/place_recognition`` and reads ``/robot1/<image_topic>`` unless the topic is absolute.
+``ros2 launch selavpr_ros localizer.launch.py --show-args`` lists them all.
 """
 
-import os
-
-from ament_index_python.packages import get_package_share_directory
 from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument
-from launch.substitutions import LaunchConfiguration
-from launch_ros.actions import Node
+from selavpr_ros.ros.launch import node_launch
 
 
 def generate_launch_description() -> LaunchDescription:
-    default_params = os.path.join(
-        get_package_share_directory("selavpr_ros"), "config", "localizer.yaml")
-    return LaunchDescription([
-        DeclareLaunchArgument("params_file", default_value=default_params,
-                              description="parameter YAML of localizer_node"),
-        DeclareLaunchArgument("map", default_value="", description="place map directory"),
-        DeclareLaunchArgument("checkpoint", default_value="",
-                              description="SelaVPR weights (.pth or .safetensors)"),
-        DeclareLaunchArgument("camera_topic", default_value="/camera/image_raw",
-                              description="image topic (Image or CompressedImage)"),
-        DeclareLaunchArgument("namespace", default_value="", description="node namespace"),
-        Node(
-            package="selavpr_ros",
-            executable="localizer_node",
-            name="localizer_node",
-            namespace=LaunchConfiguration("namespace"),
-            output="screen",
-            parameters=[
-                LaunchConfiguration("params_file"),
-                {"map_path": LaunchConfiguration("map"),
-                 "checkpoint": LaunchConfiguration("checkpoint"),
-                 "image_topic": LaunchConfiguration("camera_topic")},
-            ],
-        ),
-    ])
+    return node_launch("localizer_node", "localizer.yaml")

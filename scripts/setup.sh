@@ -45,6 +45,28 @@ else
 fi
 
 python -m pip install --quiet --no-deps --no-build-isolation -e .
+
+# Register selavpr_ros in the venv's ament index the way colcon installs it (share/ with
+# launch/, config/ and package.xml; lib/selavpr_ros/ with the executables), as links into this
+# checkout, so `ros2 launch selavpr_ros ...` and `ros2 run selavpr_ros ...` work here as on a
+# robot and see edits at once.
+share=".venv/share/selavpr_ros"
+mkdir -p .venv/share/ament_index/resource_index/packages "$share" .venv/lib/selavpr_ros
+touch .venv/share/ament_index/resource_index/packages/selavpr_ros
+ln -sfn "$repo/package.xml" "$share/package.xml"
+for dir in launch config; do   # real folders of linked files: ros2 launch does not follow links
+  rm -rf "${share:?}/$dir" && mkdir -p "$share/$dir"
+  for file in "$repo/$dir"/*; do ln -s "$file" "$share/$dir/"; done
+done
+for exe in localizer_node map_builder_node selavpr; do
+  ln -sfn "$repo/.venv/bin/$exe" ".venv/lib/selavpr_ros/$exe"
+done
+if ! grep -q "selavpr_ros: ament index" .venv/bin/activate; then
+  cat >> .venv/bin/activate <<'EOS'
+# selavpr_ros: the venv is an ament prefix (ros2 launch / ros2 run find packages through it)
+export AMENT_PREFIX_PATH="$VIRTUAL_ENV${AMENT_PREFIX_PATH:+:$AMENT_PREFIX_PATH}"
+EOS
+fi
 python -c "import rclpy, torch, faiss, cv2; from selavpr_msgs.msg import PlaceRecognition" \
   || { echo "setup: import check failed" >&2; exit 1; }
 echo "setup: done. Activate with: . .venv/bin/activate"

@@ -20,7 +20,7 @@ def _isolated_dds(tmp_path_factory: pytest.TempPathFactory) -> None:
 
 @pytest.fixture
 def ros_probe() -> Iterator[ros_harness.RosProbe]:
-    """An rclpy node in the test process, spinning in the background; closed after the test."""
+    """Give an rclpy node in the test process, spinning in the background; closed afterwards."""
     probe = ros_harness.RosProbe()
     try:
         yield probe
@@ -46,7 +46,33 @@ def start_process(tmp_path: Path) -> Iterator[Callable[..., ros_harness.NodeProc
 
 @pytest.fixture
 def gardens_point() -> Path:
-    """The Gardens Point Walking images; skips the test when the data set is absent."""
+    """Find the Gardens Point Walking images; skip the test when the data set is absent."""
     if not (GARDENS_POINT / "day_left").is_dir():
         pytest.skip(f"Gardens Point data not found at {GARDENS_POINT} (only in the dev workspace)")
     return GARDENS_POINT
+
+
+LOCALIZER_PLACES = 6
+
+
+@pytest.fixture(scope="session")
+def localizer_world(tmp_path_factory):
+    """Make a checkpoint, maps A (6 places) and B (3 other places), their images as PNG."""
+    import cv2
+
+    import node_testlib
+
+    root = tmp_path_factory.mktemp("localizer_node")
+    checkpoint = node_testlib.make_checkpoint(root / "small.safetensors")
+    images_a = node_testlib.place_images(LOCALIZER_PLACES, seed=1)
+    images_b = node_testlib.place_images(3, seed=2)
+    files = {}
+    for name, images in (("a", images_a), ("b", images_b)):
+        files[name] = []
+        for i, image in enumerate(images):
+            path = root / f"{name}{i}.png"
+            cv2.imwrite(str(path), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+            files[name].append(str(path))
+    map_a = node_testlib.build_map(root / "a.selavpr", checkpoint, images_a)
+    map_b = node_testlib.build_map(root / "b.selavpr", checkpoint, images_b)
+    return {"checkpoint": checkpoint, "map_a": map_a, "map_b": map_b, "files": files}

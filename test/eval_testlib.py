@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 import node_testlib
+from map_build_testlib import make_checkpoint
 from selavpr_ros.io.bags import BagWriter
 from selavpr_ros.io.poses import Pose
 
@@ -24,7 +25,7 @@ PERIOD_NS = 100_000_000  # 10 Hz
 
 
 def query_position(i: int) -> tuple[float, float, float]:
-    """Queries 0..PLACES-1 stand at their place (2 m to the side); novel ones 1 km away."""
+    """Place queries 0..PLACES-1 at their place (2 m to the side), novel ones 1 km away."""
     if i < PLACES:
         x, y, z = node_testlib.place_pose(i)[0]
         return (x, y + 2.0, z)
@@ -32,8 +33,10 @@ def query_position(i: int) -> tuple[float, float, float]:
 
 
 def write_query_bag(path: Path, map_images: list[np.ndarray], compressed: bool = False) -> Path:
-    """Frames 0..PLACES-1 show the map's places, frames PLACES.. novel images; odometry
-    brackets every frame so each gets exactly its query position."""
+    """Write the query bag: frames 0..PLACES-1 show the map's places, the rest novel images.
+
+    Odometry brackets every frame so each gets exactly its query position.
+    """
     novel = node_testlib.place_images(NOVEL, seed=99)
     with BagWriter(path) as bag:
         for i, rgb in enumerate([*map_images, *novel]):
@@ -49,7 +52,7 @@ def write_query_bag(path: Path, map_images: list[np.ndarray], compressed: bool =
 
 
 def make_world(root: Path) -> dict[str, Path]:
-    checkpoint = node_testlib.make_checkpoint(root / "small.safetensors")
+    checkpoint = make_checkpoint(root / "small.safetensors")
     images = node_testlib.place_images(PLACES, seed=3)
     map_path = node_testlib.build_map(root / "route.selavpr", checkpoint, images)
     bag = write_query_bag(root / "queries_bag", images)

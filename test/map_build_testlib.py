@@ -29,14 +29,14 @@ IMAGE_HW = (48, 64)
 
 
 def make_checkpoint(path: Path, seed: int = 0) -> Path:
-    """A one-block ViT-S SelaVPR at 112x112 input, random weights, saved as safetensors."""
+    """Save a one-block ViT-S SelaVPR at 112x112 input, random weights, as safetensors."""
     torch.manual_seed(seed)
     model = SelaVPR(SelaVPRConfig(backbone="vits14", depth=1, image_size=112)).eval()
     return save_safetensors(model, path)
 
 
 def true_pose(stamp_ns: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """The analytic pose at ``stamp_ns``: position and quaternion (x, y, z, w)."""
+    """Return the analytic pose at ``stamp_ns``: position and quaternion (x, y, z, w)."""
     t = (stamp_ns - T0_NS) / 1e9
     position = (VELOCITY[0] * t, VELOCITY[1] * t, Z0 + VELOCITY[2] * t)
     yaw = YAW0 + YAW_RATE * t
@@ -44,7 +44,7 @@ def true_pose(stamp_ns: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
 
 
 def frame_image(index: int, hw: tuple[int, int] = IMAGE_HW) -> np.ndarray:
-    """A distinct RGB image per index (smooth noise plus a coloured block)."""
+    """Make a distinct RGB image per index (smooth noise plus a coloured block)."""
     rng = np.random.default_rng(1000 + index)
     h, w = hw
     img = cv2.resize(rng.integers(0, 256, (h // 4, w // 4, 3), dtype=np.uint8), (w, h),
@@ -72,7 +72,7 @@ def _header(stamp_ns: int, frame_id: str):  # noqa: ANN202
 
 def image_msg(stamp_ns: int, rgb: np.ndarray, encoding: str = "rgb8",
               frame_id: str = "cam"):  # noqa: ANN201
-    """A sensor_msgs/Image in ``encoding``, converted here with plain OpenCV/numpy."""
+    """Make a sensor_msgs/Image in ``encoding``, converted here with plain OpenCV/numpy."""
     if encoding == "rgb8":
         data = rgb
     elif encoding == "bgr8":
@@ -139,7 +139,7 @@ def write_drive_bag(
     pose_topic: str = "/odom",
     corrupt: tuple[int, ...] = (),
 ) -> list[int]:
-    """A drive: images at 10 Hz between odometry samples at ``odom_rate``; return image stamps.
+    """Write a drive: images at 10 Hz between odometry at ``odom_rate``; return image stamps.
 
     Odometry covers [T0, last image + ``odom_extra_s``]; image ``i`` shows ``frame_image(i)``;
     images listed in ``corrupt`` carry undecodable bytes.
@@ -172,7 +172,7 @@ def write_drive_bag(
 
 
 def assert_same_rotation(q: tuple[float, ...], expected: tuple[float, ...], tol: float) -> None:
-    """q and -q are the same rotation."""
+    """Q and -q are the same rotation."""
     dot = abs(float(np.dot(q, expected)))
     assert dot > 1.0 - tol, (q, expected)
 

@@ -1,23 +1,18 @@
 """Shared helpers for the model tests: the independent reference forward and fake checkpoints.
 
 ``bench/reference_model.py`` is a plain re-statement of the published forward; it lives in
-bench/ (not in the product), so it is imported from there.
+bench/ (not in the product); pytest.ini puts bench/ on the import path.
 """
 
 from __future__ import annotations
 
-import sys
 import zipfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
-BENCH = Path(__file__).resolve().parents[1] / "bench"
-if str(BENCH) not in sys.path:
-    sys.path.insert(0, str(BENCH))
-
-from reference_model import ReferenceSelaVPR  # noqa: E402
+from reference_model import ReferenceSelaVPR  # bench/ (pytest.ini: pythonpath = bench)
 
 
 def random_reference_state_dict(
@@ -49,7 +44,7 @@ def reference_model(
 
 
 def official_checkpoint(state_dict: dict[str, torch.Tensor]) -> dict:
-    """The structure train.py saves: DataParallel keys, numpy objects, optimizer state."""
+    """Wrap like train.py saves: DataParallel keys, numpy objects, optimizer state."""
     return {
         "epoch_num": 4,
         "model_state_dict": {"module." + k: v for k, v in state_dict.items()},

@@ -1,8 +1,8 @@
-"""Small real maps and checkpoints for the node tests (random weights, clearly untrained).
+"""Small real maps for the node tests (random weights, clearly untrained).
 
-The extractor is a one-block ViT-S SelaVPR at 112x112 input (8x8 patches, 29x29 local
-features) saved as a safetensors checkpoint: the same loading and extraction code as a real
-checkpoint, cheap enough for a 2-core CPU. With random weights an image is only recognised
+The extractor is the one-block ViT-S SelaVPR at 112x112 input (8x8 patches, 29x29 local
+features) of ``map_build_testlib.make_checkpoint``: the same loading and extraction code as a
+real checkpoint, cheap enough for a 2-core CPU. With random weights an image is only recognised
 when it is (nearly) the same image, which is exactly what these tests send.
 """
 
@@ -12,17 +12,9 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import torch
 
 from selavpr_ros.extractors.factory import ExtractorSpec, create_extractor
 from selavpr_ros.map import PlaceInfo, PlaceMap
-from selavpr_ros.model import SelaVPR, SelaVPRConfig, save_safetensors
-
-
-def make_checkpoint(path: Path, seed: int = 0) -> Path:
-    torch.manual_seed(seed)
-    model = SelaVPR(SelaVPRConfig(backbone="vits14", depth=1, image_size=112)).eval()
-    return save_safetensors(model, path)
 
 
 def place_images(count: int, seed: int = 0, size: tuple[int, int] = (96, 128)) -> list[np.ndarray]:
@@ -48,7 +40,7 @@ def place_pose(i: int) -> tuple[tuple[float, float, float], tuple[float, float, 
 
 
 def build_map(path: Path, checkpoint: Path, images: list[np.ndarray]) -> Path:
-    """A map with one place per image, stamps 1 s apart, poses from :func:`place_pose`."""
+    """Build a map with one place per image, stamps 1 s apart, poses from :func:`place_pose`."""
     extractor = create_extractor(ExtractorSpec(checkpoint=str(checkpoint), batch_size=8))
     with PlaceMap.create(path, extractor) as place_map:
         features = extractor.extract(images)

@@ -13,9 +13,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from map_build_testlib import make_checkpoint, write_drive_bag
 from safetensors.numpy import load_file, save_file
 
+from map_build_testlib import make_checkpoint, write_drive_bag
 from selavpr_ros.cli import main as cli
 from selavpr_ros.map import PlaceMap
 
@@ -106,12 +106,11 @@ def test_timestamps_out_of_range_are_refused_in_one_line(
 
 def test_a_failed_commit_keeps_the_places_and_says_so(tmp_path: Path) -> None:
     """A commit that fails leaves the places pending and the map at its last commit."""
-    from test_map import INFO, make_features
-
     from selavpr_ros.errors import MapFormatError
     from selavpr_ros.io.frames import Frame
     from selavpr_ros.io.poses import Pose
     from selavpr_ros.mapping.builder import BuildConfig, MapBuilder
+    from test_map import INFO, make_features
 
     class Fixed:
         info = INFO
@@ -124,7 +123,6 @@ def test_a_failed_commit_keeps_the_places_and_says_so(tmp_path: Path) -> None:
     for i in range(3):
         builder.add(Frame(10 + i, Frame.of_array(np.zeros((4, 4, 3), np.uint8)),
                           Pose(10 + i, (float(i), 0.0, 0.0)), "src", str(i)))
-    (tmp_path / "m" / "places.sqlite").chmod(0o444)
     pm._store._db.execute("PRAGMA query_only = ON")  # the database refuses to write
     with pytest.raises(MapFormatError, match="commit of 3 places .* keeps its last commit"):
         builder.commit()
@@ -156,4 +154,15 @@ def test_a_folder_of_undecodable_images_gives_one_line_for_a_fitted_extractor(
     assert cli(["build-map", str(tmp_path / "m"), "--images", str(folder), "--extractor",
                 "classical", "--no-progress"]) == 2
     _one_line_error(capsys, "could be decoded", str(folder))
+    assert not (tmp_path / "m").exists()
+
+
+@pytest.mark.parametrize("option", [("--rate", "1e-12"), ("--rate", "inf"),
+                                    ("--spacing", "inf"), ("--spacing", "1e308")])
+def test_folder_stamps_and_positions_out_of_range_are_one_line(
+        tmp_path: Path, checkpoint: Path, capsys: pytest.CaptureFixture[str],
+        option: tuple[str, str]) -> None:
+    folder = _folder(tmp_path, 3)
+    assert build(tmp_path / "m", checkpoint, "--images", str(folder), *option) == 2
+    _one_line_error(capsys)
     assert not (tmp_path / "m").exists()

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from map_build_testlib import (
     VELOCITY,
     assert_same_rotation,
@@ -24,7 +25,6 @@ from map_build_testlib import (
     true_pose,
     write_drive_bag,
 )
-
 from selavpr_ros.cli import main as cli
 from selavpr_ros.extractors.selavpr import SelaVPRExtractor
 from selavpr_ros.map import PlaceMap

@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from model_testlib import official_checkpoint, random_reference_state_dict, to_numpy1_spelling
 
+from model_testlib import official_checkpoint, random_reference_state_dict, to_numpy1_spelling
 from selavpr_ros import cli
 from selavpr_ros.errors import CheckpointError
 from selavpr_ros.model import (
@@ -182,6 +182,38 @@ def test_foreign_pickle_is_refused_without_running_it(tmp_path: Path, state: dic
     with pytest.raises(CheckpointError, match=r"refusing to load: .*_mark"):
         load_checkpoint(path)
     assert _MARKS == []
+
+
+class _System:
+    """Unpickling this would run os.system (pickled as ``posix.system``)."""
+
+    def __reduce__(self):
+        import os
+
+        return (os.system, ("touch SHOULD_NOT_EXIST",))
+
+
+@pytest.mark.parametrize("container", ["torch_zip", "plain_pickle"])
+def test_refusal_names_the_global_and_never_suggests_unsafe_loading(
+        tmp_path: Path, state: dict, container: str, capsys, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    ck = official_checkpoint(state)
+    ck["args"] = _System()
+    path = tmp_path / "evil.pth"
+    if container == "torch_zip":
+        torch.save(ck, path)
+    else:
+        path.write_bytes(pickle.dumps(ck, protocol=2))
+    with pytest.raises(CheckpointError) as info:
+        load_checkpoint(path)
+    message = str(info.value)
+    assert "posix.system" in message and "refusing to load" in message
+    assert "weights_only" not in message and "\n" not in message
+    out = tmp_path / "out.safetensors"
+    assert cli.main(["convert-checkpoint", str(path), str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "posix.system" in err and "weights_only" not in err and err.count("\n") == 1
+    assert not (tmp_path / "SHOULD_NOT_EXIST").exists() and not out.exists()
 
 
 def test_object_dtype_array_is_refused(tmp_path: Path, state: dict) -> None:

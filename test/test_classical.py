@@ -10,14 +10,15 @@ import numpy as np
 import pytest
 
 from selavpr_ros.errors import ConfigError, MapFormatError
-from selavpr_ros.extractor import RerankSettings
+from selavpr_ros.extractors.base import RerankSettings
 from selavpr_ros.extractors.classical import (
+    NAME_PREFIX,
     ClassicalConfig,
     ClassicalExtractor,
     NotFittedError,
     working_size,
 )
-from selavpr_ros.extractors.factory import ExtractorSpec, create_extractor
+from selavpr_ros.extractors.factory import ExtractorSpec, create_extractor, extractor_for_map
 from selavpr_ros.localizer import Localizer, LocalizerConfig
 from selavpr_ros.map import PlaceInfo, PlaceMap
 
@@ -25,7 +26,7 @@ SMALL = ClassicalConfig(vocabulary_size=8, fit_descriptors_per_image=100, kmeans
 
 
 def scene(seed: int, size: tuple[int, int] = (192, 128)) -> np.ndarray:
-    """A random textured RGB image (blurred blobs and rectangles), different per seed."""
+    """Make a random textured RGB image (blurred blobs and rectangles), different per seed."""
     rng = np.random.default_rng(seed)
     w, h = size
     img = (rng.random((h // 8, w // 8, 3)) * 255).astype(np.uint8)
@@ -132,6 +133,10 @@ def test_bad_state_is_refused(fitted: ClassicalExtractor) -> None:
         ClassicalExtractor.from_state({**state, "config": np.frombuffer(b"{", np.uint8)})
     with pytest.raises(ConfigError, match="centroids must be"):
         ClassicalExtractor.from_state({**state, "centroids": state["centroids"][:3]})
+    # a state from an untrusted map: not an object, or nested beyond the parser's recursion
+    for text in (b"[1, 2]", b"[" * 100_000 + b"]" * 100_000):
+        with pytest.raises(ConfigError, match="invalid config"):
+            ClassicalExtractor.from_state({**state, "config": np.frombuffer(text, np.uint8)})
 
 
 def test_local_stride_keeps_every_other_grid_point(fitted: ClassicalExtractor) -> None:
@@ -175,7 +180,7 @@ def test_map_stores_the_vocabulary_and_refuses_another(
         pm.append(features, [PlaceInfo(stamp_ns=i, position=(float(i), 0.0, 0.0))
                              for i in range(len(images))])
     with PlaceMap.open(path, verify=True) as pm:
-        restored = create_extractor(ExtractorSpec(kind="classical"), pm)
+        restored = extractor_for_map(ExtractorSpec(kind="classical"), pm)
         assert restored.info == fitted.info
         localizer = Localizer(pm, restored, LocalizerConfig(top_k=3, min_margin=0))
         # a map image finds itself, first stage and after re-ranking
@@ -189,12 +194,12 @@ def test_map_stores_the_vocabulary_and_refuses_another(
 def test_factory_builds_an_unfitted_classical_extractor(tmp_path: Path) -> None:
     extractor = create_extractor(ExtractorSpec(kind="classical", vocabulary_size=32))
     assert extractor.needs_fit and extractor.config.vocabulary_size == 32
-    from selavpr_ros.extractor import ExtractorInfo
+    from selavpr_ros.extractors.base import ExtractorInfo
 
-    info = ExtractorInfo("other", "w", global_dim=4, local_count=2, local_dim=2)
+    info = ExtractorInfo(NAME_PREFIX + "-x", "w", global_dim=4, local_count=2, local_dim=2)
     with PlaceMap.create(tmp_path / "m", info) as pm:
         with pytest.raises(MapFormatError, match="holds no vocabulary"):
-            create_extractor(ExtractorSpec(kind="classical"), pm)
+            extractor_for_map(ExtractorSpec(kind="classical"), pm)
 
 
 def test_rerank_settings_are_recorded(tmp_path: Path, fitted: ClassicalExtractor) -> None:
@@ -205,11 +210,11 @@ def test_rerank_settings_are_recorded(tmp_path: Path, fitted: ClassicalExtractor
         assert pm.extractor_info.rerank == settings
     with PlaceMap.open(tmp_path / "m") as pm:
         assert pm.extractor_info.rerank == settings
-        assert create_extractor(ExtractorSpec(kind="classical"), pm).rerank == settings
+        assert extractor_for_map(ExtractorSpec(), pm).rerank == settings
 
 
 def test_weights_only_extractors_keep_the_no_op_fit_hooks() -> None:
-    from selavpr_ros.extractor import Extractor, ExtractorInfo
+    from selavpr_ros.extractors.base import Extractor, ExtractorInfo
 
     class WeightsOnly(Extractor):
         info = ExtractorInfo("w", "sha", global_dim=2, local_count=1, local_dim=2)

@@ -12,7 +12,7 @@ GRID = DenseGrid(step=8, bin_sizes=(4,), contrast_threshold=0.001)
 
 
 def edge_image(direction: str) -> np.ndarray:
-    """A 64x64 step edge through the centre: dark -> bright along ``direction``."""
+    """Make a 64x64 step edge through the centre: dark -> bright along ``direction``."""
     img = np.zeros((64, 64), np.uint8)
     if direction == "+x":
         img[:, 32:] = 200

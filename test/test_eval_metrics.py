@@ -8,8 +8,13 @@ import numpy as np
 import pytest
 
 from selavpr_ros.errors import ConfigError
-from selavpr_ros.eval.metrics import (frame_index_of, positives_by_frames, positives_by_radius,
-                                      precision_recall, recall_at_n)
+from selavpr_ros.eval.metrics import (
+    frame_index_of,
+    positives_by_frames,
+    positives_by_radius,
+    precision_recall,
+    recall_at_n,
+)
 
 NAN = math.nan
 

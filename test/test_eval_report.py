@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 import node_testlib
+from map_build_testlib import make_checkpoint
 from selavpr_ros.errors import ConfigError
 from selavpr_ros.eval.evaluate import EvalConfig, QueryRecord, latency_summary, score
 from selavpr_ros.eval.plots import plot_trajectory
@@ -102,14 +103,17 @@ def test_query_records_round_trip_through_json():
 @pytest.fixture(scope="module")
 def small_map(tmp_path_factory):
     root = tmp_path_factory.mktemp("report")
-    checkpoint = node_testlib.make_checkpoint(root / "small.safetensors")
+    checkpoint = make_checkpoint(root / "small.safetensors")
     path = node_testlib.build_map(root / "m.selavpr", checkpoint,
                                   node_testlib.place_images(5, seed=5))
     with PlaceMap.open(path) as place_map:
         yield place_map
 
 
-def make_report(place_map, config=EvalConfig(ns=(1, 2), radius_m=5.0)):
+DEFAULT_EVAL = EvalConfig(ns=(1, 2), radius_m=5.0)
+
+
+def make_report(place_map, config=DEFAULT_EVAL):
     s = score(RECORDS, MAP_POSITIONS, MAP_FRAMES, config)
     return build_report(
         mode="offline", place_map=place_map,

@@ -140,7 +140,7 @@ def test_user_errors_are_one_line(world, tmp_path, capsys):
     argv = ["evaluate", str(world["map"]), "--checkpoint", str(world["checkpoint"]),
             "--out", str(tmp_path / "x")]
     assert cli_main(argv) == 2
-    assert "exactly one query source" in capsys.readouterr().err
+    assert "exactly one source: --bag BAG or --images FOLDER" in capsys.readouterr().err
     assert cli_main([*argv, "--bag", str(world["bag"]), "--image-topic", "/nope"]) == 2
     assert "/nope" in capsys.readouterr().err
     assert cli_main([*argv, "--images", str(tmp_path), "--live"]) == 2

@@ -10,6 +10,7 @@ import pytest
 import eval_testlib
 import node_testlib
 import ros_harness
+from map_build_testlib import make_checkpoint
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
 
@@ -17,7 +18,7 @@ FRAMES = eval_testlib.PLACES + eval_testlib.NOVEL
 
 
 def test_live_run_agrees_with_offline_on_the_frames_the_node_answered(tmp_path):
-    checkpoint = node_testlib.make_checkpoint(tmp_path / "small.safetensors")
+    checkpoint = make_checkpoint(tmp_path / "small.safetensors")
     images = node_testlib.place_images(eval_testlib.PLACES, seed=3)
     map_path = node_testlib.build_map(tmp_path / "route.selavpr", checkpoint, images)
     # JPEG frames on a topic whose name does not say so: the node must be told the type

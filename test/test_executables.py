@@ -48,6 +48,9 @@ def test_node_starts_with_its_parameter_file_and_stops_cleanly(
     marker = str(tmp_path / "marker.selavpr")
     params = params.replace('map_path: ""', f'map_path: "{marker}"', 1)
     assert marker in params
+    # no checkpoint: with autostart the node would refuse to start; unconfigured it runs
+    params = params.replace("autostart: true", "autostart: false", 1)
+    assert "autostart: false" in params
     (tmp_path / params_file).write_text(params)
 
     node = start_process([ros_harness.executable(node_name), "--ros-args",

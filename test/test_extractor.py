@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from selavpr_ros.errors import ConfigError
-from selavpr_ros.extractor import ExtractorInfo, Features, RerankSettings, check_rgb_images
+from selavpr_ros.extractors.base import ExtractorInfo, Features, RerankSettings, check_rgb_images
 from selavpr_ros.extractors.selavpr import SelaVPRExtractor, extractor_name
 from selavpr_ros.model import SelaVPR, SelaVPRConfig, preprocess, weights_fingerprint
 

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
+from selavpr_ros.commands.extractor_options import add_extractor_arguments, spec_from_args
 from selavpr_ros.errors import CheckpointError, ConfigError
-from selavpr_ros.extractors.factory import (ExtractorSpec, add_extractor_arguments,
-                                            create_extractor, spec_from_args)
+from selavpr_ros.extractors.factory import ExtractorSpec, create_extractor, resolve
 from selavpr_ros.model import SelaVPR, SelaVPRConfig, save_safetensors
 
 
@@ -57,5 +57,21 @@ def test_command_line_options_make_the_spec():
     args = parser.parse_args(["--checkpoint", "w.safetensors", "--device", "cuda:1",
                               "--precision", "fp16", "--batch-size", "4"])
     assert spec_from_args(args) == ExtractorSpec(
-        kind="selavpr", checkpoint="w.safetensors", device="cuda:1", precision="fp16",
+        kind="", checkpoint="w.safetensors", device="cuda:1", precision="fp16",
         batch_size=4)
+
+
+def test_the_map_records_the_kind_and_a_contradicting_one_is_refused():
+    from selavpr_ros.extractors.base import ExtractorInfo
+
+    classical = ExtractorInfo("classical-rootsift-vlad64-320x240", "v", global_dim=4,
+                              local_count=2, local_dim=2)
+    selavpr = ExtractorInfo("selavpr-vits14-d1-112x112", "w", global_dim=4, local_count=2,
+                            local_dim=2)
+    assert resolve(ExtractorSpec(), classical).kind == "classical"
+    assert resolve(ExtractorSpec(checkpoint="w.pth"), None).kind == "selavpr"  # a new map
+    assert resolve(ExtractorSpec(checkpoint="w.pth"), selavpr).kind == "selavpr"
+    with pytest.raises(ConfigError, match="built by the classical extractor .* not by 'selavpr'"):
+        resolve(ExtractorSpec(kind="selavpr", checkpoint="w.pth"), classical, "gp.selavpr")
+    with pytest.raises(ConfigError, match="give its checkpoint"):
+        resolve(ExtractorSpec(), selavpr, "m.selavpr")

@@ -8,8 +8,14 @@ import numpy as np
 import pytest
 
 from selavpr_ros.errors import ImageDecodeError
-from selavpr_ros.io.images import (decode_compressed, decode_image_message, decode_raw,
-                                   encode_compressed, encode_raw, read_image_file)
+from selavpr_ros.io.images import (
+    decode_compressed,
+    decode_image_message,
+    decode_raw,
+    encode_compressed,
+    encode_raw,
+    read_image_file,
+)
 
 # A 2x3 RGB image with distinct channel values everywhere.
 RGB = np.array([[[10, 20, 30], [40, 50, 60], [70, 80, 90]],
@@ -131,3 +137,58 @@ def test_image_files_missing_and_corrupt(tmp_path):
     bad.write_bytes(b"\xff\xd8not a jpeg")
     with pytest.raises(ImageDecodeError, match="bad.jpg"):
         read_image_file(bad)
+
+
+# ------------------------------------------------------------------ decoded-pixel limit
+def _png_claiming(width: int, height: int) -> bytes:
+    """Make a small, well-formed PNG that claims a huge size, with a few bytes of data."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return (struct.pack(">I", len(body)) + kind + body
+                + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr)
+            + chunk(b"IDAT", zlib.compress(b"\x00" * 1000)) + chunk(b"IEND", b""))
+
+
+def test_a_huge_png_is_refused_from_its_header(tmp_path) -> None:
+    data = _png_claiming(20000, 20000)
+    assert len(data) < 200
+    with pytest.raises(ImageDecodeError, match="20000x20000 = 400 megapixels, more than the "
+                                               "limit of 50 megapixels"):
+        decode_compressed(data, "png")
+    path = tmp_path / "bomb.png"
+    path.write_bytes(data)
+    with pytest.raises(ImageDecodeError, match="bomb.png: .*400 megapixels"):
+        read_image_file(path)
+    msg = SimpleNamespace(format="png", data=np.frombuffer(data, np.uint8))
+    with pytest.raises(ImageDecodeError, match="400 megapixels"):
+        decode_image_message(msg)
+
+
+@pytest.mark.parametrize("fmt", ["png", "jpeg"])
+def test_the_pixel_limit_is_configurable_and_read_before_decoding(fmt: str) -> None:
+    image = np.random.default_rng(0).integers(0, 256, (48, 64, 3), dtype=np.uint8)
+    data = encode_compressed(image, fmt)
+    assert decode_compressed(data, fmt, max_pixels=48 * 64).shape == (48, 64, 3)
+    with pytest.raises(ImageDecodeError, match="compressed image is 64x48"):
+        decode_compressed(data, fmt, max_pixels=48 * 64 - 1)
+
+
+def test_a_raw_image_over_the_limit_is_refused_before_copying() -> None:
+    msg = SimpleNamespace(encoding="rgb8", height=30000, width=30000, step=90000,
+                          is_bigendian=0, data=np.zeros(10, np.uint8))
+    with pytest.raises(ImageDecodeError, match="rgb8 image is 30000x30000 = 900 megapixels"):
+        decode_image_message(msg)
+    assert decode_raw(RGB.tobytes(), 2, 3, "rgb8", max_pixels=6).shape == (2, 3, 3)
+    with pytest.raises(ImageDecodeError, match="limit"):
+        decode_raw(RGB.tobytes(), 2, 3, "rgb8", max_pixels=5)
+
+
+def test_opencv_conversion_errors_are_decode_errors() -> None:
+    # UYVY needs an even width; OpenCV asserts, which must become an ImageDecodeError
+    with pytest.raises(ImageDecodeError, match="OpenCV cannot convert"):
+        decode_raw(bytes(2 * 3 * 2), 2, 3, "yuv422")

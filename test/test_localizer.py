@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -11,17 +10,11 @@ import numpy as np
 import pytest
 import torch
 
+import reference_mnn  # bench/reference_mnn.py (pytest.ini: pythonpath = bench)
 from selavpr_ros.errors import ConfigError, MapFormatError
-from selavpr_ros.extractor import Extractor, ExtractorInfo, Features
+from selavpr_ros.extractors.base import Extractor, ExtractorInfo, Features
 from selavpr_ros.localizer import Localizer, LocalizerConfig, confidence, decide
 from selavpr_ros.map import PlaceInfo, PlaceMap
-
-ROOT = Path(__file__).resolve().parents[1]
-_spec = importlib.util.spec_from_file_location(
-    "reference_mnn", ROOT / "bench" / "reference_mnn.py"
-)
-reference_mnn = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(reference_mnn)
 
 D, L, C = 32, 16, 8
 
@@ -45,7 +38,7 @@ def unit(x: np.ndarray) -> np.ndarray:
 
 
 def with_similarity(query: np.ndarray, sim: float, seed: int) -> np.ndarray:
-    """A unit vector whose cosine with the unit vector ``query`` is ``sim``."""
+    """Make a unit vector whose cosine with the unit vector ``query`` is ``sim``."""
     r = np.random.default_rng([7, seed]).standard_normal(D)
     r -= (r @ query) * query
     r /= np.linalg.norm(r)
@@ -209,7 +202,7 @@ def test_config_validation() -> None:
 
 # ------------------------------------------------------------------ with a real SelaVPR model
 def synthetic_image(seed: int) -> np.ndarray:
-    """A blocky colour pattern with noise, 120x160 RGB."""
+    """Make a blocky colour pattern with noise, 120x160 RGB."""
     rng = np.random.default_rng(seed)
     blocks = np.kron(rng.integers(0, 256, (6, 8, 3)).astype(np.float32), np.ones((20, 20, 1)))
     return np.clip(blocks + rng.normal(0, 20, blocks.shape), 0, 255).astype(np.uint8)

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 import selavpr_ros.map.segments as segments
-from selavpr_ros.extractor import Extractor, ExtractorInfo, Features
+from selavpr_ros.extractors.base import Extractor, ExtractorInfo, Features
 from selavpr_ros.localizer import LocalFeatureCache, Localizer, LocalizerConfig
 from selavpr_ros.localizer.cache import local_feature_bytes
 from selavpr_ros.map import PlaceInfo, PlaceMap

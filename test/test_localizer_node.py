@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
-import cv2
 import pytest
 
 import node_testlib
@@ -13,27 +11,13 @@ import ros_harness
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
 
-PLACES = 6
+PLACES = 6  # == conftest.LOCALIZER_PLACES
 NODE = "localizer_node"
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory):
-    """A checkpoint, two maps (A: 6 places, B: 3 other places) and their images as PNG files."""
-    root = tmp_path_factory.mktemp("localizer_node")
-    checkpoint = node_testlib.make_checkpoint(root / "small.safetensors")
-    images_a = node_testlib.place_images(PLACES, seed=1)
-    images_b = node_testlib.place_images(3, seed=2)
-    files = {}
-    for name, images in (("a", images_a), ("b", images_b)):
-        files[name] = []
-        for i, image in enumerate(images):
-            path = root / f"{name}{i}.png"
-            cv2.imwrite(str(path), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
-            files[name].append(str(path))
-    map_a = node_testlib.build_map(root / "a.selavpr", checkpoint, images_a)
-    map_b = node_testlib.build_map(root / "b.selavpr", checkpoint, images_b)
-    return {"checkpoint": checkpoint, "map_a": map_a, "map_b": map_b, "files": files}
+def world(localizer_world):
+    return localizer_world
 
 
 def start_localizer(start_process, world, *extra: str, map_path=None, topic="/cam/image_raw"):
@@ -54,8 +38,11 @@ def publish(start_process, topic, items, *flags):
 
 
 def warm_up(start_process, probe, topic, image, flags=()) -> None:
-    """Send one frame and wait for its answer: the first query loads lazily and is slow, and
-    frames arriving meanwhile would be dropped as stale (the slot keeps only the newest)."""
+    """Send one frame and wait for its answer.
+
+    The first query loads lazily and is slow, and frames arriving meanwhile would be dropped
+    as stale (the slot keeps only the newest).
+    """
     probe.wait_for_publishers("/place_recognition")  # or the answer may go to no one
     publisher = publish(start_process, topic, [image], "--reliable", *flags)
     probe.wait_for_messages("/place_recognition", count=1, timeout=60)
@@ -79,11 +66,12 @@ def stamp_ns(stamp) -> int:
     return stamp.sec * 10**9 + stamp.nanosec
 
 
-def latest_diagnostics(probe) -> dict[str, str]:
+def latest_diagnostics(probe, node: str = f"/{NODE}") -> dict[str, str]:
+    """Return the values of all the node's statuses in its latest DiagnosticArray."""
     for array in reversed(probe.messages("/diagnostics")):
-        for status in array.status:
-            if status.name.startswith(NODE):
-                return {kv.key: kv.value for kv in status.values}
+        mine = [s for s in array.status if s.name.startswith(f"{node}: ")]
+        if mine:
+            return {kv.key: kv.value for s in mine for kv in s.values}
     return {}
 
 
@@ -262,36 +250,42 @@ def test_startup_refuses_bad_configuration_in_one_line(case, world, start_proces
     assert "Traceback" not in node.output()
 
 
-def test_shipped_parameter_file_declares_every_parameter_and_starts_the_node(
+def test_shipped_parameter_file_is_derived_from_the_declarations_and_applies_in_a_namespace(
         world, ros_probe, start_process, tmp_path):
     import yaml
 
-    from selavpr_ros.nodes.localizer_node import PARAMS
+    from selavpr_ros.localizer.config import LocalizerConfig, settings
+    from selavpr_ros.nodes.localizer_node import PARAMS, YAML_HEADER
+    from selavpr_ros.ros.params import render_yaml
 
     shipped = ros_harness.REPO_ROOT / "config" / "localizer.yaml"
-    values = yaml.safe_load(shipped.read_text())[NODE]["ros__parameters"]
+    assert shipped.read_text() == render_yaml(YAML_HEADER, PARAMS)
+    values = yaml.safe_load(shipped.read_text())["/**"]["ros__parameters"]
     assert list(values) == [p.name for p in PARAMS]
     for p in PARAMS:  # rcl refuses a YAML value whose type differs from the declared one
         assert type(values[p.name]) is type(p.default), p.name
+        assert values[p.name] == p.default, p.name
+    # every core setting is a node parameter with the core's default (None -> its stand-in)
+    core = LocalizerConfig()
+    for s in settings(node_only=True):
+        expected = s.none if getattr(core, s.name) is None else getattr(core, s.name)
+        assert values[s.name] == expected, s.name
+    # ... and a `selavpr evaluate` flag with the same default
+    import argparse
+
+    from selavpr_ros.commands.localizer_options import add_localizer_arguments
+
+    parser = argparse.ArgumentParser()
+    add_localizer_arguments(parser, "localizer")
+    flags = vars(parser.parse_args([]))
+    assert {s.name: flags[s.name] for s in settings(node_only=True)} == {
+        s.name: values[s.name] for s in settings(node_only=True)}
     values.update(map_path=str(world["map_a"]), checkpoint=str(world["checkpoint"]))
     params_file = tmp_path / "localizer.yaml"
-    params_file.write_text(yaml.safe_dump({NODE: {"ros__parameters": values}}))
-    node = start_process([ros_harness.executable(NODE), "--ros-args",
+    params_file.write_text(yaml.safe_dump({"/**": {"ros__parameters": values}}))
+    node = start_process([ros_harness.executable(NODE), "--ros-args", "-r", "__ns:=/robot1",
                           "--params-file", str(params_file)])
     node.wait_for_output(f"{NODE} started", timeout=60)
     ros_probe.wait_for_node(NODE)
     assert f"{PLACES} places" in node.output()
     assert node.stop() == 0, node.output()
-
-
-def test_launch_file_passes_its_arguments_to_the_node():
-    source = (ros_harness.REPO_ROOT / "launch" / "localizer.launch.py").read_text()
-    from selavpr_ros.nodes.localizer_node import PARAMS
-
-    names = {p.name for p in PARAMS}
-    for argument, parameter in (("map", "map_path"), ("checkpoint", "checkpoint"),
-                                ("camera_topic", "image_topic")):
-        assert f'DeclareLaunchArgument("{argument}"' in source
-        assert f'"{parameter}": LaunchConfiguration("{argument}")' in source
-        assert parameter in names
-    assert 'LaunchConfiguration("params_file")' in source

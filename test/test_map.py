@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from selavpr_ros.errors import ConfigError, MapFormatError
-from selavpr_ros.extractor import ExtractorInfo, Features, RerankSettings
+from selavpr_ros.extractors.base import ExtractorInfo, Features, RerankSettings
 from selavpr_ros.map import IndexSpec, PlaceInfo, PlaceMap
 
 INFO = ExtractorInfo("fake-grid", "weights-a", global_dim=32, local_count=16, local_dim=8,

@@ -87,7 +87,7 @@ def test_live_map_equals_the_offline_build(tmp_path: Path, ros_probe, start_proc
         assert live.map_frame == off.map_frame == "odom"
         a, b = off.places(range(8)), live.places(range(8))
         assert [p.stamp_ns for p in b] == [p.stamp_ns for p in a] == stamps[0:16:2]
-        for pa, pb in zip(a, b):
+        for pa, pb in zip(a, b, strict=True):
             assert np.allclose(pb.position, pa.position, atol=1e-12)
             assert np.allclose(pb.orientation, pa.orientation, atol=1e-12)
             assert pb.frame_id == pa.frame_id == "cam"
@@ -96,15 +96,32 @@ def test_live_map_equals_the_offline_build(tmp_path: Path, ros_probe, start_proc
         assert_fp16_close(fb.local, fa.local)  # equal up to fp16 rounding (other batch sizes)
 
 
-def test_without_a_checkpoint_the_node_runs_and_save_reports_why(
+def test_without_a_checkpoint_configure_fails_and_save_reports_why(
         tmp_path: Path, ros_probe, start_process) -> None:
-    node = start_process(node_args(tmp_path / "live", None))
-    node.wait_for_output("map_builder_node started")
+    from lifecycle_msgs.msg import Transition
+    from lifecycle_msgs.srv import ChangeState
+
+    node = start_process(node_args(tmp_path / "live", None, autostart="false"))
+    client = ros_probe.node.create_client(ChangeState, "/map_builder_node/change_state")
+    assert client.wait_for_service(timeout_sec=30)
+    future = client.call_async(ChangeState.Request(
+        transition=Transition(id=Transition.TRANSITION_CONFIGURE)))
+    ros_harness.wait_until(future.done, 60, "the configure response")
+    assert not future.result().success
     node.wait_for_output("cannot build the map")
     response = call_save(ros_probe)
     assert not response.success and "checkpoint" in response.message
+    assert node.returncode is None
     assert node.stop() == 0, node.output()
     assert not (tmp_path / "live").exists()
+
+
+def test_without_a_checkpoint_autostart_refuses_in_one_line(tmp_path: Path,
+                                                           start_process) -> None:
+    node = start_process(node_args(tmp_path / "live", None))
+    assert node.proc.wait(timeout=60) == 1
+    assert node.output().count("cannot start") == 1, node.output()
+    assert "checkpoint" in node.output() and "Traceback" not in node.output()
 
 
 def test_bad_parameter_stops_the_node_with_one_line(tmp_path: Path, start_process) -> None:

@@ -29,7 +29,7 @@ BATCH = 4
 GENERATOR = textwrap.dedent(
     """
     import numpy as np
-    from selavpr_ros.extractor import ExtractorInfo, Features
+    from selavpr_ros.extractors.base import ExtractorInfo, Features
     from selavpr_ros.map import PlaceInfo
 
     INFO = ExtractorInfo("crash-test", "w1", global_dim=24, local_count=64, local_dim=16)

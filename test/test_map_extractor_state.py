@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from selavpr_ros.errors import MapFormatError
-from selavpr_ros.extractor import ExtractorInfo, Features
+from selavpr_ros.extractors.base import ExtractorInfo, Features
 from selavpr_ros.map import PlaceInfo, PlaceMap
 
 INFO = ExtractorInfo("fake-state", "vocab-a", global_dim=4, local_count=3, local_dim=2)
@@ -63,7 +63,7 @@ def test_map_without_state_has_none(tmp_path: Path) -> None:
 
 
 def test_state_comes_from_the_extractor_object(tmp_path: Path) -> None:
-    from selavpr_ros.extractor import Extractor
+    from selavpr_ros.extractors.base import Extractor
 
     class Stateful(Extractor):
         info = INFO  # type: ignore[assignment]

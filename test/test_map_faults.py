@@ -16,11 +16,11 @@ from typing import Any
 
 import numpy as np
 import pytest
-from test_map import INFO, build, make_features, make_places
 
 from selavpr_ros.cli import main as cli
 from selavpr_ros.errors import MapFormatError
 from selavpr_ros.map import IndexSpec, PlaceMap
+from test_map import INFO, build, make_features, make_places
 
 Edit = Callable[[dict[str, Any], Path], None]
 
@@ -97,6 +97,18 @@ MALFORMED: dict[str, tuple[Edit, str]] = {
     "generation negative": (_set(["generation"], -3), "generation"),
     "extractor state is a list": (_set(["extractor_state"], [1]), "extractor_state"),
     "count beyond segments": (_set(["count"], 10), "segments hold 9 places but count is 10"),
+    "count astronomically large": (_set(["count"], 10**30), "segments hold 9 places"),
+    "rerank is a list": (_set(["extractor", "rerank"], ["ratio"]), "extractor"),
+    "rerank ratio is text": (_set(["extractor", "rerank", "ratio"], "x"), "extractor"),
+    "unknown extractor field": (_set(["extractor", "colour"], "red"), "extractor"),
+    "flag is text": (_set(["extractor", "has_keypoints"], "yes"), "has_keypoints"),
+    "nprobe is text": (_set(["index", "spec", "nprobe"], "64"), "index.spec.nprobe"),
+    "use_gpu is a number": (_set(["index", "spec", "use_gpu"], 1), "index.spec.use_gpu"),
+    "index file is a string": (_set(["index", "file"], "index-000002.faiss"), "index.file"),
+    "segment is null": (_set(["segments", 1], None), "segments\\[1\\]"),
+    "bytes too large": (_set(["index", "file", "bytes"], 10**30), "manifest says"),
+    "local dtype float64": (_set(["local", "dtype"], "float64"), "unsupported local dtype"),
+    "manifest is empty": (lambda d, _p: d.clear(), "format is None"),
 }
 
 
@@ -141,8 +153,9 @@ def _outside(tmp_path: Path) -> Path:
     return outside
 
 
-@pytest.mark.parametrize("how", ["dotdot", "absolute", "symlink", "symlinked_dir"])
-@pytest.mark.parametrize("which", ["segment", "index", "metadata"])
+@pytest.mark.parametrize(("how", "which"), [
+    (how, which) for how in ("dotdot", "absolute", "symlink", "symlinked_dir")
+    for which in ("segment", "index")] + [("symlink", "metadata")])  # its name is fixed
 def test_names_leading_out_of_the_map_are_refused(
         tmp_path: Path, how: str, which: str, capsys: pytest.CaptureFixture[str]) -> None:
     path = _map(tmp_path)
@@ -151,8 +164,6 @@ def test_names_leading_out_of_the_map_are_refused(
     name = {"segment": data["segments"][0]["files"]["global"]["name"],
             "index": data["index"]["file"]["name"], "metadata": "places.sqlite"}[which]
     # the file really exists outside, byte for byte: only the path is wrong
-    if which == "metadata" and how in ("dotdot", "absolute", "symlinked_dir"):
-        pytest.skip("the metadata file name is fixed, not read from the manifest")
     os.replace(path / name, outside / name)
     if how == "symlink":
         (path / name).symlink_to(outside / name)
@@ -172,6 +183,28 @@ def test_names_leading_out_of_the_map_are_refused(
         (path / "manifest.json").write_text(json.dumps(data))
     _refused(path, "leads outside the map directory|not a plain name inside the map",
              capsys)
+
+
+def test_a_manifest_linked_from_outside_is_refused(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = _map(tmp_path)
+    outside = _outside(tmp_path)
+    os.replace(path / "manifest.json", outside / "manifest.json")
+    (path / "manifest.json").symlink_to(outside / "manifest.json")
+    _refused(path, "leads outside the map directory", capsys)
+
+
+@pytest.mark.parametrize("kind", ["fifo", "directory"])
+def test_an_index_that_is_not_a_regular_file_is_refused(
+        tmp_path: Path, kind: str, capsys: pytest.CaptureFixture[str]) -> None:
+    path = _map(tmp_path)
+    name = json.loads((path / "manifest.json").read_text())["index"]["file"]["name"]
+    (path / name).unlink()
+    if kind == "fifo":
+        os.mkfifo(path / name)  # opening it for reading would wait for a writer forever
+    else:
+        (path / name).mkdir()
+    _refused(path, "not a regular file", capsys)
 
 
 def test_extractor_state_name_out_of_the_map_is_refused(

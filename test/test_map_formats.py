@@ -15,7 +15,7 @@ import pytest
 
 from selavpr_ros.cli import main as cli
 from selavpr_ros.errors import ConfigError, MapFormatError
-from selavpr_ros.extractor import ExtractorInfo, Features
+from selavpr_ros.extractors.base import ExtractorInfo, Features
 from selavpr_ros.map import IndexSpec, PlaceInfo, PlaceMap
 from selavpr_ros.map import index as idx
 from selavpr_ros.map.local_format import LocalFormat, dequantize, quantize

@@ -10,10 +10,10 @@ import json
 from pathlib import Path
 
 import cv2
-import eval_testlib
-import node_testlib
 import pytest
 
+import eval_testlib
+import node_testlib
 from selavpr_ros.cli import main as cli
 
 FORMATS = [("fp16", "1"), ("int8", "1"), ("pca64", "1"), ("pca64-int8", "1"),

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.util
+import itertools
 import subprocess
 import sys
 from pathlib import Path
@@ -11,17 +11,11 @@ import numpy as np
 import pytest
 import torch
 
+from reference_mnn import loop_mnn_scores, reference_mnn_scores  # bench/ (pytest.ini pythonpath)
 from selavpr_ros.errors import ConfigError
 from selavpr_ros.matching import chunk_size_for_budget, mnn, mnn_scores
 
 ROOT = Path(__file__).resolve().parents[1]
-_spec = importlib.util.spec_from_file_location(
-    "reference_mnn", ROOT / "bench" / "reference_mnn.py"
-)
-reference_mnn = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(reference_mnn)
-reference_mnn_scores = reference_mnn.reference_mnn_scores
-loop_mnn_scores = reference_mnn.loop_mnn_scores
 
 
 def unit(x: np.ndarray) -> np.ndarray:
@@ -185,7 +179,7 @@ def test_row_tiles_are_balanced_and_cover_the_rows() -> None:
     for rows, lq in [(3721, 3721), (100, 3721), (1, 5), (97, 10_000), (5000, 7)]:
         tiles = mnn.row_tiles(rows, lq)
         assert tiles[0][0] == 0 and tiles[-1][1] == rows
-        assert all(a[1] == b[0] for a, b in zip(tiles, tiles[1:]))
+        assert all(a[1] == b[0] for a, b in itertools.pairwise(tiles))
         sizes = [stop - start for start, stop in tiles]
         assert max(sizes) - min(sizes) <= 1  # no tiny tail block
         assert min(sizes) >= min(rows, mnn.MIN_TILE_ROWS)

@@ -14,7 +14,7 @@ import pytest
 
 from selavpr_ros.cli import main as cli
 from selavpr_ros.errors import MapFormatError
-from selavpr_ros.extractor import ExtractorInfo, Features
+from selavpr_ros.extractors.base import ExtractorInfo, Features
 from selavpr_ros.map import IndexSpec, PlaceInfo, PlaceMap
 from selavpr_ros.map.local_format import LocalFormat
 from selavpr_ros.map.merge import merge_maps

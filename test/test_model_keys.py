@@ -9,7 +9,7 @@ from selavpr_ros.model import SelaVPR, SelaVPRConfig
 
 
 def reference_vitl_keys(registers: bool) -> dict[str, tuple[int, ...]]:
-    """Written out from the reference doc, section 2 (without ``module.``)."""
+    """Written out from the published checkpoints' key layout (without ``module.``)."""
     keys: dict[str, tuple[int, ...]] = {
         "backbone.cls_token": (1, 1, 1024),
         "backbone.pos_embed": (1, 1370, 1024),
@@ -61,7 +61,7 @@ def test_full_vitl_keys_shapes_and_order_match_reference(registers: bool, count:
 
 
 def test_full_vitl_parameter_counts_match_reference() -> None:
-    """Counts measured from the instantiated reference (doc section 1.3)."""
+    """Counts measured from the instantiated reference model."""
     state = meta_state_dict(SelaVPRConfig())
     total = sum(v.numel() for v in state.values())
     adapters = sum(v.numel() for k, v in state.items() if ".adapter" in k)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-from model_testlib import random_reference_state_dict, reference_model
 from torch import nn
 
+from model_testlib import random_reference_state_dict, reference_model
 from selavpr_ros.errors import ConfigError
 from selavpr_ros.model import InferenceRunner, SelaVPR, SelaVPRConfig
 

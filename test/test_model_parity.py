@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from model_testlib import official_checkpoint, random_reference_state_dict, reference_model
 
-from selavpr_ros.model import load_checkpoint
+from model_testlib import official_checkpoint, random_reference_state_dict, reference_model
 from selavpr_ros.model import backbone as backbone_module
+from selavpr_ros.model import load_checkpoint
 
 ATOL = 1e-5
 

@@ -60,7 +60,30 @@ def test_launch_files_use_installed_executables_and_parameter_files():
         source = launch_file.read_text()
         compile(source, str(launch_file), "exec")
         assert "def generate_launch_description" in source
-        executable = source.split('executable="')[1].split('"')[0]
+        executable, config = source.split('node_launch("')[1].split('"')[0:3:2]
         assert f"{executable} = " in setup_py, f"{launch_file.name}: unknown {executable}"
-        config = source.split('"config", "')[1].split('"')[0]
         assert (ros_harness.REPO_ROOT / "config" / config).is_file()
+
+
+def test_package_xml_declares_exactly_the_ros_packages_the_code_imports():
+    import ast
+    import re
+
+    index = Path(sys.prefix) / "share" / "ament_index" / "resource_index" / "packages"
+    if not index.is_dir():
+        pytest.skip("no ament index in this environment")
+    ros_packages = {p.name for p in index.iterdir()} - {"selavpr_ros"}
+    imported = set()
+    files = [*(ros_harness.REPO_ROOT / "selavpr_ros").rglob("*.py"),
+             *(ros_harness.REPO_ROOT / "launch").glob("*.py")]
+    for path in files:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                imported |= {a.name.split(".")[0] for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                imported.add(node.module.split(".")[0])
+    xml = (ros_harness.REPO_ROOT / "package.xml").read_text()
+    declared = set(re.findall(r"<exec_depend>([^<]+)</exec_depend>", xml))
+    assert imported & ros_packages <= declared, imported & ros_packages - declared
+    assert {d for d in declared if not d.startswith("python3-")} <= imported & ros_packages
+    assert "<exec_depend>cv_bridge" not in xml  # nothing imports it

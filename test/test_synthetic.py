@@ -34,7 +34,7 @@ def test_same_seed_gives_identical_images_and_other_seeds_differ() -> None:
     b = render_route(SMALL)
     c = render_route(dataclasses.replace(SMALL, seed=4))
     for t in range(2):
-        for fa, fb, fc in zip(a[t], b[t], c[t]):
+        for fa, fb, fc in zip(a[t], b[t], c[t], strict=True):
             assert fa.image.tobytes() == fb.image.tobytes()
             assert fa.stamp_ns == fb.stamp_ns and fa.position == fb.position
             assert not np.array_equal(fa.image, fc.image)
@@ -88,7 +88,7 @@ def test_folder_writer_matches_the_folder_reader(tmp_path: Path) -> None:
     read = list(folder_frames(tmp_path / "t1", FolderOptions(poses=tmp_path / "t1" /
                                                              "poses.csv")))
     assert [r.source_ref for r in read] == [f.name for f in frames]
-    for r, f in zip(read, frames):
+    for r, f in zip(read, frames, strict=True):
         assert r.pose is not None and r.pose.stamp_ns == f.stamp_ns
         assert r.pose.position == f.position
         assert np.allclose(r.pose.orientation, f.orientation, atol=1e-12)

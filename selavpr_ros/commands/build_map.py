@@ -12,27 +12,22 @@ Examples::
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import logging
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
+from selavpr_ros.commands.extractor_options import add_extractor_arguments, spec_from_args
+from selavpr_ros.commands.source_options import add_source_arguments, source_from_args
 from selavpr_ros.errors import ConfigError, MapFormatError
-from selavpr_ros.extractors.factory import (
-    ExtractorSpec,
-    add_extractor_arguments,
-    spec_from_args,
-)
-from selavpr_ros.io.folders import DEFAULT_RATE_HZ, DEFAULT_SPACING_M
-from selavpr_ros.io.frames import Frame
+from selavpr_ros.extractors.factory import ExtractorSpec
+from selavpr_ros.io.sources import open_frames
 
 if TYPE_CHECKING:
-    from selavpr_ros.extractor import Extractor
+    from selavpr_ros.extractors.base import Extractor
     from selavpr_ros.map import PlaceMap
 
 log = logging.getLogger(__name__)
@@ -47,7 +42,7 @@ def _off_or_float(text: str) -> float | None:
         raise argparse.ArgumentTypeError(f"expected a number or 'off', got '{text}'") from err
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "build-map",
         help="build or extend a place map from a rosbag2 or an image folder",
@@ -61,27 +56,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     parser.add_argument("map", metavar="MAP", help="place map directory to create or extend")
     parser.add_argument("--append", action="store_true",
                         help="extend MAP if it exists (also resumes an interrupted build)")
-    src = parser.add_argument_group("source (one of --bag or --images)")
-    src.add_argument("--bag", help="rosbag2 directory (sqlite3 or mcap)")
-    src.add_argument("--image-topic",
-                     help="sensor_msgs/Image or CompressedImage topic (default: the only one)")
-    src.add_argument("--pose-topic", help="Odometry, PoseStamped or PoseWithCovarianceStamped "
-                                          "topic (default: the only one)")
-    src.add_argument("--pose-tolerance", type=float, default=0.1, metavar="S",
-                     help="max seconds between an image and the poses around it (default 0.1)")
-    src.add_argument("--images", help="image folder (natural file-name order)")
-    src.add_argument("--poses", help="CSV: file, timestamp, x, y, z[, qx, qy, qz, qw]; without "
-                                     "it frames get pseudo-positions along x")
-    src.add_argument("--spacing", type=float, default=DEFAULT_SPACING_M, metavar="M",
-                     help=f"metres between pseudo-positions (default {DEFAULT_SPACING_M})")
-    src.add_argument("--rate", type=float, default=DEFAULT_RATE_HZ, metavar="HZ",
-                     help="frame rate for stamps of a folder without timestamps "
-                          f"(default {DEFAULT_RATE_HZ})")
-    src.add_argument("--frame-id", default="camera", help="camera frame of folder images")
-    src.add_argument("--stride", type=int, default=1, metavar="N",
-                     help="use every N-th frame of the source")
-    src.add_argument("--limit", type=int, default=0, metavar="N",
-                     help="stop after N frames of the source (after --stride)")
+    add_source_arguments(parser, "source (one of --bag or --images)")
     kf = parser.add_argument_group("keyframes (a frame is a new place if ANY is met; 'off')")
     kf.add_argument("--min-distance", type=_off_or_float, default=0.5, metavar="M",
                     help="metres moved since the last place (default 0.5; 0 keeps every frame)")
@@ -114,119 +89,46 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     parser.set_defaults(handler=run)
 
 
-def _frames(args: argparse.Namespace) -> tuple[Iterator[Frame], int | None, str, list[object]]:
-    """(frames, their count if known, the poses' frame id, things to close)."""
-    if bool(args.bag) == bool(args.images):
-        raise ConfigError("give exactly one source: --bag BAG or --images FOLDER")
-    if args.stride < 1:
-        raise ConfigError(f"--stride must be at least 1, got {args.stride}")
-    if args.limit < 0:
-        raise ConfigError(f"--limit must be >= 0, got {args.limit}")
-    if args.bag:
-        from selavpr_ros.io.bags import IMAGE_TYPES, BagFrames
-
-        if not args.pose_tolerance >= 0:
-            raise ConfigError(f"--pose-tolerance must be >= 0, got {args.pose_tolerance}")
-        bag = BagFrames(args.bag)
-        try:
-            image_topic, _ = bag.topic_of(args.image_topic, IMAGE_TYPES, "image")
-            poses, pose_frame = bag.read_poses(args.pose_topic)
-        except BaseException:
-            bag.close()
-            raise
-        if len(poses) == 0:
-            bag.close()
-            raise ConfigError(f"the pose topic of {args.bag} has no usable poses")
-        frames: Iterator[Frame] = bag.frames(image_topic, poses,
-                                             round(args.pose_tolerance * 1e9))
-        total: int | None = bag.count(image_topic)
-        closers: list[object] = [bag]
-    else:
-        from selavpr_ros.io.folders import FolderOptions, folder_frames, list_images
-
-        if args.image_topic or args.pose_topic:
-            raise ConfigError("--image-topic and --pose-topic are for --bag sources")
-        options = FolderOptions(poses=Path(args.poses) if args.poses else None,
-                                spacing=args.spacing, rate_hz=args.rate, frame_id=args.frame_id)
-        frames = folder_frames(args.images, options)
-        total = len(list_images(args.images))
-        pose_frame, closers = "", []
-    if args.stride > 1:
-        frames = itertools.islice(frames, 0, None, args.stride)
-        total = -(-total // args.stride) if total is not None else None
-    if args.limit:
-        frames = itertools.islice(frames, args.limit)
-        total = min(total, args.limit) if total is not None else args.limit
-    return frames, total, pose_frame, closers
-
-
 def _sample_images(args: argparse.Namespace, count: int) -> list[np.ndarray]:
     """Up to ``count`` decodable images spread evenly over the source (for fitting)."""
     from selavpr_ros.errors import ImageDecodeError
 
-    frames, total, _, closers = _frames(args)
-    try:
-        total = total or 0
+    with open_frames(source_from_args(args)) as opened:
+        total = opened.total or 0
         wanted = set(np.linspace(0, max(total - 1, 0), num=min(count, total)).round().astype(int))
         images = []
-        for i, frame in enumerate(frames):
+        for i, frame in enumerate(opened.frames):
             if i in wanted:
                 try:
                     images.append(frame.load())
                 except ImageDecodeError:
                     continue
         return images
-    finally:
-        for closer in closers:
-            closer.close()  # type: ignore[attr-defined]
 
 
 def _open_map(args: argparse.Namespace, spec: ExtractorSpec,
               pose_frame: str) -> tuple[PlaceMap, Extractor]:
-    """Open the map to write and its extractor (restored from the map, or fitted if new)."""
-    from selavpr_ros.extractors.factory import create_extractor
-    from selavpr_ros.map import IndexSpec, PlaceMap, check_extractor
+    """Return the map to write and its extractor (restored, or fitted for a new map)."""
     from selavpr_ros.map.local_format import LocalFormat
+    from selavpr_ros.mapping.open_map import open_or_create
 
-    path = Path(args.map)
-    exists = (path / "manifest.json").is_file()
-    if exists and not args.append:
-        raise MapFormatError(f"map {path} exists; pass --append to extend it")
-    if exists:
-        place_map = PlaceMap.open(path, writable=True)
-        try:
-            extractor = create_extractor(spec, place_map)
-            check_extractor(place_map.extractor_info, extractor.info, path)
-        except BaseException:
-            place_map.close()
-            raise
-        frame = args.map_frame or pose_frame
-        if frame and frame != place_map.map_frame:
-            log.warning("poses are in frame '%s' but map %s is in '%s'", frame, path,
-                        place_map.map_frame)
-        return place_map, extractor
-    local_format = LocalFormat.parse(args.local_format, args.local_stride)
-    codec_state = None
-    if args.local_codec_from:
-        with PlaceMap.open(args.local_codec_from) as source:
-            if source.local_format != local_format:
-                raise ConfigError(f"--local-codec-from {args.local_codec_from} has local format "
-                                  f"{source.local_format.name}, not {local_format.name}")
-            codec_state = source.codec.state()
-    extractor = create_extractor(spec)
-    if extractor.needs_fit:
-        sample = _sample_images(args, extractor.fit_sample_size)
-        if not sample:
-            raise ConfigError(
-                f"no image of {args.bag or args.images} could be decoded; the {spec.kind} "
-                "extractor needs images of the route to fit"
-            )
-        log.info("fitting the %s extractor on %d images of the route", spec.kind, len(sample))
-        extractor = extractor.fit(sample)
-    kind = "flat" if args.index == "auto" else args.index  # auto: tuned when the build ends
-    place_map = PlaceMap.create(path, extractor, index=IndexSpec(kind=kind),
-                                map_frame=args.map_frame or pose_frame or "map",
-                                local_format=local_format, local_codec_state=codec_state)
+    def sample(count: int) -> list[np.ndarray]:
+        images = _sample_images(args, count)
+        if not images:
+            raise ConfigError(f"no image of {args.bag or args.images} could be decoded; the "
+                              "extractor needs images of the route to fit")
+        log.info("fitting the extractor on %d images of the route", len(images))
+        return images
+
+    place_map, extractor = open_or_create(
+        Path(args.map), spec, append=args.append, index=args.index,
+        map_frame=args.map_frame or pose_frame or "map", fit_sample=sample,
+        local_format=LocalFormat.parse(args.local_format, args.local_stride),
+        local_codec_from=Path(args.local_codec_from) if args.local_codec_from else None)
+    frame = args.map_frame or pose_frame
+    if frame and frame != place_map.map_frame:
+        log.warning("poses are in frame '%s' but map %s is in '%s'", frame, args.map,
+                    place_map.map_frame)
     return place_map, extractor
 
 
@@ -250,24 +152,22 @@ def run(args: argparse.Namespace) -> int:
         batch_size=spec.batch_size,
         commit_every=args.commit_every,
     )
-    frames, total, pose_frame, closers = _frames(args)
     path = Path(args.map)
     new_directory = not path.exists()
-    try:
-        place_map, extractor = _open_map(args, spec, pose_frame)
-        with place_map:
-            builder = MapBuilder(place_map, extractor, config)
-            summary = build(frames, builder, progress=not args.no_progress, total=total)
-            if args.index == "auto" and not summary.interrupted and place_map.count:
-                place_map.tune_index(args.target_recall)
-    except Exception:
-        # a failed first build leaves no empty map behind that would block a retry
-        if new_directory and path.is_dir() and _places_in(path) == 0:
-            shutil.rmtree(path, ignore_errors=True)
-        raise
-    finally:
-        for closer in closers:
-            closer.close()  # type: ignore[attr-defined]
+    with open_frames(source_from_args(args)) as opened:
+        try:
+            place_map, extractor = _open_map(args, spec, opened.pose_frame)
+            with place_map:
+                builder = MapBuilder(place_map, extractor, config)
+                summary = build(opened.frames, builder, progress=not args.no_progress,
+                                total=opened.total)
+                if args.index == "auto" and not summary.interrupted and place_map.count:
+                    place_map.tune_index(args.target_recall)
+        except Exception:
+            # a failed first build leaves no empty map behind that would block a retry
+            if new_directory and path.is_dir() and _places_in(path) == 0:
+                shutil.rmtree(path, ignore_errors=True)
+            raise
     if args.json:
         print(json.dumps(summary.to_dict(), indent=2))
     else:

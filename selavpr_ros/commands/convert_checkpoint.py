@@ -10,8 +10,7 @@ from __future__ import annotations
 import argparse
 
 
-
-def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "convert-checkpoint",
         help="convert a SelaVPR or DINOv2 checkpoint (.pth) to safetensors",
@@ -32,9 +31,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from selavpr_ros.errors import CheckpointError
     from safetensors import safe_open
 
+    from selavpr_ros.errors import CheckpointError
     from selavpr_ros.model.checkpoint import convert_checkpoint
 
     dst = Path(args.dst)

@@ -1,8 +1,10 @@
-"""``selavpr evaluate MAP``: Recall@N, precision-recall, latency and plots for recorded queries.
+r"""``selavpr evaluate MAP``: Recall@N, precision-recall, latency and plots for recorded queries.
 
-    selavpr evaluate campus.selavpr --bag drive2 --image-topic /camera/image_raw \\
+Examples::
+
+    selavpr evaluate campus.selavpr --bag drive2 --image-topic /camera/image_raw \
         --pose-topic /odom --checkpoint SelaVPR_msls.safetensors --out eval_drive2
-    selavpr evaluate gp_day_left.selavpr --images gardens_point_walking/night_right \\
+    selavpr evaluate gp_day_left.selavpr --images gardens_point_walking/night_right \
         --frame-tolerance 2 --checkpoint ... --out eval_gp_night
     selavpr evaluate campus.selavpr --bag drive2 --live --rate 1.0 ...   # through the node
 
@@ -20,8 +22,10 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from selavpr_ros.commands.extractor_options import add_extractor_arguments, spec_from_args
+from selavpr_ros.commands.localizer_options import add_localizer_arguments, config_from_args
+from selavpr_ros.commands.source_options import add_source_arguments, source_from_args
 from selavpr_ros.errors import ConfigError
-from selavpr_ros.extractors.factory import add_extractor_arguments, spec_from_args
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +41,7 @@ def _ns(text: str) -> tuple[int, ...]:
     return values
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "evaluate",
         help="Recall@N, precision-recall, latency and plots of a map against recorded queries",
@@ -49,20 +53,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         ),
     )
     parser.add_argument("map", metavar="MAP", help="place map directory")
-    src = parser.add_argument_group("queries (one of --bag or --images)")
-    src.add_argument("--bag", help="rosbag2 directory (sqlite3 or mcap)")
-    src.add_argument("--image-topic", help="image topic (default: the bag's only one)")
-    src.add_argument("--pose-topic", help="ground-truth pose topic: Odometry, PoseStamped or "
-                                          "PoseWithCovarianceStamped (default: the only one)")
-    src.add_argument("--pose-tolerance", type=float, default=0.1, metavar="S",
-                     help="max seconds between an image and the poses around it (default 0.1)")
-    src.add_argument("--images", help="image folder (natural file-name order)")
-    src.add_argument("--poses", help="poses CSV for --images (see build-map); without it, "
-                                     "pseudo-positions along x")
-    src.add_argument("--spacing", type=float, default=1.0, metavar="M",
-                     help="metres between pseudo-positions (default 1)")
-    src.add_argument("--stride", type=int, default=1, metavar="N", help="every N-th frame")
-    src.add_argument("--limit", type=int, default=0, metavar="N", help="at most N frames")
+    # --rate is the live replay speed here, so folder frames keep the default rate and frame id
+    add_source_arguments(parser, "queries (one of --bag or --images)", folder_timing=False)
     gt = parser.add_argument_group("ground truth and metrics")
     gt.add_argument("--radius", type=float, default=25.0, metavar="M",
                     help="positives: places within M metres (default 25)")
@@ -77,16 +69,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     gt.add_argument("--pr-score", default="confidence",
                     choices=("confidence", "mnn_score", "score_fraction", "global_similarity"),
                     help="headline score of the precision-recall figures (all are reported)")
-    loc = parser.add_argument_group("localizer (as the node's parameters)")
-    loc.add_argument("--top-k", type=int, default=100, help="global candidates (default 100)")
-    loc.add_argument("--rerank-k", type=int, default=-1, help="re-ranked (-1: all, 0: none)")
-    loc.add_argument("--min-score", type=int, default=0)
-    loc.add_argument("--min-score-fraction", type=float, default=0.0)
-    loc.add_argument("--min-margin", type=float, default=1.1)
-    loc.add_argument("--margin-mode", default="ratio", choices=("ratio", "difference"))
-    loc.add_argument("--margin-distance", type=float, default=25.0, metavar="M")
-    loc.add_argument("--margin-id-distance", type=int, default=10)
-    loc.add_argument("--min-global-similarity", type=float, default=-1.0)
+    add_localizer_arguments(parser, "localizer (the node's parameters)")
     live = parser.add_argument_group("live evaluation through a localizer_node over DDS")
     live.add_argument("--live", action="store_true",
                       help="replay the bag (with /clock) to a localizer_node and score its "
@@ -111,32 +94,27 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
 
 
 def localizer_config(args: argparse.Namespace) -> Any:
-    from selavpr_ros.localizer import LocalizerConfig
-
-    return LocalizerConfig(
-        top_k=args.top_k, rerank_k=None if args.rerank_k < 0 else args.rerank_k,
-        device=args.device, precision="fp16" if args.precision == "fp16" else "fp32",
-        min_score=args.min_score, min_score_fraction=args.min_score_fraction,
-        min_margin=args.min_margin, margin_mode=args.margin_mode,
-        margin_distance_m=args.margin_distance, margin_id_distance=args.margin_id_distance,
-        min_global_similarity=args.min_global_similarity)
+    return config_from_args(args, args.device, args.precision)
 
 
 def run(args: argparse.Namespace) -> int:
-    from selavpr_ros.eval.evaluate import (EvalConfig, QuerySource, latency_summary,
-                                           map_ground_truth, open_queries, run_offline, score)
+    from selavpr_ros.eval.evaluate import (
+        EvalConfig,
+        latency_summary,
+        map_ground_truth,
+        run_offline,
+        score,
+    )
     from selavpr_ros.eval.report import build_report, extractor_description, write_outputs
-    from selavpr_ros.extractors.factory import create_extractor
+    from selavpr_ros.extractors.factory import extractor_for_map, recorded_kind
+    from selavpr_ros.io.sources import open_frames
     from selavpr_ros.localizer import Localizer
     from selavpr_ros.map import PlaceMap
 
     eval_config = EvalConfig(ns=args.recall_n, radius_m=args.radius,
                              frame_tolerance=args.frame_tolerance,
                              distance_dims=args.distance_dims, pr_score=args.pr_score)
-    source = QuerySource(bag=args.bag, image_topic=args.image_topic, pose_topic=args.pose_topic,
-                         pose_tolerance_s=args.pose_tolerance, images=args.images,
-                         poses=args.poses, spacing=args.spacing, stride=args.stride,
-                         limit=args.limit)
+    source = source_from_args(args, folder_timing=False)
     if args.live and not args.bag:
         raise ConfigError("--live replays a rosbag: give --bag")
     if not args.rate > 0:
@@ -145,16 +123,17 @@ def run(args: argparse.Namespace) -> int:
     config = localizer_config(args)
     out_dir = Path(args.out)
     with PlaceMap.open(args.map) as place_map:
-        extractor = create_extractor(spec, place_map)
+        extractor = extractor_for_map(spec, place_map)
         localizer = Localizer(place_map, extractor, config)
         live_info = None
         source_info: dict[str, Any] = {"kind": "bag" if args.bag else "images",
                                        **source.describe()}
-        with open_queries(source) as (frames, total, topic):
+        with open_frames(source) as opened:
+            frames, total, topic = opened.frames, opened.total, opened.image_topic
             if topic:
                 source_info["image_topic"] = topic  # the bag's only one when not given
             if args.live:
-                from selavpr_ros.nodes.live_eval import LiveOptions, run_live
+                from selavpr_ros.ros.live_eval import LiveOptions, run_live
 
                 options = LiveOptions(
                     bag=args.bag, image_topic=topic, rate=args.rate,
@@ -165,7 +144,7 @@ def run(args: argparse.Namespace) -> int:
                 live_run = run_live(options, frames_list, progress=not args.no_progress)
                 records, wall_s, live_info = live_run.records, live_run.wall_s, live_run.info
                 if not args.no_compare:
-                    from selavpr_ros.nodes.live_eval import compare
+                    from selavpr_ros.ros.live_eval import compare
 
                     stamps = {r.stamp_ns for r in records if r.answered}
                     offline = run_offline(localizer, frames_list, total=len(frames_list),
@@ -183,7 +162,8 @@ def run(args: argparse.Namespace) -> int:
         scores = score(records, positions, map_frames, eval_config)
         report = build_report(
             mode="live" if args.live else "offline", place_map=place_map,
-            extractor=extractor_description(extractor, spec.kind, spec.checkpoint, spec.device,
+            extractor=extractor_description(extractor, recorded_kind(extractor.info),
+                                            spec.checkpoint, spec.device,
                                             spec.precision),
             localizer_config=config,
             eval_config=eval_config, source=source_info,

@@ -14,7 +14,7 @@ import argparse
 import sys
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "replay", help="play a rosbag2 onto ROS 2 with recorded timing and /clock",
         description="Publish a rosbag2's messages (sqlite3 or mcap) with their recorded timing "
@@ -53,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
     import rclpy
     from rclpy.executors import ExternalShutdownException
 
-    from selavpr_ros.nodes.bag_player import BagPlayer, PlayOptions
+    from selavpr_ros.ros.bag_player import BagPlayer, PlayOptions
 
     options = PlayOptions(rate=args.rate, topics=tuple(args.topics), clock=not args.no_clock,
                           clock_hz=args.clock_hz, reliability=args.qos, depth=args.depth,

@@ -3,28 +3,33 @@
 The offline runner answers every query frame with the same :class:`Localizer` the node uses
 (one image at a time, as the node does), so its matches are the node's matches for the same
 frames. Results are kept per query (:class:`QueryRecord`) and scored afterwards by
-:func:`score`, which also scores the node's live answers (see :mod:`selavpr_ros.eval.live`).
+:func:`score`, which also scores the node's live answers (``selavpr evaluate --live``). The
+query frames come from :func:`selavpr_ros.io.sources.open_frames`, as a map build's do.
 """
 
 from __future__ import annotations
 
-import contextlib
-import itertools
 import logging
 import math
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from selavpr_ros.errors import ConfigError, ImageDecodeError
 from selavpr_ros.eval import latency as lat
-from selavpr_ros.eval.metrics import (DEFAULT_NS, PRCurve, RecallAtN, frame_index_of,
-                                      positives_by_frames, positives_by_radius,
-                                      precision_recall, recall_at_n)
+from selavpr_ros.eval.metrics import (
+    DEFAULT_NS,
+    PRCurve,
+    RecallAtN,
+    frame_index_of,
+    positives_by_frames,
+    positives_by_radius,
+    precision_recall,
+    recall_at_n,
+)
 from selavpr_ros.io.frames import Frame
 
 log = logging.getLogger(__name__)
@@ -140,7 +145,7 @@ class QueryRecord:
 
 def record_from_result(frame: Frame, index: int, result: Any, image_hw: tuple[int, int] | None,
                        timings_ms: dict[str, float], latency_ms: float) -> QueryRecord:
-    """A :class:`QueryRecord` from a core ``LocalizationResult``."""
+    """Make a :class:`QueryRecord` from a core ``LocalizationResult``."""
     cands = result.candidates
     top = cands[0] if cands else None
     return QueryRecord(
@@ -202,86 +207,6 @@ def run_offline(localizer: Any, frames: Iterable[Frame], *, total: int | None = 
     return OfflineRun(records, time.perf_counter() - start)
 
 
-# --- query sources ------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class QuerySource:
-    """Where the query frames come from: a rosbag2 (image + pose topics) or an image folder.
-
-    Folder frames get their pose from ``poses`` (CSV) or a pseudo-position ``index * spacing``
-    along x; with ``frame_tolerance`` only their file names' frame numbers matter.
-    """
-
-    bag: str | None = None
-    image_topic: str | None = None
-    pose_topic: str | None = None
-    pose_tolerance_s: float = 0.1
-    images: str | None = None
-    poses: str | None = None
-    spacing: float = 1.0
-    rate_hz: float = 10.0
-    stride: int = 1
-    limit: int = 0
-
-    def __post_init__(self) -> None:
-        if bool(self.bag) == bool(self.images):
-            raise ConfigError("give exactly one query source: --bag BAG or --images FOLDER")
-        if self.stride < 1:
-            raise ConfigError(f"stride must be at least 1, got {self.stride}")
-        if self.limit < 0:
-            raise ConfigError(f"limit must be >= 0, got {self.limit}")
-        if not self.pose_tolerance_s >= 0:
-            raise ConfigError(f"pose tolerance must be >= 0 s, got {self.pose_tolerance_s}")
-        if self.images and (self.image_topic or self.pose_topic):
-            raise ConfigError("--image-topic and --pose-topic are for --bag sources")
-
-    def describe(self) -> dict[str, Any]:
-        out: dict[str, Any] = {k: v for k, v in asdict(self).items() if v not in (None, "")}
-        if self.bag:
-            for key in ("images", "poses", "spacing", "rate_hz"):
-                out.pop(key, None)
-        else:
-            for key in ("image_topic", "pose_topic", "pose_tolerance_s"):
-                out.pop(key, None)
-        return out
-
-
-@contextlib.contextmanager
-def open_queries(source: QuerySource) -> Iterator[tuple[Iterator[Frame], int | None, str]]:
-    """(frames, their count, the image topic or '') of ``source``; closes the bag after use."""
-    closers: list[Any] = []
-    try:
-        if source.bag:
-            from selavpr_ros.io.bags import IMAGE_TYPES, BagFrames
-
-            bag = BagFrames(source.bag)
-            closers.append(bag)
-            topic, _ = bag.topic_of(source.image_topic, IMAGE_TYPES, "image")
-            poses, _ = bag.read_poses(source.pose_topic)
-            if len(poses) == 0:
-                raise ConfigError(f"the pose topic of {source.bag} has no usable poses")
-            frames: Iterator[Frame] = bag.frames(topic, poses,
-                                                 round(source.pose_tolerance_s * 1e9))
-            total: int | None = bag.count(topic)
-        else:
-            from selavpr_ros.io.folders import FolderOptions, folder_frames, list_images
-
-            options = FolderOptions(poses=Path(source.poses) if source.poses else None,
-                                    spacing=source.spacing, rate_hz=source.rate_hz)
-            frames = folder_frames(source.images, options)  # type: ignore[arg-type]
-            total, topic = len(list_images(source.images)), ""  # type: ignore[arg-type]
-        if source.stride > 1:
-            frames = itertools.islice(frames, 0, None, source.stride)
-            total = -(-total // source.stride) if total is not None else None
-        if source.limit:
-            frames = itertools.islice(frames, source.limit)
-            total = min(total, source.limit) if total is not None else source.limit
-        yield frames, total, topic
-    finally:
-        for closer in closers:
-            closer.close()
-
-
 # --- scoring --------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -328,7 +253,8 @@ def score(records: Sequence[QueryRecord], map_positions: np.ndarray,
     before = recall_at_n([r.global_ids for r in usable], positives, config.ns)
     after = recall_at_n([r.ids for r in usable], positives, config.ns)
     has = [len(p) > 0 for p in positives]
-    correct = [bool(r.ids) and bool(np.isin(r.ids[0], p)) for r, p in zip(usable, positives)]
+    correct = [bool(r.ids) and bool(np.isin(r.ids[0], p))
+               for r, p in zip(usable, positives, strict=True)]
     accepted = [r.accepted for r in usable]
     curves = {}
     for name in PR_SCORES:
@@ -339,7 +265,7 @@ def score(records: Sequence[QueryRecord], map_positions: np.ndarray,
     outcomes: dict[int, str] = {}
     for r in answered:
         outcomes[r.index] = "no_ground_truth"
-    for r, ok in zip(usable, correct):
+    for r, ok in zip(usable, correct, strict=True):
         outcomes[r.index] = ("correct" if ok else "wrong") if r.accepted else "rejected"
     counts = {
         "queries": len(records),
@@ -349,13 +275,14 @@ def score(records: Sequence[QueryRecord], map_positions: np.ndarray,
         "with_positive": int(sum(has)),
         "without_positive": len(usable) - int(sum(has)),
         "accepted": int(sum(accepted)),
-        "accepted_correct": int(sum(a and c for a, c in zip(accepted, correct))),
-        "accepted_wrong": int(sum(a and not c for a, c in zip(accepted, correct))),
+        "accepted_correct": int(sum(a and c for a, c in zip(accepted, correct, strict=True))),
+        "accepted_wrong": int(sum(a and not c for a, c in zip(accepted, correct, strict=True))),
         "rejected": len(usable) - int(sum(accepted)),
         "top1_correct": int(sum(correct)),
     }
     return Scores(before, after, curves, outcomes,
-                  {r.index: tuple(int(i) for i in p) for r, p in zip(usable, positives)},
+                  {r.index: tuple(int(i) for i in p)
+                   for r, p in zip(usable, positives, strict=True)},
                   counts)
 
 

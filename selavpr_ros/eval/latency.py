@@ -40,7 +40,7 @@ def summarize_stages(stages: Sequence[Mapping[str, float]]) -> dict[str, dict[st
 
 
 def throughput_hz(count: int, wall_s: float) -> float | None:
-    """Queries answered per second of wall time."""
+    """Return the queries answered per second of wall time."""
     return count / wall_s if wall_s > 0 and count else None
 
 
@@ -74,7 +74,7 @@ def peak_cuda_mb() -> float | None:
 
 
 def machine() -> dict[str, Any]:
-    """The machine the figures were measured on."""
+    """Describe the machine the figures were measured on."""
     info: dict[str, Any] = {
         "hostname": platform.node(),
         "platform": platform.platform(),

@@ -70,7 +70,7 @@ def positives_by_radius(
     for start in range(0, len(q), chunk):
         block = q[start:start + chunk] - origin
         d2 = ((block[:, None, :] - m[None, :, :]) ** 2).sum(axis=2)
-        for row, qpos in zip(d2, block):
+        for row, qpos in zip(d2, block, strict=True):
             if not np.isfinite(qpos).all():
                 out.append(np.empty(0, dtype=np.int64))
             else:
@@ -100,8 +100,10 @@ _LAST_INT = re.compile(r"(\d+)(?!.*\d)")
 
 
 def frame_index_of(ref: str) -> int | None:
-    """The frame index named by a source reference: its last integer (``Image012.jpg`` -> 12,
-    a bag message index ``"37"`` -> 37); None when it has none."""
+    """Return the frame index named by a source reference: its last integer.
+
+    ``Image012.jpg`` -> 12, a bag message index ``"37"`` -> 37; None when it has none.
+    """
     found = _LAST_INT.search(str(ref))
     return int(found.group(1)) if found else None
 
@@ -119,8 +121,8 @@ class RecallAtN:
     def as_dict(self) -> dict[str, Any]:
         return {
             "ns": list(self.ns),
-            "recall": {str(n): _finite(r) for n, r in zip(self.ns, self.recall)},
-            "hits": {str(n): h for n, h in zip(self.ns, self.hits)},
+            "recall": {str(n): _finite(r) for n, r in zip(self.ns, self.recall, strict=True)},
+            "hits": {str(n): h for n, h in zip(self.ns, self.hits, strict=True)},
             "queries_evaluated": self.evaluated,
             "queries_without_positive": self.without_positive,
         }
@@ -139,7 +141,7 @@ def recall_at_n(
         raise ValueError(f"{len(ranked_ids)} rankings for {len(positives)} queries")
     first_hit: list[float] = []  # 1-based rank of the first positive, inf if none
     without = 0
-    for ids, pos in zip(ranked_ids, positives):
+    for ids, pos in zip(ranked_ids, positives, strict=True):
         if len(pos) == 0:
             without += 1
             continue
@@ -198,7 +200,7 @@ def precision_recall(
     has_positive: Sequence[bool],
     score_name: str = "score",
 ) -> PRCurve:
-    """The precision-recall curve of "accepted and score >= t" over thresholds t.
+    """Compute the precision-recall curve of "accepted and score >= t" over thresholds t.
 
     ``correct[i]``: the top candidate of query i is one of its positives (implies
     ``has_positive[i]``).
@@ -222,7 +224,7 @@ def precision_recall(
         precision.append(tp / int(predicted.sum()))
         recall.append(tp / denominator)
     auc, prev = 0.0, 0.0
-    for p, r in zip(precision, recall):
+    for p, r in zip(precision, recall, strict=True):
         auc += (r - prev) * p
         prev = r
     if positives == 0:

@@ -83,7 +83,7 @@ def plot_recall_at_n(report: dict[str, Any], path: Path) -> Path:
                                        (width / 2, after, "after MNN re-ranking", "#1f77b4")):
         values = [100 * (data["recall"][str(n)] or 0.0) for n in ns]
         bars = ax.bar(x + offset, values, width, label=label, color=color)
-        for bar, v in zip(bars, values):
+        for bar, v in zip(bars, values, strict=True):
             ax.annotate(f"{v:.1f}", (bar.get_x() + bar.get_width() / 2, v), ha="center",
                         va="bottom", fontsize=9, xytext=(0, 2), textcoords="offset points")
     ax.set_xticks(x, [f"R@{n}" for n in ns])
@@ -117,7 +117,8 @@ def plot_latency(report: dict[str, Any], path: Path) -> Path:
     p95 = [stages[n]["p95"] for n in names]
     ax2.barh(y - 0.2, p50, 0.4, label="p50", color="#1f77b4")
     ax2.barh(y + 0.2, p95, 0.4, label="p95", color="#ff7f0e")
-    for yi, a, b in zip(y, p50, p95):  # numbers, so that sub-millisecond stages show too
+    # numbers, so that sub-millisecond stages show too
+    for yi, a, b in zip(y, p50, p95, strict=True):
         ax2.annotate(f"{a:.1f} / {b:.1f} ms", (max(a, b), yi), xytext=(4, 0),
                      textcoords="offset points", va="center", fontsize=8)
     ax2.set_xlim(0, max(p95, default=1.0) * 1.35 or 1.0)
@@ -177,9 +178,9 @@ def plot_trajectory(report: dict[str, Any], map_positions: np.ndarray, path: Pat
                     ax.plot([q["position"][0], px], [q["position"][1], py], color=color,
                             lw=0.8, alpha=0.6, zorder=2)
         for outcome, color in COLORS.items():
-            pts = np.array([q["position"][:2] for q in queries if q["outcome"] == outcome])
-            if len(pts):
-                ax.scatter(pts[:, 0], pts[:, 1], s=22, color=color, zorder=3,
+            xy = np.array([q["position"][:2] for q in queries if q["outcome"] == outcome])
+            if len(xy):
+                ax.scatter(xy[:, 0], xy[:, 1], s=22, color=color, zorder=3,
                            edgecolors="black", linewidths=0.3,
                            label=f"query: {outcome.replace('_', ' ')} ({counts[outcome]})")
     ax.set_title("Queries by outcome (lines: query to its accepted match)\n" + _title(report)

@@ -86,7 +86,7 @@ def build_report(
     latency: dict[str, Any],
     live: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The report as a JSON-ready dict (see the module docstring)."""
+    """Build the report as a JSON-ready dict (see the module docstring)."""
     sizes = Counter(f"{r.image_hw[0]}x{r.image_hw[1]}" for r in records if r.image_hw)
     pr = {}
     for name, curve in scores.pr.items():
@@ -151,7 +151,7 @@ def _ms(value: float | None) -> str:
 
 
 def markdown(report: dict[str, Any], plots: dict[str, str] | None = None) -> str:
-    """A human summary of ``report`` (and links to its plots)."""
+    """Write a human summary of ``report`` (and links to its plots)."""
     p, c = report["protocol"], report["counts"]
     ext, q = p["extractor"], p["queries"]
     positives = p["positives"]

@@ -1,1 +1,1 @@
-"""Implementations of :class:`selavpr_ros.extractor.Extractor`."""
+"""The extractor interface (:mod:`selavpr_ros.extractors.base`) and its implementations."""

@@ -36,7 +36,7 @@ import cv2
 import numpy as np
 
 from selavpr_ros.errors import ConfigError, SelaVPRError
-from selavpr_ros.extractor import (
+from selavpr_ros.extractors.base import (
     Extractor,
     ExtractorInfo,
     Features,
@@ -62,14 +62,11 @@ def _default_rerank() -> RerankSettings:
 
 @dataclass(frozen=True)
 class ClassicalConfig:
-    """Settings of the classical extractor (defaults measured on Gardens Point, see bench/).
+    """Settings of the classical extractor.
 
-    Measured with bench/eval_classical_gardens_point.py (day_left map, +-2 frames, R@1):
-    first stage 0.95 day_right / 0.38 night_right. Re-ranking the top 20 by MNN count:
-    plain count 0.94 / 0.425, ratio test 0.8 0.925 / 0.44, 0.9 0.94 / 0.49, 0.95 0.945 / 0.455,
-    minimum similarity 0.9 0.96 / 0.42;
-    on a grid thinned 2x (local_stride=2) every filter made day worse (0.85-0.89). Hence the
-    defaults: all grid features as local features and Lowe's ratio test at 0.9.
+    The defaults (all grid features as local features, Lowe's ratio test at 0.9) were chosen
+    on Gardens Point with bench/eval_classical_gardens_point.py; the figures are in
+    bench/PERFORMANCE.md.
 
     Attributes:
         long_side: the working image size's long side in pixels.
@@ -281,12 +278,12 @@ class ClassicalExtractor(Extractor):
             if data.get("version") != STATE_VERSION:
                 raise ValueError(f"state version {data.get('version')!r} is not supported")
             config = ClassicalConfig.from_dict(data["config"])
-        except (ValueError, KeyError, TypeError, UnicodeDecodeError) as err:
+        except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as err:
             raise ConfigError(f"classical extractor state has an invalid config: {err}") from err
         return cls(config, np.asarray(state["centroids"]), config_json=raw.tobytes())
 
     def fit(self, images: Sequence[np.ndarray]) -> ClassicalExtractor:
-        """A fitted copy: working size from the first image, k-means vocabulary from all.
+        """Return a fitted copy: working size from the first image, k-means vocabulary from all.
 
         At most ``config.fit_max_images`` images are used (evenly spaced), and
         ``config.fit_descriptors_per_image`` valid descriptors of each, drawn with

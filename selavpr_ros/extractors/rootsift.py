@@ -1,7 +1,7 @@
 """Dense RootSIFT: SIFT descriptors on a regular grid, computed with whole-image filters.
 
-OpenCV's ``SIFT.compute`` on ~2000 grid keypoints takes ~0.5 s per 320 px image because it
-builds a scale pyramid and resamples a rotated patch per keypoint. A dense grid needs neither
+OpenCV's ``SIFT.compute`` is slow on a dense grid (bench/PERFORMANCE.md) because it builds a
+scale pyramid and resamples a rotated patch per keypoint. A dense grid needs neither
 (no rotation, fixed sizes), so descriptors are computed as in VLFeat's dense SIFT (DSIFT):
 gradient magnitudes are split into 8 orientation planes with linear interpolation, each plane is
 filtered once with a triangular kernel (bilinear spatial binning into cells of ``bin_size``
@@ -67,7 +67,7 @@ class DenseGrid:
         return xs, ys
 
     def subset(self, height: int, width: int, stride: int) -> np.ndarray:
-        """Indices of every ``stride``-th grid point in x and y of each scale (sorted)."""
+        """Return indices of every ``stride``-th grid point in x and y of each scale (sorted)."""
         keep, offset = [], 0
         for b in self.bin_sizes:
             xs, ys = self.positions(height, width, b)
@@ -78,7 +78,7 @@ class DenseGrid:
         return np.concatenate(keep) if keep else np.zeros(0, np.int64)
 
     def count(self, height: int, width: int) -> int:
-        """Number of descriptors for an image of this size (all scales)."""
+        """Count the descriptors of an image of this size (all scales)."""
         total = 0
         for b in self.bin_sizes:
             xs, ys = self.positions(height, width, b)

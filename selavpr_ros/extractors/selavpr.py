@@ -1,5 +1,7 @@
-"""SelaVPR as an :class:`~selavpr_ros.extractor.Extractor`: 1024-d GeM global descriptors and
-61x61 dense 128-d local features (for ViT-L/14 at 224x224), re-ranked by the plain MNN count.
+"""SelaVPR as an :class:`~selavpr_ros.extractors.base.Extractor`.
+
+1024-d GeM global descriptors and 61x61 dense 128-d local features (for ViT-L/14 at 224x224),
+re-ranked by the plain MNN count (docs/model.md).
 
 The name carries the architecture and input size; the fingerprint is the sha256 of the weights.
 A model whose adapters and heads are not trained (random initialisation or DINOv2-only weights)
@@ -15,15 +17,20 @@ from pathlib import Path
 
 import numpy as np
 
-from selavpr_ros.extractor import (
+from selavpr_ros.extractors.base import (
     Extractor,
     ExtractorInfo,
     Features,
     RerankSettings,
     check_rgb_images,
 )
-from selavpr_ros.model import InferenceRunner, SelaVPR, SelaVPRConfig, load_checkpoint
-from selavpr_ros.model import weights_fingerprint
+from selavpr_ros.model import (
+    InferenceRunner,
+    SelaVPR,
+    SelaVPRConfig,
+    load_checkpoint,
+    weights_fingerprint,
+)
 
 log = logging.getLogger(__name__)
 

@@ -56,7 +56,7 @@ def assign(descriptors: np.ndarray, centroids: np.ndarray) -> np.ndarray:
 
 
 def vlad(descriptors: np.ndarray, centroids: np.ndarray, *, power_norm: bool = True) -> np.ndarray:
-    """The (K * C,) float32 VLAD vector of (N, C) descriptors, unit L2 norm.
+    """Compute the (K * C,) float32 VLAD vector of (N, C) descriptors, unit L2 norm.
 
     An image with no descriptors gets the all-equal unit vector, so that it still has a valid
     (if uninformative) descriptor instead of NaNs.

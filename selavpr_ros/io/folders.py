@@ -20,6 +20,7 @@ an image are an error.
 from __future__ import annotations
 
 import csv
+import math
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -55,7 +56,7 @@ def natural_key(name: str) -> list[object]:
 
 
 def list_images(folder: str | Path) -> list[Path]:
-    """The image files of ``folder`` (not recursive), in natural order of their names."""
+    """List the image files of ``folder`` (not recursive), in natural order of their names."""
     folder = Path(folder)
     if not folder.is_dir():
         raise ConfigError(f"image folder {folder} does not exist or is not a directory")
@@ -137,6 +138,7 @@ def read_poses_csv(path: str | Path) -> dict[str, PoseRow]:
                 if "qx" in columns
                 else None
             )
+            # tuples of 3 and 4 values by the column names above (Pose checks the sizes)
             pose = Pose(stamp or 0, position, orientation)  # type: ignore[arg-type]
         except (IndexError, ValueError, InvalidOperation, OverflowError) as err:
             raise ConfigError(f"{path}, line {line}: cannot read {row}: {err}") from err
@@ -176,10 +178,10 @@ class FolderOptions:
     frame_id: str = "camera"
 
     def __post_init__(self) -> None:
-        if not self.spacing > 0:
-            raise ConfigError(f"spacing must be positive, got {self.spacing}")
-        if not self.rate_hz > 0:
-            raise ConfigError(f"rate must be positive, got {self.rate_hz}")
+        if not 0 < self.spacing < math.inf:
+            raise ConfigError(f"spacing must be positive and finite, got {self.spacing}")
+        if not 0 < self.rate_hz < math.inf:
+            raise ConfigError(f"rate must be positive and finite, got {self.rate_hz}")
 
 
 def folder_frames(folder: str | Path, options: FolderOptions = FolderOptions()) -> Iterator[Frame]:
@@ -201,15 +203,19 @@ def folder_frames(folder: str | Path, options: FolderOptions = FolderOptions()) 
     source = str(folder.resolve())
     for index, file in enumerate(files):
         stamp = sequence_stamp_ns(index, options.rate_hz, options.start_ns)
-        if rows is None:
-            pose: Pose | None = Pose(stamp, pseudo_position(index, options.spacing))
-        else:
-            row = rows.get(file.name)
-            if row is None:
-                pose = None
+        try:
+            if rows is None:
+                pose: Pose | None = Pose(stamp, pseudo_position(index, options.spacing))
             else:
-                stamp = row.stamp_ns if row.stamp_ns is not None else stamp
-                pose = Pose(stamp, row.position, row.orientation)
+                row = rows.get(file.name)
+                if row is None:
+                    pose = None
+                else:
+                    stamp = row.stamp_ns if row.stamp_ns is not None else stamp
+                    pose = Pose(stamp, row.position, row.orientation)
+            stamp = check_stamp_ns(stamp)
+        except ValueError as err:  # a stamp or position beyond range from --rate, --spacing
+            raise ConfigError(f"{folder}: frame {index} ({file.name}): {err}") from err
         yield Frame(
             stamp_ns=stamp,
             load=_reader(file),

@@ -11,7 +11,7 @@ with the reason, so callers can log, count and skip the frame.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import cv2
 import numpy as np
@@ -44,9 +44,72 @@ _RAW_ENCODINGS: dict[str, tuple[int, str, int | None]] = {
 
 SUPPORTED_RAW_ENCODINGS = tuple(_RAW_ENCODINGS)
 
+# Decoded pixels allowed per image: a 400 KB PNG can claim 20000x20000 (1.6 GB decoded). 50 MP
+# is about twice a 36 MP camera's frame; pass ``max_pixels`` to allow more.
+DEFAULT_MAX_PIXELS = 50_000_000
+
+
+def _check_pixels(width: int, height: int, max_pixels: int, what: str) -> None:
+    if width * height > max_pixels:
+        raise ImageDecodeError(
+            f"{what} is {width}x{height} = {width * height / 1e6:.0f} megapixels, more than the "
+            f"limit of {max_pixels / 1e6:g} megapixels (max_pixels)"
+        )
+
+
+def compressed_size(buf: np.ndarray) -> tuple[int, int] | None:
+    """Return (width, height) from a PNG, JPEG or BMP header, or None for other formats.
+
+    Read from the header alone, so that a huge image is refused before it is decoded.
+    """
+    head = buf[:32].tobytes()
+    if head.startswith(b"\x89PNG\r\n\x1a\n") and len(head) >= 24 and head[12:16] == b"IHDR":
+        return int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
+    if head.startswith(b"BM") and len(head) >= 26:
+        width = int.from_bytes(head[18:22], "little", signed=True)
+        height = int.from_bytes(head[22:26], "little", signed=True)
+        return abs(width), abs(height)
+    if head.startswith(b"\xff\xd8"):
+        return _jpeg_size(buf)
+    return None
+
+
+def _jpeg_size(buf: np.ndarray) -> tuple[int, int] | None:
+    """Return (width, height) from a JPEG's first start-of-frame marker."""
+    data = buf.tobytes() if buf.size <= 2**20 else buf[: 2**20].tobytes()  # headers come first
+    i = 2
+    while i + 9 < len(data):
+        if data[i] != 0xFF:
+            return None  # not a marker where one must be: let the decoder report it
+        marker = data[i + 1]
+        if marker == 0xFF:  # fill byte
+            i += 1
+            continue
+        if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7:  # no length field
+            i += 2
+            continue
+        length = (data[i + 2] << 8) | data[i + 3]
+        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
+            height = (data[i + 5] << 8) | data[i + 6]
+            width = (data[i + 7] << 8) | data[i + 8]
+            return width, height
+        i += 2 + length
+    return None
+
+
+def _cvt(pixels: np.ndarray, conversion: int) -> np.ndarray:
+    """Convert with OpenCV; its errors (odd sizes for Bayer/YUV, ...) are decode errors."""
+    try:
+        return cv2.cvtColor(pixels, conversion)
+    except cv2.error as err:
+        detail = str(err).strip().splitlines()[-1] if str(err).strip() else "cv2.error"
+        raise ImageDecodeError(
+            f"OpenCV cannot convert a {pixels.shape} {pixels.dtype} image: {detail}"
+        ) from err
+
 
 def _as_bytes_view(data: Any) -> np.ndarray:
-    """The message's data field as a flat uint8 array, without copying when possible."""
+    """Return the message's data field as a flat uint8 array, without copying when possible."""
     if isinstance(data, np.ndarray):
         return data.reshape(-1).view(np.uint8)
     try:
@@ -56,7 +119,13 @@ def _as_bytes_view(data: Any) -> np.ndarray:
 
 
 def decode_raw(
-    data: Any, height: int, width: int, encoding: str, step: int = 0, is_bigendian: bool = False
+    data: Any,
+    height: int,
+    width: int,
+    encoding: str,
+    step: int = 0,
+    is_bigendian: bool = False,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
 ) -> np.ndarray:
     """Decode the fields of a ``sensor_msgs/Image`` into an (H, W, 3) uint8 RGB array.
 
@@ -68,6 +137,7 @@ def decode_raw(
     channels, dtype, conversion = _RAW_ENCODINGS[encoding]
     if height <= 0 or width <= 0:
         raise ImageDecodeError(f"empty image: {width}x{height}")
+    _check_pixels(width, height, max_pixels, f"{encoding} image")
     item = np.dtype(dtype).itemsize
     row_bytes = width * channels * item
     step = int(step) or row_bytes
@@ -81,7 +151,7 @@ def decode_raw(
             f"message has {buf.size}")
     rows = np.lib.stride_tricks.as_strided(
         buf, shape=(height, row_bytes), strides=(step, 1), writeable=False)
-    endian = ">" if is_bigendian else "<"
+    endian: Literal[">", "<"] = ">" if is_bigendian else "<"
     pixels = np.ascontiguousarray(rows).view(np.dtype(dtype).newbyteorder(endian))
     pixels = pixels.reshape(height, width, channels) if channels > 1 else pixels.reshape(
         height, width)
@@ -89,20 +159,34 @@ def decode_raw(
         pixels = (pixels.astype(np.uint32) * 255 // 65535).astype(np.uint8)
     if conversion is None:
         return np.ascontiguousarray(pixels)
-    return cv2.cvtColor(pixels, conversion)
+    return _cvt(pixels, conversion)
 
 
-def decode_compressed(data: Any, fmt: str = "") -> np.ndarray:
-    """Decode ``sensor_msgs/CompressedImage`` data (JPEG, PNG, ...) into (H, W, 3) uint8 RGB."""
+def decode_compressed(
+    data: Any, fmt: str = "", max_pixels: int = DEFAULT_MAX_PIXELS
+) -> np.ndarray:
+    """Decode ``sensor_msgs/CompressedImage`` data (JPEG, PNG, ...) into (H, W, 3) uint8 RGB.
+
+    PNG, JPEG and BMP sizes are checked against ``max_pixels`` from the header, before
+    decoding; other formats after.
+    """
     if "compresseddepth" in fmt.lower().replace(" ", ""):
         raise ImageDecodeError(f"compressed depth images are not camera images (format '{fmt}')")
     buf = _as_bytes_view(data)
     if buf.size == 0:
         raise ImageDecodeError("empty compressed image")
-    image = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
+    size = compressed_size(buf)
+    if size is not None:
+        _check_pixels(*size, max_pixels, "compressed image")
+    try:
+        image = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
+    except cv2.error as err:
+        image = None
+        fmt = f"{fmt}; {str(err).strip().splitlines()[-1] if str(err).strip() else 'cv2.error'}"
     if image is None:
         raise ImageDecodeError(f"corrupt or unsupported compressed image (format '{fmt}', "
                                f"{buf.size} bytes)")
+    _check_pixels(image.shape[1], image.shape[0], max_pixels, "decoded image")
     return _bgr_any_to_rgb(image)
 
 
@@ -113,29 +197,31 @@ def _bgr_any_to_rgb(image: np.ndarray) -> np.ndarray:
     elif image.dtype != np.uint8:
         raise ImageDecodeError(f"unsupported pixel type {image.dtype}")
     if image.ndim == 2:
-        return cv2.cvtColor(image, cv2.COLOR_GRAY2RGB)
+        return _cvt(image, cv2.COLOR_GRAY2RGB)
     if image.shape[2] == 4:
-        return cv2.cvtColor(image, cv2.COLOR_BGRA2RGB)
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+        return _cvt(image, cv2.COLOR_BGRA2RGB)
+    if image.shape[2] == 2:
+        raise ImageDecodeError("two-channel (gray and alpha) images are not supported")
+    return _cvt(image, cv2.COLOR_BGR2RGB)
 
 
-def decode_image_message(msg: Any) -> np.ndarray:
+def decode_image_message(msg: Any, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """Decode an Image or CompressedImage message (rclpy or rosbags) into RGB uint8."""
     if hasattr(msg, "encoding"):
         return decode_raw(msg.data, int(msg.height), int(msg.width), str(msg.encoding),
-                          int(msg.step), bool(msg.is_bigendian))
+                          int(msg.step), bool(msg.is_bigendian), max_pixels)
     if hasattr(msg, "format"):
-        return decode_compressed(msg.data, str(msg.format))
+        return decode_compressed(msg.data, str(msg.format), max_pixels)
     raise ImageDecodeError(f"not an image message: {type(msg).__name__}")
 
 
-def read_image_file(path: str | Path) -> np.ndarray:
+def read_image_file(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """Read an image file into RGB uint8; a missing or corrupt file raises ImageDecodeError."""
     data = np.fromfile(str(path), dtype=np.uint8) if Path(path).is_file() else None
     if data is None:
         raise ImageDecodeError(f"image file not found: {path}")
     try:
-        return decode_compressed(data, Path(path).suffix)
+        return decode_compressed(data, Path(path).suffix, max_pixels)
     except ImageDecodeError as err:
         raise ImageDecodeError(f"{path}: {err}") from err
 

@@ -84,25 +84,26 @@ def slerp(q0: Sequence[float], q1: Sequence[float], t: float) -> Quat:
         theta = math.acos(min(dot, 1.0))
         s = math.sin(theta)
         out = (math.sin((1.0 - t) * theta) / s) * a + (math.sin(t * theta) / s) * b
-    return normalize_quaternion(out)
+    return normalize_quaternion(out.tolist())
 
 
 def rotation_angle(q0: Sequence[float], q1: Sequence[float]) -> float:
-    """The angle in radians of the rotation between two unit quaternions (0..pi)."""
+    """Return the angle in radians of the rotation between two unit quaternions (0..pi)."""
     dot = abs(float(np.dot(np.asarray(q0, np.float64), np.asarray(q1, np.float64))))
     return 2.0 * math.acos(min(dot, 1.0))
 
 
 def interpolate(p0: Pose, p1: Pose, stamp_ns: int) -> Pose:
-    """The pose at ``stamp_ns`` between ``p0`` and ``p1`` (position lerp, orientation slerp)."""
+    """Interpolate the pose at ``stamp_ns`` between ``p0`` and ``p1`` (lerp, slerp)."""
     span = p1.stamp_ns - p0.stamp_ns
     if span <= 0:
         return replace(p0, stamp_ns=stamp_ns)
     t = (stamp_ns - p0.stamp_ns) / span
-    position = tuple(a + t * (b - a) for a, b in zip(p0.position, p1.position))
+    position = tuple(a + t * (b - a) for a, b in zip(p0.position, p1.position, strict=True))
     orientation = None
     if p0.orientation is not None and p1.orientation is not None:
         orientation = slerp(p0.orientation, p1.orientation, t)
+    # position zips two Vec3 (strict), so it has 3 values; Pose checks it again
     return Pose(stamp_ns, position, orientation)  # type: ignore[arg-type]
 
 
@@ -146,7 +147,7 @@ class PoseTrack:
             del self._poses[:i]
 
     def at(self, stamp_ns: int, tolerance_ns: int) -> Pose | None:
-        """The pose at ``stamp_ns``, or None when no pose lies on both sides within tolerance.
+        """Return the pose at ``stamp_ns``; None when no pose lies on both sides within tolerance.
 
         A pose stamped exactly at ``stamp_ns`` is returned as is. Otherwise the closest poses
         before and after must each be at most ``tolerance_ns`` away; there is no extrapolation

@@ -46,10 +46,10 @@ class LocalFeatureCache:
     def build(
         cls, place_map: PlaceMap, device: str | torch.device, max_bytes: int
     ) -> LocalFeatureCache | None:
-        """Copy the map's local features to ``device``, if they fit.
+        """Copy the map's local features to ``device``.
 
-        None when they exceed ``max_bytes`` (or, on CUDA, half the free device memory) or the
-        map is empty.
+        Returns None when they exceed ``max_bytes`` (or, on CUDA, half the free device memory)
+        or the map is empty.
         """
         device = torch.device(device)
         needed = local_feature_bytes(place_map)

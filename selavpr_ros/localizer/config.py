@@ -3,10 +3,22 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import Literal
+from dataclasses import dataclass, field, fields
+from typing import Any, Literal
 
 from selavpr_ros.errors import ConfigError
+
+
+def setting(description: str, low: float | None = None, high: float | None = None, *,
+            none: Any = None, node: bool = True, live: bool = True) -> dict[str, Any]:
+    """Field metadata from which node parameters, CLI flags and the YAML are derived.
+
+    ``none``: the value that stands for None where a parameter cannot be None (rerank_k -1);
+    ``node``: False where the node takes the value from another parameter (device, precision);
+    ``live``: False where a change needs a reconfigure (memory budgets set at start).
+    """
+    return {"description": description, "low": low, "high": high, "none": none,
+            "node": node, "live": live}
 
 
 @dataclass(frozen=True)
@@ -40,20 +52,35 @@ class LocalizerConfig:
             saturates at 1 (see :func:`selavpr_ros.localizer.decision.confidence`).
     """
 
-    top_k: int = 100
-    rerank_k: int | None = None
-    device: str = "cpu"
-    precision: Literal["fp32", "fp16"] = "fp32"
-    rerank_memory_mb: float = 256.0
-    gpu_cache_mb: float = 4096.0
-    min_score: int = 0
-    min_score_fraction: float = 0.0
-    min_margin: float = 1.1
-    margin_mode: Literal["ratio", "difference"] = "ratio"
-    margin_distance_m: float = 25.0
-    margin_id_distance: int = 10
-    min_global_similarity: float = -1.0
-    confidence_full_fraction: float = 0.25
+    top_k: int = field(default=100, metadata=setting(
+        "places retrieved by global descriptor", 1, 10000))
+    rerank_k: int | None = field(default=None, metadata=setting(
+        "how many of top_k are re-ranked by MNN (-1: all, 0: none)", -1, 10000, none=-1))
+    device: str = field(default="cpu", metadata=setting(
+        "cpu, cuda or cuda:N (extraction and re-ranking)", node=False))
+    precision: Literal["fp32", "fp16"] = field(default="fp32", metadata=setting(
+        "fp32, or fp16 on CUDA", node=False))
+    rerank_memory_mb: float = field(default=256.0, metadata=setting(
+        "working memory of the MNN re-ranker (MiB)", 1.0, 1e6, live=False))
+    gpu_cache_mb: float = field(default=4096.0, metadata=setting(
+        "on CUDA, keep the map's local features on the GPU when they fit this budget "
+        "(MiB; 0: off)", 0.0, 1e7, live=False))
+    min_score: int = field(default=0, metadata=setting(
+        "acceptance: minimum MNN count of the best candidate", 0, 10**7))
+    min_score_fraction: float = field(default=0.0, metadata=setting(
+        "acceptance: minimum MNN count / query features", 0.0, 1.0))
+    min_margin: float = field(default=1.1, metadata=setting(
+        "acceptance: best vs best distinct candidate (ratio; see margin_mode)", 0.0, 1e9))
+    margin_mode: Literal["ratio", "difference"] = field(default="ratio", metadata=setting(
+        "margin as 'ratio' or 'difference'"))
+    margin_distance_m: float = field(default=25.0, metadata=setting(
+        "a distinct candidate is at least this far (m)", 0.0, 1e9))
+    margin_id_distance: int = field(default=10, metadata=setting(
+        "... or this many ids away when poses are missing", 1, 10**9))
+    min_global_similarity: float = field(default=-1.0, metadata=setting(
+        "acceptance: minimum global cosine similarity", -1.0, 1.0))
+    confidence_full_fraction: float = field(default=0.25, metadata=setting(
+        "score fraction at which confidence saturates", 1e-6, 1.0))
 
     def __post_init__(self) -> None:
         if self.top_k < 1:
@@ -98,3 +125,54 @@ class LocalizerConfig:
     @property
     def effective_rerank_k(self) -> int:
         return self.top_k if self.rerank_k is None else self.rerank_k
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One LocalizerConfig field as a parameter/flag: name, default (not None), range, help."""
+
+    name: str
+    default: Any
+    description: str
+    low: float | None
+    high: float | None
+    none: Any
+    live: bool
+
+
+def settings(node_only: bool = False) -> list[Setting]:
+    """Return the LocalizerConfig fields with their metadata, in declaration order."""
+    out = []
+    for f in fields(LocalizerConfig):
+        meta = f.metadata
+        if node_only and not meta["node"]:
+            continue
+        default = meta["none"] if f.default is None else f.default
+        out.append(Setting(f.name, default, meta["description"], meta["low"], meta["high"],
+                           meta["none"], meta["live"]))
+    return out
+
+
+def config_from_values(values: dict[str, Any], **extra: Any) -> LocalizerConfig:
+    """Return a LocalizerConfig from values by field name (``none`` values -> None)."""
+    kwargs: dict[str, Any] = {}
+    for s in settings():
+        if s.name not in values:
+            continue
+        value = values[s.name]
+        if s.none is not None and value == s.none:
+            value = None
+        elif isinstance(s.default, float) and not isinstance(value, bool):
+            value = float(value)
+        kwargs[s.name] = value
+    kwargs.update(extra)
+    return LocalizerConfig(**kwargs)
+
+
+def config_values(config: LocalizerConfig, node_only: bool = True) -> dict[str, Any]:
+    """Return ``config`` as parameter/flag values by field name (None -> its stand-in)."""
+    values = {}
+    for s in settings(node_only):
+        value = getattr(config, s.name)
+        values[s.name] = s.none if value is None else value
+    return values

@@ -94,7 +94,7 @@ def decide(
         reason = f"MNN score {best:.0f} < {config.min_score}"
     elif reranked and fraction < config.min_score_fraction:
         reason = f"MNN score fraction {fraction:.3f} < {config.min_score_fraction:.3f}"
-    elif margin < config.min_margin:
+    elif d is not None and margin < config.min_margin:  # no distinct place: infinite margin
         reason = (
             f"{what} margin ({config.margin_mode}) {margin:.3f} < {config.min_margin:.3f}: "
             f"best place {ids[0]} scores {best:.4g}, distinct place {ids[d]} scores {distinct:.4g}"

@@ -9,15 +9,15 @@ their global order with a NaN re-rank score.
 from __future__ import annotations
 
 import logging
-import math
 import threading
 import time
 from dataclasses import dataclass, field
+from typing import Literal
 
 import numpy as np
 import torch
 
-from selavpr_ros.extractor import Extractor, Features
+from selavpr_ros.extractors.base import Extractor, Features
 from selavpr_ros.localizer.cache import LocalFeatureCache
 from selavpr_ros.localizer.config import LocalizerConfig
 from selavpr_ros.localizer.decision import decide
@@ -91,9 +91,13 @@ class Localizer:
         place_map: PlaceMap,
         extractor: Extractor,
         config: LocalizerConfig | None = None,
-        feature_cache: LocalFeatureCache | None | bool = None,
+        feature_cache: LocalFeatureCache | Literal[False] | None = None,
     ) -> None:
-        """Set up; ``feature_cache``: a cache, None = automatic (CUDA, fits), False = none."""
+        """Check that the extractor fits the map and load its index.
+
+        ``feature_cache``: a cache to use, None = automatic (CUDA, fits the budget), False =
+        none.
+        """
         check_extractor(place_map.extractor_info, extractor.info, place_map.path)
         self.place_map = place_map
         self.extractor = extractor
@@ -102,11 +106,10 @@ class Localizer:
         place_map.load_index()  # load now rather than in the first query
         device = torch.device(cfg.device)
         if feature_cache is None:
-            feature_cache = None
             if device.type == "cuda" and cfg.gpu_cache_mb > 0 and cfg.effective_rerank_k > 0:
                 feature_cache = LocalFeatureCache.build(
                     place_map, device, int(cfg.gpu_cache_mb * 2**20))
-        self.feature_cache = feature_cache or None
+        self.feature_cache: LocalFeatureCache | None = feature_cache or None
         self._memory_budget = int(cfg.rerank_memory_mb * 2**20)
         if device.type == "cuda":
             self._memory_budget = max(self._memory_budget, auto_memory_budget(device))
@@ -234,6 +237,6 @@ def _candidate(place: Place, sim: float, score: float, rank: int) -> Candidate:
         position=place.position,
         orientation=place.orientation,
         global_similarity=sim,
-        rerank_score=score if not math.isnan(score) else float("nan"),
+        rerank_score=score,
         global_rank=rank,
     )

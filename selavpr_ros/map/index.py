@@ -19,7 +19,7 @@ import math
 import os
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import faiss
 import numpy as np
@@ -94,7 +94,7 @@ def auto_nlist(count: int) -> int:
 
 
 def build_index(spec: IndexSpec, vectors: np.ndarray) -> tuple[faiss.Index, IndexSpec]:
-    """Build an index holding ``vectors`` (trained on them if needed); return it and its spec."""
+    """Build a new index holding ``vectors`` (trained on them if needed), and the resolved spec."""
     vectors = np.ascontiguousarray(vectors, dtype=np.float32)
     count, dim = vectors.shape
     index: faiss.Index
@@ -316,11 +316,12 @@ def configure_search(index: faiss.Index, spec: IndexSpec) -> None:
         if isinstance(quantizer, faiss.IndexHNSW):  # must see at least nprobe centroids
             quantizer.hnsw.efSearch = max(spec.ef_search, 2 * spec.nprobe)
     elif spec.kind == "hnsw":
-        index.hnsw.efSearch = spec.ef_search
+        # an IndexHNSW: build_index makes one, read_index checks the type
+        cast(faiss.IndexHNSW, index).hnsw.efSearch = spec.ef_search
 
 
 def maybe_to_gpu(index: faiss.Index, spec: IndexSpec) -> faiss.Index:
-    """Copy a flat/IVF index to the GPU when faiss has GPUs and ``use_gpu`` is set."""
+    """Return a GPU copy of a flat/IVF index when faiss has GPUs and ``use_gpu`` is set."""
     if (not spec.use_gpu or spec.kind == "hnsw" or spec.coarse == "hnsw"
             or not hasattr(faiss, "StandardGpuResources")):
         return index
@@ -328,7 +329,8 @@ def maybe_to_gpu(index: faiss.Index, spec: IndexSpec) -> faiss.Index:
         return index
     resources = faiss.StandardGpuResources()
     gpu = faiss.index_cpu_to_gpu(resources, 0, index)
-    gpu.referenced_resources = resources  # keep the resources alive with the index
+    # keep the resources alive with the index (a Python attribute on the SWIG object)
+    gpu.referenced_resources = resources  # type: ignore[attr-defined]
     if spec.kind in _IVF_KINDS:
         faiss.GpuParameterSpace().set_index_parameter(gpu, "nprobe", spec.nprobe)
     log.info("faiss index moved to GPU 0")

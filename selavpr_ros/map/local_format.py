@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from selavpr_ros.errors import ConfigError, MapFormatError
-from selavpr_ros.extractor import ExtractorInfo
+from selavpr_ros.extractors.base import ExtractorInfo
 
 STORED_DTYPES = ("float16", "float32", "int8")
 CODEC_DIR = "codec"

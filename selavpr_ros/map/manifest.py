@@ -21,11 +21,11 @@ from pathlib import Path
 from typing import Any
 
 from selavpr_ros.errors import ConfigError, MapFormatError
-from selavpr_ros.extractor import ExtractorInfo
+from selavpr_ros.extractors.base import ExtractorInfo
 from selavpr_ros.map.fsutil import atomic_write_bytes
 from selavpr_ros.map.index import IndexSpec
 from selavpr_ros.map.local_format import CODEC_DIR, LocalFormat, format_from_dict
-from selavpr_ros.map.paths import check_map_name
+from selavpr_ros.map.paths import check_map_name, map_file
 
 FORMAT_NAME = "selavpr_ros.place_map"
 FORMAT_VERSION = 2
@@ -160,6 +160,7 @@ def read_manifest(directory: Path) -> Manifest:
         raise MapFormatError(
             f"{path} is missing: {directory} is not a place map (or its creation was interrupted)"
         )
+    map_file(Path(directory), MANIFEST_NAME, str(path))  # not a link out of the map
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except RecursionError as err:
@@ -266,14 +267,21 @@ def _extractor(path: Path, data: Any) -> ExtractorInfo:
         raise fields._bad("local_grid", grid, "null or two positive integers")
     try:
         return ExtractorInfo.from_dict(data)
-    except (TypeError, ValueError, KeyError, ConfigError) as err:
+    except (TypeError, ValueError, KeyError, AttributeError, ConfigError) as err:
         raise MapFormatError(f"{path}: invalid field 'extractor': {err}") from err
 
 
 def _index(path: Path, data: Any) -> dict[str, Any]:
     fields = _Fields(path, data, "index")
+    spec = fields.obj("spec")
+    for key, value in spec.items():
+        default = getattr(IndexSpec, key, None)
+        if default is not None and (
+            type(value) is not type(default)  # bool is not int, and int is not bool
+        ):
+            raise spec._bad(key, value, f"of type {type(default).__name__}")
     try:
-        IndexSpec.from_dict(fields.obj("spec").data)
+        IndexSpec.from_dict(spec.data)
     except (TypeError, ValueError, ConfigError) as err:
         raise MapFormatError(f"{path}: invalid field 'index.spec': {err}") from err
     entry = fields._get("file")

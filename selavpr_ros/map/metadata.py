@@ -16,6 +16,7 @@ import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, cast
 
 import numpy as np
 
@@ -98,19 +99,20 @@ def _row(place_id: int, p: PlaceInfo) -> tuple[object, ...]:
     return (place_id, int(p.stamp_ns), p.frame_id, *pos, *ori, p.source, p.source_ref, *gps)
 
 
-def _place(row: Sequence[object]) -> Place:
-    def triple(values: Sequence[object]) -> tuple[float, ...] | None:
-        return None if values[0] is None else tuple(float(v) for v in values)  # type: ignore
+def _place(row: Sequence[Any]) -> Place:
+    def triple(values: Sequence[Any]) -> tuple[float, ...] | None:
+        return None if values[0] is None else tuple(float(v) for v in values)
 
+    # The casts: each slice has its column count; PlaceInfo.__post_init__ checks the sizes.
     return Place(
-        id=int(row[0]),  # type: ignore[arg-type]
-        stamp_ns=int(row[1]),  # type: ignore[arg-type]
+        id=int(row[0]),
+        stamp_ns=int(row[1]),
         frame_id=str(row[2]),
-        position=triple(row[3:6]),  # type: ignore[arg-type]
-        orientation=triple(row[6:10]),  # type: ignore[arg-type]
+        position=cast("tuple[float, float, float] | None", triple(row[3:6])),
+        orientation=cast("tuple[float, float, float, float] | None", triple(row[6:10])),
         source=str(row[10]),
         source_ref=str(row[11]),
-        gps=triple(row[12:15]),  # type: ignore[arg-type]
+        gps=cast("tuple[float, float, float] | None", triple(row[12:15])),
     )
 
 

@@ -33,6 +33,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import stat
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -44,7 +45,7 @@ import numpy as np
 
 from selavpr_ros.closing import Closing
 from selavpr_ros.errors import MapFormatError
-from selavpr_ros.extractor import Extractor, ExtractorInfo, Features
+from selavpr_ros.extractors.base import Extractor, ExtractorInfo, Features
 from selavpr_ros.map import index as idx
 from selavpr_ros.map.fsutil import WriteLock, fsync_dir, sha256_file
 from selavpr_ros.map.local_format import CODEC_DIR, LocalCodec, LocalFormat, dequantize
@@ -150,16 +151,17 @@ class PlaceMap(Closing):
         self._metadata: MetadataStore | None = None
         self._state: dict[str, np.ndarray] | None = None
         self._codec: LocalCodec | None = None
+        self._index: faiss.Index | None = None
+        self._search_index: faiss.Index | None = None
         try:
+            # the index first: it is the one file a later commit removes
+            self._check_index_file()
             self._metadata = MetadataStore(
                 self._file(METADATA_NAME), manifest.count, writable=writable
             )
             self._arrays = {kind: SegmentArrays() for kind in self._kinds}
             for segment in manifest.segments:
                 self._open_segment(segment)
-            self._index: faiss.Index | None = None
-            self._search_index: faiss.Index | None = None
-            self._check_index_file()
             self._check_state_files()
         except BaseException:
             self.close()
@@ -371,13 +373,16 @@ class PlaceMap(Closing):
         # Hold the file open: a writer that commits later removes it, and the index is read
         # (through this descriptor) only at the first search.
         try:
-            fd = os.open(path, os.O_RDONLY)
+            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # a FIFO must not block the open
         except FileNotFoundError as err:
             raise MapFormatError(f"{path} is missing (the map's faiss index)") from err
         except OSError as err:
             raise MapFormatError(f"{path} cannot be read: {err}") from err
         self._index_fd = fd
-        size = os.fstat(fd).st_size
+        status = os.fstat(fd)
+        if not stat.S_ISREG(status.st_mode):
+            raise MapFormatError(f"{path} is not a regular file (the map's faiss index)")
+        size = status.st_size
         if size != entry.bytes:
             raise MapFormatError(f"{path} has {size} bytes, manifest says {entry.bytes}")
 
@@ -411,6 +416,7 @@ class PlaceMap(Closing):
             index = idx.read_index(source, self.index_spec, writable=self.writable, name=path)
             idx.check_index(index, path, self.count, self.extractor_info.global_dim)
             self._index = index
+            self._close_index_fd()  # read (or mapped): the descriptor is no longer needed
         if self._search_index is None and self._index is not None:
             self._search_index = idx.maybe_to_gpu(self._index, self.index_spec)
         return self._search_index
@@ -429,6 +435,8 @@ class PlaceMap(Closing):
                 np.zeros((len(q), 0), np.float32), np.zeros((len(q), 0), np.int64)
             )
         index = self.load_index()
+        # k > 0: the map has places, and a manifest with places but no index is refused
+        assert index is not None
         sims, ids = index.search(q, k)
         return SearchResult(sims.astype(np.float32), ids.astype(np.int64))
 
@@ -487,7 +495,7 @@ class PlaceMap(Closing):
         return self._arrays["global"].all()
 
     def extractor_state(self) -> dict[str, np.ndarray]:
-        """Read the extractor's learned state arrays ({} if none), checksums verified.
+        """Return the extractor's learned state arrays ({} when it has none), checksums verified.
 
         Raises:
             MapFormatError: a state file is missing, damaged or not a plain numeric array.

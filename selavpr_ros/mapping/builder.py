@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from selavpr_ros.errors import CheckpointError, ConfigError, ImageDecodeError, MapFormatError
-from selavpr_ros.extractor import Extractor, Features
+from selavpr_ros.extractors.base import Extractor, Features
 from selavpr_ros.io.folders import natural_key
 from selavpr_ros.io.frames import Frame
 from selavpr_ros.io.poses import Pose
@@ -218,10 +218,6 @@ class MapBuilder:
             self.commit()
         return None
 
-    def add_all(self, frames: Iterable[Frame]) -> None:
-        for frame in frames:
-            self.add(frame)
-
     # ------------------------------------------------------------------ extraction, commits
     @property
     def pending(self) -> int:
@@ -296,8 +292,8 @@ def _concatenate(parts: list[Features]) -> Features:
         return None if arrays[0] is None else np.concatenate(arrays)
 
     return Features(
-        global_desc=cat("global_desc"),  # type: ignore[arg-type]
-        local=cat("local"),  # type: ignore[arg-type]
+        global_desc=np.concatenate([p.global_desc for p in parts]),
+        local=np.concatenate([p.local for p in parts]),
         local_mask=cat("local_mask"),
         keypoints=cat("keypoints"),
     )

@@ -2,21 +2,20 @@
 
 The score of a candidate is the number of query local features whose nearest candidate feature
 (by dot product) has that same query feature as its nearest neighbour — SelaVPR's re-ranking
-score (docs/selavpr-reference.md §3.2). The reference builds one (K, L, L) similarity tensor for
+score (docs/model.md, "Re-ranking"). The reference builds one (K, L, L) similarity tensor for
 all K candidates (5.5 GB for K=100 at 61x61); here candidates are processed in chunks sized from
 a memory budget, which gives the same counts because every candidate's similarity matrix is
 computed by the same batched matmul and reduced by the same argmax (first index on ties).
 
 On the CPU the default is the *tiled* method: each candidate's similarity matrix is computed a
-block of candidate rows at a time into a small, reused buffer (about 4 MiB, so it stays in the
-L3 cache; 2-8 MiB measured alike on a 2-core EPYC), and both arg-maxima are taken from the
-block while it is hot: the row arg-max
+block of candidate rows at a time into a small, reused buffer sized to stay in the L3 cache
+(``TILE_BYTES``), and both arg-maxima are taken from the block while it is hot: the row arg-max
 (best query feature of each candidate feature) is final within the block, the column maximum
 (best candidate feature of each query feature) is kept per block and merged at the end, earlier
 block first, so ties still go to the first index. The (L, L) matrix is never written to memory,
 which is what makes the reference's batched product memory-bound. Candidates are shared among
 worker threads that each run single-threaded torch ops, which avoids OpenMP barriers on tiny ops
-(they cost milliseconds when the cores are shared with other processes).
+(costly when the cores are shared with other processes; bench/PERFORMANCE.md).
 
 Exactness: a row block gives bit-identical dot products to the full product only if the BLAS
 library runs the same kernel (same summation order over channels) for the block's shape; on
@@ -212,50 +211,23 @@ def mnn_scores(
     Returns:
         (K,) int64 counts.
     """
-    if match_filter not in ("none", "ratio", "min_similarity"):
-        raise ConfigError(f"unknown match_filter {match_filter!r}")
-    if precision not in ("fp32", "fp16"):
-        raise ConfigError(f"precision must be 'fp32' or 'fp16', got {precision!r}")
-    if device is None:
-        device = query.device if torch.is_tensor(query) else "cpu"
-    device = torch.device(device)
-    if precision == "fp16" and device.type != "cuda":
-        raise ConfigError("precision 'fp16' is only supported on CUDA devices")
+    _check_options(match_filter, precision)
+    device = _compute_device(query, device, precision)
     dtype = torch.float16 if precision == "fp16" else torch.float32
-
-    _, channels = _flatten_query(query)
-    if candidates.ndim not in (3, 4):
-        raise ValueError(f"candidates must be (K, L, C) or (K, H, W, C), got {candidates.shape}")
-    if int(candidates.shape[-1]) != channels:
-        raise ValueError(
-            f"query has {channels} channels but candidates have {candidates.shape[-1]}"
-        )
+    channels = _check_shapes(query, candidates)
     num = int(candidates.shape[0])
     q = _to_tensor(query, device).reshape(-1, channels).to(dtype)
     lq = q.shape[0]
     lc = int(np.prod(candidates.shape[1:-1]))
-    counts = np.zeros(num, dtype=np.int64)
     if num == 0 or lq == 0 or lc == 0:
-        return counts
-
-    qm = None
-    if query_mask is not None:
-        qm = _to_tensor(query_mask, device).reshape(-1).to(torch.bool)
-        if qm.shape[0] != lq:
-            raise ValueError(f"query_mask has {qm.shape[0]} entries for {lq} query features")
+        return np.zeros(num, dtype=np.int64)
+    qm = _query_mask_tensor(query_mask, device, lq)
     if candidate_mask is not None and tuple(candidate_mask.shape[:1]) != (num,):
         raise ValueError(f"candidate_mask must have {num} rows, got {candidate_mask.shape}")
     if candidate_scale is not None and tuple(candidate_scale.shape[:1]) != (num,):
         raise ValueError(f"candidate_scale must have {num} rows, got {candidate_scale.shape}")
 
-    if method not in ("auto", "tiled", "chunked"):
-        raise ConfigError(f"unknown method {method!r}")
-    if method == "auto":
-        tiled = device.type == "cpu" and chunk_size is None and match_filter != "ratio"
-        method = "tiled" if tiled else "chunked"
-    if method == "tiled":
-        if device.type != "cpu" or match_filter == "ratio":
-            raise ConfigError("the tiled method runs on the CPU without the ratio filter")
+    if _resolve_method(method, device, chunk_size, match_filter) == "tiled":
         tiles = row_tiles(lc, lq)
         if tiling_is_exact(lc, lq, channels, tiles):
             return _tiled_counts(q, candidates, tiles, qm, candidate_mask,
@@ -268,6 +240,79 @@ def mnn_scores(
         chunk_size = chunk_size_for_budget(lq, lc, channels, memory_budget, dtype.itemsize)
     if chunk_size < 1:
         raise ConfigError(f"chunk_size must be >= 1, got {chunk_size}")
+    return _chunked_counts(q, candidates, qm, candidate_mask, chunk_size, match_filter,
+                           ratio, min_similarity, candidate_scale)
+
+
+def _check_options(match_filter: str, precision: str) -> None:
+    if match_filter not in ("none", "ratio", "min_similarity"):
+        raise ConfigError(f"unknown match_filter {match_filter!r}")
+    if precision not in ("fp32", "fp16"):
+        raise ConfigError(f"precision must be 'fp32' or 'fp16', got {precision!r}")
+
+
+def _compute_device(query: np.ndarray | torch.Tensor, device: str | torch.device | None,
+                    precision: str) -> torch.device:
+    """Return the given device, else the query tensor's, else the CPU."""
+    if device is None:
+        device = query.device if torch.is_tensor(query) else "cpu"
+    device = torch.device(device)
+    if precision == "fp16" and device.type != "cuda":
+        raise ConfigError("precision 'fp16' is only supported on CUDA devices")
+    return device
+
+
+def _check_shapes(query: np.ndarray | torch.Tensor,
+                  candidates: np.ndarray | torch.Tensor) -> int:
+    """Return the channel count shared by the query and the candidates."""
+    _, channels = _flatten_query(query)
+    if candidates.ndim not in (3, 4):
+        raise ValueError(f"candidates must be (K, L, C) or (K, H, W, C), got {candidates.shape}")
+    if int(candidates.shape[-1]) != channels:
+        raise ValueError(
+            f"query has {channels} channels but candidates have {candidates.shape[-1]}"
+        )
+    return channels
+
+
+def _query_mask_tensor(query_mask: np.ndarray | torch.Tensor | None, device: torch.device,
+                       lq: int) -> torch.Tensor | None:
+    if query_mask is None:
+        return None
+    qm = _to_tensor(query_mask, device).reshape(-1).to(torch.bool)
+    if qm.shape[0] != lq:
+        raise ValueError(f"query_mask has {qm.shape[0]} entries for {lq} query features")
+    return qm
+
+
+def _resolve_method(method: Method, device: torch.device, chunk_size: int | None,
+                    match_filter: str) -> Method:
+    """Return "tiled" or "chunked" for ``method`` ("auto" picks; see :func:`mnn_scores`)."""
+    if method not in ("auto", "tiled", "chunked"):
+        raise ConfigError(f"unknown method {method!r}")
+    if method == "auto":
+        tiled = device.type == "cpu" and chunk_size is None and match_filter != "ratio"
+        return "tiled" if tiled else "chunked"
+    if method == "tiled" and (device.type != "cpu" or match_filter == "ratio"):
+        raise ConfigError("the tiled method runs on the CPU without the ratio filter")
+    return method
+
+
+def _chunked_counts(
+    q: torch.Tensor,
+    candidates: np.ndarray | torch.Tensor,
+    qm: torch.Tensor | None,
+    candidate_mask: np.ndarray | torch.Tensor | None,
+    chunk_size: int,
+    match_filter: str,
+    ratio: float,
+    min_similarity: float,
+    candidate_scale: np.ndarray | torch.Tensor | None = None,
+) -> np.ndarray:
+    """MNN counts by the reference's batched product, ``chunk_size`` candidates at a time."""
+    device, dtype = q.device, q.dtype
+    num, (lq, channels) = int(candidates.shape[0]), q.shape
+    lc = int(np.prod(candidates.shape[1:-1]))
     q_t = q.T.contiguous()
     query_ids = torch.arange(lq, device=device)
     device_counts = torch.zeros(num, dtype=torch.int64, device=device)  # one copy back, at the end
@@ -276,14 +321,7 @@ def mnn_scores(
         c = _to_tensor(candidates[start:stop], device).reshape(stop - start, lc, channels)
         sim = torch.matmul(c.to(dtype), q_t)  # (n, L_cand, L_query), as in the reference
         del c
-        if candidate_scale is not None:
-            cs = _to_tensor(candidate_scale[start:stop], device).reshape(stop - start, lc)
-            sim.mul_(cs.to(dtype)[:, :, None])
-        cm = None
-        if candidate_mask is not None:
-            cm = _to_tensor(candidate_mask[start:stop], device).reshape(stop - start, lc)
-            cm = cm.to(torch.bool)
-            sim.masked_fill_(~cm[:, :, None], float("-inf"))
+        cm = _apply_candidate_rows(sim, candidate_scale, candidate_mask, start, stop)
         if qm is not None:
             sim.masked_fill_(~qm[None, None, :], float("-inf"))
         best_c = torch.argmax(sim, dim=1)  # (n, L_query): nearest candidate feature
@@ -301,6 +339,25 @@ def mnn_scores(
         device_counts[start:stop] = mutual.sum(dim=1)
         del sim, best_c, best_q, mutual
     return device_counts.cpu().numpy()
+
+
+def _apply_candidate_rows(
+    sim: torch.Tensor,
+    candidate_scale: np.ndarray | torch.Tensor | None,
+    candidate_mask: np.ndarray | torch.Tensor | None,
+    start: int,
+    stop: int,
+) -> torch.Tensor | None:
+    """Scale and mask a chunk's (n, L_cand, L_query) similarities in place; return its mask."""
+    n, lc = sim.shape[0], sim.shape[1]
+    if candidate_scale is not None:
+        cs = _to_tensor(candidate_scale[start:stop], sim.device).reshape(n, lc)
+        sim.mul_(cs.to(sim.dtype)[:, :, None])
+    if candidate_mask is None:
+        return None
+    cm = _to_tensor(candidate_mask[start:stop], sim.device).reshape(n, lc).to(torch.bool)
+    sim.masked_fill_(~cm[:, :, None], float("-inf"))
+    return cm
 
 
 def _tiled_counts(

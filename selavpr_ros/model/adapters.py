@@ -2,7 +2,7 @@
 
 In each block a *serial* adapter (with its own residual) follows attention, before LayerScale
 ls1, and a *parallel* adapter, scaled by 0.2, runs beside the MLP on the same ``norm2(x)``,
-inside LayerScale ls2 (reference doc, section 1.2).
+inside LayerScale ls2 (docs/model.md, "Backbone").
 """
 
 from __future__ import annotations

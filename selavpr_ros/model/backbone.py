@@ -20,10 +20,12 @@ with DINOv2's exact parameter names, and the state_dict is the reference's, key 
 from __future__ import annotations
 
 import math
+from typing import cast
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from selavpr_ros.model.adapters import LAYER_NORM_EPS, AdapterBlock
 from selavpr_ros.model.config import POS_EMBED_GRID, SelaVPRConfig
@@ -79,7 +81,8 @@ class DinoV2Backbone(nn.Module):
         self.cls_token = nn.Parameter(torch.zeros(1, 1, d))
         self.pos_embed = nn.Parameter(torch.zeros(1, 1 + POS_EMBED_GRID**2, d))
         if self.num_register_tokens:
-            self.register_tokens = nn.Parameter(torch.zeros(1, self.num_register_tokens, d))
+            self.register_tokens: nn.Parameter | None = nn.Parameter(
+                torch.zeros(1, self.num_register_tokens, d))
         else:
             self.register_tokens = None
         # Used only by DINOv2 masked training; kept so checkpoints load strictly.
@@ -90,15 +93,21 @@ class DinoV2Backbone(nn.Module):
             for _ in range(config.num_layers)
         )
         self.norm = nn.LayerNorm(d, eps=LAYER_NORM_EPS)
+        # Training option: recompute each block's activations in the backward pass.
+        self.grad_checkpointing = False
         self._pos_cache: dict[tuple[int, int], tuple[tuple[int, int, str], torch.Tensor]] = {}
         self.register_load_state_dict_post_hook(lambda module, _keys: module.clear_cache())
+
+    def adapter_blocks(self) -> list[AdapterBlock]:
+        """Return the blocks typed as what they are (``nn.ModuleList`` yields plain modules)."""
+        return cast("list[AdapterBlock]", list(self.blocks))  # __init__ adds only AdapterBlocks
 
     def clear_cache(self) -> None:
         """Forget resized position embeddings (done automatically when weights change)."""
         self._pos_cache.clear()
 
     def pos_embed_for(self, grid_hw: tuple[int, int]) -> torch.Tensor:
-        """The reference-resized position embedding for a patch grid, computed once per grid."""
+        """Return the reference-resized position embedding for a grid (computed once per grid)."""
         param = self.pos_embed
         if param.requires_grad and torch.is_grad_enabled():
             return resize_pos_embed(param, grid_hw)
@@ -131,5 +140,8 @@ class DinoV2Backbone(nn.Module):
             regs = self.register_tokens.expand(b, -1, -1).to(x.dtype)
             x = torch.cat((x[:, :1], regs, x[:, 1:]), dim=1)
         for block in self.blocks:
-            x = block(x)
+            if self.grad_checkpointing and torch.is_grad_enabled():
+                x = checkpoint(block, x, use_reentrant=False)
+            else:
+                x = block(x)
         return self.norm(x)[:, 1 + self.num_register_tokens :]

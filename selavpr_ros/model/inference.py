@@ -27,7 +27,6 @@ from selavpr_ros.errors import ConfigError
 from selavpr_ros.model.network import SelaVPR
 from selavpr_ros.model.preprocess import ImageBatch, preprocess
 
-
 log = logging.getLogger(__name__)
 
 PRECISIONS: dict[str, torch.dtype | None] = {

@@ -11,6 +11,8 @@ Anything else is refused with the offending global named.
 from __future__ import annotations
 
 import pickle
+import pickletools
+import re
 import warnings
 import zipfile
 from collections.abc import Callable
@@ -21,7 +23,6 @@ import numpy as np
 import torch
 
 from selavpr_ros.errors import CheckpointError
-
 
 # Plain numeric dtypes only: object, string, void and datetime dtypes are left out.
 _NUMERIC_DTYPE_CLASSES = (
@@ -38,11 +39,12 @@ def _multiarray() -> Any:
     core = getattr(np, "_core", None)
     if core is not None and hasattr(core, "multiarray"):
         return core.multiarray
-    return np.core.multiarray  # numpy < 1.26
+    # numpy < 1.26 only, where np.core is public; the pinned numpy 2 stubs no longer declare it
+    return np.core.multiarray  # type: ignore[attr-defined]
 
 
 def allowed_numpy_globals() -> list[Callable[..., Any] | tuple[Callable[..., Any], str]]:
-    """The allow-list given to ``torch.load(weights_only=True)``, as (object, pickled name)."""
+    """Return the allow-list for ``torch.load(weights_only=True)``, as (object, pickled name)."""
     multiarray = _multiarray()
     allowed: list[Callable[..., Any] | tuple[Callable[..., Any], str]] = []
     for name in ("_reconstruct", "scalar"):
@@ -62,31 +64,64 @@ def allowed_global_names() -> set[str]:
     return {entry[1] for entry in allowed_numpy_globals() if isinstance(entry, tuple)}
 
 
+_GLOBAL = re.compile(r"GLOBAL ([\w.]+)")
+
+
 def _unpickler_detail(err: Exception) -> str:
-    """The specific part of torch's long weights-only error message."""
-    text = str(err)
-    marker = "WeightsUnpickler error:"
-    if marker in text:
-        text = text.split(marker, 1)[1].split("Check the documentation", 1)[0]
-    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
-    return lines[0] if lines else type(err).__name__
+    """Return the specific line of torch's long weights-only error, without its advice.
+
+    torch suggests re-running with ``weights_only=False``, i.e. executing the file's code;
+    that advice is dropped here on purpose.
+    """
+    lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
+    specific = [
+        ln.split("WeightsUnpickler error:", 1)[-1].strip()
+        for ln in lines
+        if "weights_only" not in ln.lower()
+        and "weights only load failed" not in ln.lower()
+        and not ln.startswith("Check the documentation")
+    ]
+    specific = [ln for ln in specific if ln]
+    return specific[0] if specific else type(err).__name__
+
+
+def _pickle_globals(path: Path) -> set[str]:
+    """Every global a plain pickle file names, read from its opcodes (nothing is run)."""
+    names: set[str] = set()
+    strings: list[str] = []
+    with open(path, "rb") as f:
+        for opcode, arg, _ in pickletools.genops(f):
+            if opcode.name in ("GLOBAL", "INST"):
+                names.add(str(arg).replace(" ", "."))
+            elif opcode.name == "STACK_GLOBAL" and len(strings) >= 2:
+                names.add(f"{strings[-2]}.{strings[-1]}")
+            elif isinstance(arg, str):
+                strings.append(arg)
+            if opcode.name == "STOP":
+                break
+    return names - {"torch._utils._rebuild_tensor_v2", "collections.OrderedDict"}
 
 
 def _refusal(path: Path, err: Exception) -> CheckpointError:
     """Name the globals that made the safe unpickler refuse the file."""
     detail = _unpickler_detail(err)
-    if "global" not in detail.lower() and "can only build" not in detail.lower():
-        return CheckpointError(f"{path}: not a readable torch checkpoint ({detail})")
+    names = set(_GLOBAL.findall(str(err)))
     try:
-        unsafe = torch.serialization.get_unsafe_globals_in_checkpoint(str(path))
-        extra = sorted(set(unsafe) - allowed_global_names())
-        if extra:
-            detail = f"it needs non-allow-listed globals {extra}"
+        if zipfile.is_zipfile(path):
+            names |= set(torch.serialization.get_unsafe_globals_in_checkpoint(str(path)))
+        else:
+            names |= _pickle_globals(path)
     except Exception:  # noqa: BLE001 - only used to improve the message
         pass
+    extra = sorted(names - allowed_global_names())
+    if extra:
+        detail = f"it needs the non-allow-listed global{'s' if len(extra) > 1 else ''} " + (
+            ", ".join(extra))
+    elif "global" not in detail.lower() and "can only build" not in detail.lower():
+        return CheckpointError(f"{path}: not a readable torch checkpoint ({detail})")
     return CheckpointError(
         f"{path}: refusing to load: {detail}. Only tensors, plain containers and numpy "
-        "arrays/scalars are accepted (no arbitrary pickled objects)."
+        "arrays/scalars are accepted (no pickled objects or code)."
     )
 
 
@@ -107,4 +142,5 @@ def torch_load_safe(path: str | Path) -> Any:
     except pickle.UnpicklingError as err:
         raise _refusal(path, err) from err
     except (RuntimeError, EOFError, ValueError, OSError) as err:
-        raise CheckpointError(f"{path}: not a readable torch checkpoint ({err})") from err
+        detail = _unpickler_detail(err)
+        raise CheckpointError(f"{path}: not a readable torch checkpoint ({detail})") from err

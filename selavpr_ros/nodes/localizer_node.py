@@ -1,20 +1,27 @@
-"""The localizer node: camera frames in, recognised places and poses out.
+"""The localizer node (managed): camera frames in, recognised places and poses out.
 
 The node only converts messages, holds parameters and schedules work; answering a frame is
 :class:`selavpr_ros.localizer.Localizer`'s job, exactly as offline. The image callback drops
 each message into a one-frame slot; a worker thread always processes the newest frame, so
 latency never grows with a backlog (replaced frames are counted as dropped).
 
+Lifecycle (``ros2 lifecycle set``, or a lifecycle manager; ``autostart:=true``, the default,
+configures and activates at start): configure opens the map and loads the model (a failure
+leaves the node unconfigured and says why), activate subscribes and processes, deactivate
+stops, cleanup releases the map and the model's memory.
+
 Topics (relative names resolve in the node's namespace; remap as usual):
     subscribes  ``image_topic`` (parameter): sensor_msgs/Image or CompressedImage
     publishes   ``place_recognition`` (selavpr_msgs/PlaceRecognition), one per processed frame
-                ``pose`` (geometry_msgs/PoseWithCovarianceStamped) for accepted matches;
-                remap to /initialpose for re-localisation
-                ``loop_closure`` (std_msgs/Float64MultiArray [query s, place s]) if enabled
-                ``candidate_markers`` (visualization_msgs/MarkerArray) if enabled
+                ``pose`` (geometry_msgs/PoseWithCovarianceStamped) for accepted matches
+                (``publish_pose``); remap to /initialpose for re-localisation
+                ``loop_closure`` (std_msgs/Float64MultiArray [query s, place s])
+                (``publish_loop_closure``)
+                ``candidate_markers`` (visualization_msgs/MarkerArray) (``publish_markers``)
                 ``/diagnostics`` (diagnostic_msgs/DiagnosticArray), once per second
-Services:   ``~/reload_map`` (std_srvs/Trigger): reopen ``map_path`` and swap atomically; a
-            failed reload keeps the current map and says why.
+Services:   ``~/reload_map`` (std_srvs/Trigger): reopen ``map_path`` with the current
+            parameters and swap it in once no query uses the old one; a failed reload, whatever
+            the cause, keeps the current map and says why.
 """
 
 from __future__ import annotations
@@ -24,11 +31,10 @@ import threading
 import time
 from typing import Any
 
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import PoseWithCovarianceStamped
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
-from rclpy.node import Node
-from rclpy.qos import QoSProfile, ReliabilityPolicy
+from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Float64MultiArray
 from std_srvs.srv import Trigger
@@ -36,46 +42,44 @@ from visualization_msgs.msg import MarkerArray
 
 from selavpr_msgs.msg import PlaceRecognition
 from selavpr_ros import __version__
-from selavpr_ros.errors import ConfigError, ImageDecodeError, SelaVPRError
-from selavpr_ros.extractors.factory import ExtractorSpec, create_extractor
+from selavpr_ros.errors import ConfigError, ImageDecodeError
+from selavpr_ros.extractors.factory import ExtractorSpec, extractor_for_map
 from selavpr_ros.io.images import decode_image_message
 from selavpr_ros.localizer import Localizer, LocalizerConfig
+from selavpr_ros.localizer.config import config_from_values, settings
 from selavpr_ros.map import PlaceMap
-from selavpr_ros.nodes.latest_frame import LatestFrameSlot
-from selavpr_ros.nodes.runtime import run_node
-from selavpr_ros.nodes.stats import RollingStats
-from selavpr_ros.ros.conversions import (candidate_markers, loop_closure_msg, pose_msg,
-                                         result_to_msg, stamp_to_ns)
-from selavpr_ros.ros.params import Param, declare
+from selavpr_ros.ros import diagnostics as diag
+from selavpr_ros.ros.conversions import (
+    candidate_markers,
+    loop_closure_msg,
+    pose_msg,
+    result_to_msg,
+    stamp_to_ns,
+)
+from selavpr_ros.ros.latest_frame import LatestFrameSlot
+from selavpr_ros.ros.params import Param, declare, from_settings, on_live_update
+from selavpr_ros.ros.runtime import autostart, describe_error, run_node
+from selavpr_ros.ros.stats import EventWindow, RollingStats
+from selavpr_ros.ros.topics import is_compressed, subscription_qos
+
+SUCCESS, FAILURE = TransitionCallbackReturn.SUCCESS, TransitionCallbackReturn.FAILURE
 
 PARAMS = [
-    Param("map_path", "", "place map directory (required)"),
-    Param("extractor", "selavpr", "feature extractor: selavpr (or classical, for maps built "
-          "with it)"),
-    Param("checkpoint", "", "SelaVPR weights: official .pth or converted .safetensors"),
-    Param("device", "cpu", "cpu, cuda or cuda:N (extraction and re-ranking)"),
-    Param("precision", "fp32", "fp32, or fp16/bf16 autocast on CUDA"),
-    Param("top_k", 100, "places retrieved by global descriptor", 1, 10000),
-    Param("rerank_k", -1, "how many of top_k are re-ranked by MNN (-1: all, 0: none)", -1, 10000),
-    Param("rerank_memory_mb", 256.0, "working memory of the MNN re-ranker (MiB)", 1.0, 1e6),
-    Param("gpu_cache_mb", 4096.0, "on CUDA, keep the map's local features on the GPU when "
-          "they fit this budget (MiB; 0: off)", 0.0, 1e7),
-    Param("min_score", 0, "acceptance: minimum MNN count of the best candidate", 0, 10**7),
-    Param("min_score_fraction", 0.0, "acceptance: minimum MNN count / query features", 0.0, 1.0),
-    Param("min_margin", 1.1, "acceptance: best vs best distinct candidate (ratio; see "
-          "margin_mode)", 0.0, 1e9),
-    Param("margin_mode", "ratio", "margin as 'ratio' or 'difference'"),
-    Param("margin_distance_m", 25.0, "a distinct candidate is at least this far (m)", 0.0, 1e9),
-    Param("margin_id_distance", 10, "... or this many ids away when poses are missing", 1, 10**9),
-    Param("min_global_similarity", -1.0, "acceptance: minimum global cosine similarity",
-          -1.0, 1.0),
-    Param("confidence_full_fraction", 0.25, "score fraction at which confidence saturates",
-          1e-6, 1.0),
-    Param("image_topic", "/camera/image_raw", "camera topic"),
+    Param("map_path", "", "place map directory (required); a change takes effect at "
+          "~/reload_map or the next configure"),
+    Param("extractor", "", "feature extractor: empty = the one recorded in the map; selavpr "
+          "or classical insist on it (refused when the map records another)", read_only=True),
+    Param("checkpoint", "", "SelaVPR weights: official .pth or converted .safetensors",
+          read_only=True),
+    Param("device", "cpu", "cpu, cuda or cuda:N (extraction and re-ranking)", read_only=True),
+    Param("precision", "fp32", "fp32, or fp16/bf16 autocast on CUDA", read_only=True),
+    *from_settings(settings(node_only=True)),
+    Param("image_topic", "/camera/image_raw", "camera topic", read_only=True),
     Param("image_type", "auto", "raw, compressed, or auto (compressed if the topic name ends "
-          "in /compressed)"),
-    Param("qos_reliability", "best_effort", "image subscription QoS: best_effort or reliable"),
-    Param("qos_depth", 1, "image subscription queue depth", 1, 1000),
+          "in /compressed)", read_only=True),
+    Param("qos_reliability", "best_effort", "image subscription QoS: best_effort or reliable",
+          read_only=True),
+    Param("qos_depth", 1, "image subscription queue depth", 1, 1000, read_only=True),
     Param("max_rate", 0.0, "process at most this many frames per second (0: no limit)",
           0.0, 1000.0),
     Param("map_frame", "", "frame of published poses (empty: the map's own frame)"),
@@ -87,26 +91,30 @@ PARAMS = [
     Param("publish_pose", True, "publish PoseWithCovarianceStamped for accepted matches"),
     Param("publish_loop_closure", False, "publish [query time, place time] for accepted matches"),
     Param("publish_markers", False, "publish candidate markers for RViz"),
+    Param("stale_after_s", 3.0, "diagnostics: input is STALE after this long without a frame "
+          "(s)", 0.1, 3600.0),
+    Param("expected_rate", 0.0, "diagnostics: WARN when processing falls below half this rate "
+          "(Hz; 0: no check)", 0.0, 1000.0),
+    Param("error_window_s", 30.0, "diagnostics: failed frames count for this long (s)",
+          1.0, 3600.0),
+    Param("autostart", True, "configure and activate at start (false: wait for a lifecycle "
+          "manager)", read_only=True),
 ]
+
+YAML_HEADER = """Parameters of localizer_node (README, "The localizer node"); written by
+selavpr_ros.ros.params.render_yaml from the node's declarations. Pass with
+  --ros-args --params-file config/localizer.yaml   (the launch file does this)."""
 
 
 def localizer_config(values: dict[str, Any]) -> LocalizerConfig:
-    """The core's LocalizerConfig from the node's parameter values."""
-    rerank_k = int(values["rerank_k"])
+    """Return the core's LocalizerConfig from the node's parameter values (checked by the core)."""
     precision = "fp16" if values["precision"] == "fp16" else "fp32"
-    return LocalizerConfig(
-        top_k=int(values["top_k"]), rerank_k=None if rerank_k < 0 else rerank_k,
-        device=str(values["device"]), precision=precision,
-        rerank_memory_mb=float(values["rerank_memory_mb"]),
-        gpu_cache_mb=float(values["gpu_cache_mb"]),
-        min_score=int(values["min_score"]),
-        min_score_fraction=float(values["min_score_fraction"]),
-        min_margin=float(values["min_margin"]), margin_mode=values["margin_mode"],
-        margin_distance_m=float(values["margin_distance_m"]),
-        margin_id_distance=int(values["margin_id_distance"]),
-        min_global_similarity=float(values["min_global_similarity"]),
-        confidence_full_fraction=float(values["confidence_full_fraction"]),
-    )
+    return config_from_values(values, device=str(values["device"]), precision=precision)
+
+
+def extractor_spec(values: dict[str, Any]) -> ExtractorSpec:
+    return ExtractorSpec(kind=values["extractor"], checkpoint=values["checkpoint"],
+                         device=values["device"], precision=values["precision"], batch_size=1)
 
 
 def open_localizer(map_path: str, spec: ExtractorSpec, config: LocalizerConfig,
@@ -119,82 +127,173 @@ def open_localizer(map_path: str, spec: ExtractorSpec, config: LocalizerConfig,
         if reuse is not None and reuse.extractor.info == place_map.extractor_info:
             extractor = reuse.extractor
         else:
-            extractor = create_extractor(spec, place_map)
+            extractor = extractor_for_map(spec, place_map)
         return Localizer(place_map, extractor, config)
     except BaseException:
         place_map.close()
         raise
 
 
-class LocalizerNode(Node):
+def map_summary(localizer: Localizer) -> dict[str, Any]:
+    """Return what diagnostics report about the map, read once (the map may close later)."""
+    m = localizer.place_map
+    return {"map_path": str(m.path), "map_id": m.map_id, "map_places": len(m),
+            "extractor": m.extractor_info.name}
+
+
+class LocalizerNode(LifecycleNode):
     """Subscribes to a camera topic and publishes ``selavpr_msgs/PlaceRecognition``."""
 
     def __init__(self) -> None:
         super().__init__("localizer_node")
         self.values = declare(self, PARAMS)
-        v = self.values
-        self.spec = ExtractorSpec(kind=v["extractor"], checkpoint=v["checkpoint"],
-                                  device=v["device"], precision=v["precision"], batch_size=1)
-        self.config = localizer_config(v)
-        self.covariance_diagonal = [v["position_variance"]] * 3 + [v["orientation_variance"]] * 3
-        self._localizer_lock = threading.Lock()
-        self.localizer = open_localizer(v["map_path"], self.spec, self.config)
+        self.config = localizer_config(self.values)
+        self.spec = extractor_spec(self.values)
+        self.image_msg_type = (CompressedImage if is_compressed(
+            self.values["image_topic"], self.values["image_type"]) else Image)
+        self.qos = subscription_qos(self.values["qos_reliability"], self.values["qos_depth"])
+        on_live_update(self, self.values, self._check_update, self._apply_update)
 
-        self.result_pub = self.create_publisher(PlaceRecognition, "place_recognition", 10)
-        self.pose_pub = (self.create_publisher(PoseWithCovarianceStamped, "pose", 10)
-                         if v["publish_pose"] else None)
-        self.loop_pub = None
-        if v["publish_loop_closure"]:
-            self.loop_pub = self.create_publisher(Float64MultiArray, "loop_closure", 10)
-        self.marker_pub = None
-        if v["publish_markers"]:
-            self.marker_pub = self.create_publisher(MarkerArray, "candidate_markers", 1)
-        self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
-
+        # Held while a query runs and while the map is swapped or released: a map is closed
+        # only once no query uses it.
+        self._query_lock = threading.Lock()
+        self.localizer: Localizer | None = None
+        self.map_info: dict[str, Any] = {}
+        self.failure_reason = ""
+        self.state_label = "unconfigured"
+        self._outputs: dict[str, Any] = {}
+        self._subscription: Any = None
+        self._worker: threading.Thread | None = None
         self.slot = LatestFrameSlot()
+        self.slot.close()
         self.stats = RollingStats()
-        self.processed = self.bad_frames = self.errors = 0
+        self.failures = EventWindow(self.values["error_window_s"])
+        self.processed = EventWindow(self.values["error_window_s"])
+        self.received = self.dropped = self.bad_frames = self.errors = self.reload_failures = 0
+        self._last_frame: float | None = None
         self._last_bad_log = 0.0
-        self._subscribe_camera()
+
+        self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         service_group = MutuallyExclusiveCallbackGroup()
         self.create_service(Trigger, "~/reload_map", self._reload_map,
                             callback_group=service_group)
-        self.create_timer(1.0, self._publish_diagnostics, callback_group=service_group)
+        self.create_timer(1.0, self._publish_diagnostics,
+                          callback_group=MutuallyExclusiveCallbackGroup())
+        if self.values["autostart"]:
+            autostart(self, lambda: self.failure_reason)
+        else:
+            self.get_logger().info("localizer_node started unconfigured (autostart false): "
+                                   "waiting for configure")
+
+    # --- parameters ---------------------------------------------------------------------
+    def _check_update(self, proposed: dict[str, Any]) -> None:
+        localizer_config(proposed)  # raises ConfigError naming what is wrong
+
+    def _apply_update(self, values: dict[str, Any]) -> None:
+        self.config = localizer_config(values)
+        self.failures.horizon_s = self.processed.horizon_s = float(values["error_window_s"])
+
+    # --- lifecycle ----------------------------------------------------------------------
+    def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
+        path = str(self.values["map_path"])
+        try:
+            localizer = open_localizer(path, self.spec, self.config)
+        except Exception as err:  # noqa: BLE001 - any failure leaves the node unconfigured
+            self.failure_reason = f"cannot open map '{path}': {describe_error(err)}"
+            self.get_logger().error(f"configure failed: {self.failure_reason}")
+            return FAILURE
+        with self._query_lock:
+            self.localizer, self.map_info = localizer, map_summary(localizer)
+        self.failure_reason = ""
+        self._outputs = {
+            "result": self.create_publisher(PlaceRecognition, "place_recognition", 10),
+            "pose": self.create_publisher(PoseWithCovarianceStamped, "pose", 10),
+            "loop": self.create_publisher(Float64MultiArray, "loop_closure", 10),
+            "markers": self.create_publisher(MarkerArray, "candidate_markers", 1),
+        }
+        self.state_label = "inactive"
+        m = self.map_info
+        self.get_logger().info(
+            f"configured: map {m['map_path']} ({m['map_places']} places, {m['extractor']}), "
+            f"device {self.config.device}")
+        return SUCCESS
+
+    def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self.slot = LatestFrameSlot()
+        self._subscription = self.create_subscription(
+            self.image_msg_type, self.values["image_topic"], self._on_frame, self.qos,
+            callback_group=MutuallyExclusiveCallbackGroup())
         self._worker = threading.Thread(target=self._work, name="localizer_worker", daemon=True)
         self._worker.start()
-        m = self.localizer.place_map
+        self.state_label = "active"
+        topic = self.resolve_topic_name(self.values["image_topic"])
         self.get_logger().info(
-            f"selavpr_ros {__version__} localizer_node started: map {m.path} ({len(m)} places, "
-            f"{m.extractor_info.name}), camera {self.camera_topic} ({self.image_type}), "
-            f"device {self.config.device}")
+            f"selavpr_ros {__version__} localizer_node started: map {self.map_info['map_path']} "
+            f"({self.map_info['map_places']} places, {self.map_info['extractor']}), camera "
+            f"{topic} ({self.image_msg_type.__name__}), device {self.config.device}")
+        return SUCCESS
 
-    def _subscribe_camera(self) -> None:
-        v = self.values
-        self.camera_topic = str(v["image_topic"])
-        image_type = str(v["image_type"])
-        if image_type == "auto":
-            image_type = "compressed" if self.camera_topic.endswith("/compressed") else "raw"
-        if image_type not in ("raw", "compressed"):
-            raise ConfigError(f"image_type must be raw, compressed or auto, got '{image_type}'")
-        reliability = {"best_effort": ReliabilityPolicy.BEST_EFFORT,
-                       "reliable": ReliabilityPolicy.RELIABLE}.get(str(v["qos_reliability"]))
-        if reliability is None:
-            raise ConfigError(f"qos_reliability must be best_effort or reliable, got "
-                              f"'{v['qos_reliability']}'")
-        self.image_type = image_type
-        qos = QoSProfile(depth=int(v["qos_depth"]), reliability=reliability)
-        msg_type = CompressedImage if image_type == "compressed" else Image
-        self.create_subscription(msg_type, self.camera_topic, self.slot.put, qos,
-                                 callback_group=MutuallyExclusiveCallbackGroup())
+    def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._stop_processing()
+        self.state_label = "inactive"
+        self.get_logger().info("deactivated: not processing frames")
+        return SUCCESS
+
+    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._release()
+        self.state_label = "unconfigured"
+        self.get_logger().info("cleaned up: map and model released")
+        return SUCCESS
+
+    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._stop_processing()
+        self._release()
+        self.state_label = "finalized"
+        return SUCCESS
+
+    def on_error(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._stop_processing()
+        self._release()
+        self.state_label = "unconfigured"
+        return SUCCESS
+
+    def _stop_processing(self) -> None:
+        if self._subscription is not None:
+            self.destroy_subscription(self._subscription)
+            self._subscription = None
+        self.slot.close()
+        if self._worker is not None:
+            self._worker.join(timeout=30.0)
+            self._worker = None
+
+    def _release(self) -> None:
+        for publisher in self._outputs.values():
+            self.destroy_publisher(publisher)
+        self._outputs = {}
+        with self._query_lock:
+            localizer, self.localizer = self.localizer, None
+        if localizer is not None:
+            localizer.place_map.close()
+            device = localizer.config.device
+            del localizer
+            if device.startswith("cuda"):
+                import torch
+
+                torch.cuda.empty_cache()
 
     # --- worker -------------------------------------------------------------------------
+    def _on_frame(self, msg: Any) -> None:
+        self._last_frame = time.monotonic()
+        self.slot.put(msg)
+
     def _work(self) -> None:
-        min_period = 1.0 / self.values["max_rate"] if self.values["max_rate"] > 0 else 0.0
         last_start = 0.0
         while not self.slot.closed:
-            wait = last_start + min_period - time.monotonic()
+            rate = float(self.values["max_rate"])
+            wait = last_start + (1.0 / rate if rate > 0 else 0.0) - time.monotonic()
             if wait > 0:
-                time.sleep(wait)
+                time.sleep(min(wait, 0.2))
+                continue
             delivery = self.slot.take(timeout=0.2)
             if delivery is None:
                 continue
@@ -203,37 +302,48 @@ class LocalizerNode(Node):
                 self._process(delivery.item, delivery.received)
             except ImageDecodeError as err:
                 self.bad_frames += 1
+                self.failures.add()
                 self._log_bad_frame(err)
             except Exception as err:  # noqa: BLE001 - a bad frame must never stop the node
                 self.errors += 1
-                self.get_logger().error(f"frame failed: {type(err).__name__}: {err}")
+                self.failures.add()
+                self.get_logger().error(f"frame failed: {describe_error(err)}",
+                                        throttle_duration_sec=5.0)
 
     def _process(self, msg: Any, received: float) -> None:
         t0 = time.perf_counter()
         rgb = decode_image_message(msg)
         decode_ms = (time.perf_counter() - t0) * 1e3
-        with self._localizer_lock:
+        with self._query_lock:
             localizer = self.localizer
-        result = localizer.query(rgb)
+            if localizer is None:
+                return
+            localizer.config = self.config
+            result = localizer.query(rgb)
+        v = self.values
         now_ns = self.get_clock().now().nanoseconds
         processing_ms = (time.monotonic() - received) * 1e3
-        latency_ms = (now_ns - stamp_to_ns(msg.header.stamp)) / 1e6
         out = result_to_msg(
-            result, msg.header, max_candidates=int(self.values["max_candidates"]),
-            covariance_diagonal=self.covariance_diagonal,
-            map_frame=self.values["map_frame"] or None,
-            extra_stages=[("decode", decode_ms)], processing_ms=processing_ms,
-            latency_ms=latency_ms)
-        self.result_pub.publish(out)
-        if out.accepted:
-            if self.pose_pub is not None:
-                self.pose_pub.publish(pose_msg(out))
-            if self.loop_pub is not None:
-                self.loop_pub.publish(loop_closure_msg(out))
-        if self.marker_pub is not None:
-            self.marker_pub.publish(candidate_markers(out))
-        self.processed += 1
+            result, msg.header, max_candidates=int(v["max_candidates"]),
+            covariance_diagonal=[v["position_variance"]] * 3 + [v["orientation_variance"]] * 3,
+            map_frame=v["map_frame"] or None, extra_stages=[("decode", decode_ms)],
+            processing_ms=processing_ms,
+            latency_ms=(now_ns - stamp_to_ns(msg.header.stamp)) / 1e6)
+        self._publish(out)
+        self.processed.add()
         self.stats.add(processing_ms)
+
+    def _publish(self, out: PlaceRecognition) -> None:
+        pubs, v = self._outputs, self.values
+        if not pubs:
+            return
+        pubs["result"].publish(out)
+        if out.accepted and v["publish_pose"]:
+            pubs["pose"].publish(pose_msg(out))
+        if out.accepted and v["publish_loop_closure"]:
+            pubs["loop"].publish(loop_closure_msg(out))
+        if v["publish_markers"]:
+            pubs["markers"].publish(candidate_markers(out))
 
     def _log_bad_frame(self, err: Exception) -> None:
         now = time.monotonic()
@@ -245,50 +355,77 @@ class LocalizerNode(Node):
     # --- services and diagnostics ------------------------------------------------------
     def _reload_map(self, _request: Trigger.Request,
                     response: Trigger.Response) -> Trigger.Response:
-        path = str(self.get_parameter("map_path").value)
-        try:
-            with self._localizer_lock:
-                current = self.localizer
-            new = open_localizer(path, self.spec, self.config, reuse=current)
-        except SelaVPRError as err:
+        path = str(self.values["map_path"])
+        current = self.localizer
+        if current is None:
             response.success = False
-            response.message = f"reload failed, keeping {current.place_map.path}: {err}"
+            response.message = f"node is {self.state_label}: configure it to load a map"
+            return response
+        try:
+            new = open_localizer(path, self.spec, self.config, reuse=current)
+        except Exception as err:  # noqa: BLE001 - whatever the map holds, keep serving
+            self.reload_failures += 1
+            response.success = False
+            response.message = (f"reload failed, keeping {self.map_info['map_path']}: "
+                                f"{describe_error(err)}")
             self.get_logger().error(response.message)
             return response
-        with self._localizer_lock:
+        with self._query_lock:  # waits for an in-flight query on the old map
             old, self.localizer = self.localizer, new
-        old.place_map.close()
+            self.map_info = map_summary(new)
+        if old is not None:
+            old.place_map.close()
         response.success = True
-        response.message = f"loaded {path} ({len(new.place_map)} places)"
+        response.message = f"loaded {path} ({self.map_info['map_places']} places)"
         self.get_logger().info(response.message)
         return response
 
     def _publish_diagnostics(self) -> None:
-        with self._localizer_lock:
-            place_map = self.localizer.place_map
-        values = {
-            "frames_received": self.slot.received, "frames_processed": self.processed,
-            "frames_dropped": self.slot.dropped, "bad_frames": self.bad_frames,
-            "errors": self.errors, "processing_rate_hz": f"{self.stats.rate_hz():.2f}",
-            "latency_p50_ms": f"{self.stats.percentile(50):.1f}",
-            "latency_p95_ms": f"{self.stats.percentile(95):.1f}",
-            "map_path": str(place_map.path), "map_id": place_map.map_id,
-            "map_places": len(place_map), "extractor": place_map.extractor_info.name,
-            "device": self.config.device,
-        }
-        status = DiagnosticStatus(
-            name=f"{self.get_name()}: place recognition", hardware_id=self.config.device,
-            level=DiagnosticStatus.OK if not self.errors else DiagnosticStatus.WARN,
-            message="running" if not self.errors else f"{self.errors} frames failed",
-            values=[KeyValue(key=k, value=str(val)) for k, val in values.items()])
-        array = DiagnosticArray(status=[status])
+        array = DiagnosticArray(status=self.diagnostic_statuses())
         array.header.stamp = self.get_clock().now().to_msg()
         self.diag_pub.publish(array)
 
+    def diagnostic_statuses(self) -> list[Any]:
+        v, now = self.values, time.monotonic()
+        last = self._last_frame
+        window = diag.Window(
+            window_s=float(v["error_window_s"]), received=self.slot.received,
+            processed=self.processed.count(now), failed=self.failures.count(now),
+            since_last_frame_s=None if last is None else now - last,
+            rate_hz=self.stats.rate_hz(now))
+        name = self.get_fully_qualified_name()
+        hardware = diag.device_name(self.config.device)
+        active = self.state_label == "active"
+        counters = {
+            "frames_received": self.slot.received, "frames_processed": self.processed.total,
+            "frames_dropped": self.slot.dropped, "bad_frames": self.bad_frames,
+            "errors": self.errors, "processing_rate_hz": f"{window.rate_hz:.2f}",
+            "latency_p50_ms": f"{self.stats.percentile(50):.1f}",
+            "latency_p95_ms": f"{self.stats.percentile(95):.1f}",
+        }
+        loaded = self.localizer is not None
+        model = (diag.OK, "map and model loaded") if loaded else (
+            diag.ERROR, f"not configured: {self.failure_reason}" if self.failure_reason
+            else f"node is {self.state_label}")
+        return [
+            diag.status(f"{name}: input", hardware,
+                        diag.input_level(window, float(v["stale_after_s"]), active,
+                                         self.state_label),
+                        {"image_topic": self.resolve_topic_name(v["image_topic"]),
+                         "state": self.state_label}),
+            diag.status(f"{name}: processing", hardware,
+                        diag.rate_level(window, float(v["expected_rate"])), counters),
+            diag.status(f"{name}: failures", hardware, diag.failure_level(window),
+                        {"failed_recent": window.failed, "processed_recent": window.processed,
+                         "window_s": window.window_s, "reload_failures": self.reload_failures}),
+            diag.status(f"{name}: map and model", hardware, model,
+                        {**self.map_info, "device": self.config.device,
+                         "reload_failures": self.reload_failures}),
+        ]
+
     def destroy_node(self) -> None:
-        self.slot.close()
-        self._worker.join(timeout=5.0)
-        self.localizer.place_map.close()
+        self._stop_processing()
+        self._release()
         super().destroy_node()
 
 

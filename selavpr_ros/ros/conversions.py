@@ -19,7 +19,7 @@ from selavpr_ros.localizer import Candidate, LocalizationResult
 
 
 def stamp_to_ns(stamp: Time) -> int:
-    """A builtin_interfaces/Time as integer nanoseconds."""
+    """Return a builtin_interfaces/Time as integer nanoseconds."""
     return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
 
 
@@ -30,7 +30,7 @@ def ns_to_stamp(ns: int) -> Time:
 
 
 def candidate_pose(candidate: Candidate) -> Pose:
-    """The candidate's pose; identity at the origin when the map has none (see has_pose)."""
+    """Return the candidate's pose; identity at the origin when the map has none (see has_pose)."""
     pose = Pose()
     if candidate.position is not None:
         pose.position = Point(x=candidate.position[0], y=candidate.position[1],
@@ -71,7 +71,7 @@ def result_to_msg(result: LocalizationResult, header: Header, *, max_candidates:
                   covariance_diagonal: Sequence[float], map_frame: str | None = None,
                   extra_stages: Sequence[tuple[str, float]] = (), processing_ms: float = 0.0,
                   latency_ms: float = 0.0) -> PlaceRecognition:
-    """The PlaceRecognition message for one processed frame (header = the image's header)."""
+    """Return the PlaceRecognition of one processed frame (header = the image's header)."""
     msg = PlaceRecognition()
     msg.header = header
     msg.map_id = result.map_id
@@ -93,7 +93,7 @@ def result_to_msg(result: LocalizationResult, header: Header, *, max_candidates:
 
 
 def pose_msg(recognition: PlaceRecognition) -> PoseWithCovarianceStamped:
-    """The accepted place's pose, stamped with the query's time, in the map frame."""
+    """Return the accepted place's pose, stamped with the query's time, in the map frame."""
     out = PoseWithCovarianceStamped()
     out.header.stamp = recognition.header.stamp
     out.header.frame_id = recognition.map_frame

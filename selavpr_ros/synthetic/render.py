@@ -125,12 +125,32 @@ def _rays(camera: Camera, yaw: float, pitch: float) -> np.ndarray:
 
 
 def _hash01(*ints: np.ndarray) -> np.ndarray:
-    """A deterministic pseudo-random number in [0, 1) per element of integer arrays."""
-    h = np.uint64(1469598103934665603)
+    """Hash integer arrays to a deterministic pseudo-random number in [0, 1) per element."""
+    h = np.asarray(np.uint64(1469598103934665603))  # an array, so numpy keeps it uint64
     for a in ints:
         h = (h ^ a.astype(np.uint64)) * np.uint64(1099511628211)
         h ^= h >> np.uint64(29)
     return (h % np.uint64(1 << 24)).astype(np.float32) / float(1 << 24)
+
+
+def _building_at(row: Facades, x: np.ndarray, z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Index of the building at each facade point, and whether the point is on its wall."""
+    b = np.clip(np.searchsorted(row.start, x, side="right") - 1, 0, len(row.start) - 1)
+    return b, (z >= 0) & (z <= row.height[b])
+
+
+def _plane_distances(
+    world: World, position: tuple[float, float, float], d: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Ray lengths to the left facade plane, the right one and the road (inf: never)."""
+    _, py, pz = (np.float32(v) for v in position)
+    dy, dz = d[1].ravel(), d[2].ravel()
+    inf = np.float32(np.inf)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        t_left = np.where(dy > 1e-6, (world.half_width - py) / dy, inf)
+        t_right = np.where(dy < -1e-6, (-world.half_width - py) / dy, inf)
+        t_road = np.where(dz < -1e-6, -pz / dz, inf)
+    return t_left, t_right, t_road
 
 
 def _facade_colour(
@@ -141,8 +161,7 @@ def _facade_colour(
     Points above a roof or in a gap between buildings are not on a facade; the returned
     ``on`` (N,) bool selects the M points the colours belong to.
     """
-    b = np.clip(np.searchsorted(row.start, x, side="right") - 1, 0, len(row.start) - 1)
-    on = (z >= 0) & (z <= row.height[b])
+    b, on = _building_at(row, x, z)
     b, x, z = b[on], x[on], z[on]
     height = row.height[b]
     floor_h, bay_w = row.floor_h[b], row.bay_w[b]
@@ -211,7 +230,7 @@ def render(
     rng: np.random.Generator | None = None,
     pitch: float = 0.0,
 ) -> np.ndarray:
-    """An (H, W, 3) uint8 RGB image seen from ``position`` looking along ``yaw`` (radians).
+    """Render the (H, W, 3) uint8 RGB image seen from ``position`` looking along ``yaw`` (rad).
 
     Sensor noise (``lighting.noise_sigma``) is drawn from ``rng``; without one there is none.
     """
@@ -223,10 +242,7 @@ def render(
     dx, dy, dz = (c.ravel() for c in d)
     n = dx.size
     inf = np.float32(np.inf)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        t_left = np.where(dy > 1e-6, (world.half_width - py) / dy, inf)
-        t_right = np.where(dy < -1e-6, (-world.half_width - py) / dy, inf)
-        t_road = np.where(dz < -1e-6, -pz / dz, inf)
+    t_left, t_right, t_road = _plane_distances(world, position, d)
     out = np.zeros((n, 3), np.float32)
     dist = np.full(n, inf, np.float32)
     lit_side = np.zeros(n, np.float32)
@@ -264,7 +280,7 @@ def render(
     sky = (np.asarray(lighting.sky_horizon, np.float32) * (1.0 - elevation)
            + np.asarray(lighting.sky_top, np.float32) * elevation)
     colour = np.where(surface[:, None], colour, sky)
-    image = colour.reshape(*shape, 3)
+    image: np.ndarray = colour.reshape(*shape, 3)
     if camera.supersample > 1:
         image = cv2.resize(image, (camera.width, camera.height), interpolation=cv2.INTER_AREA)
     image = image * 255.0

@@ -119,7 +119,7 @@ class SyntheticFrame:
 
 
 def route_world(config: RouteConfig) -> World:
-    """The route's world, long enough for every frame (deterministic from the seed)."""
+    """Make the route's world, long enough for every frame (deterministic from the seed)."""
     world_cfg = config.world
     needed = config.route_length_m + 80.0  # the camera sees ~100 m ahead
     if world_cfg.length_m < needed:

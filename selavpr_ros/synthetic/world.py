@@ -144,7 +144,7 @@ def _facades(rng: np.random.Generator, cfg: WorldConfig, max_height: float) -> F
 
 
 def make_world(seed: int, config: WorldConfig | None = None) -> World:
-    """The street of ``seed`` (deterministic: the same seed gives identical arrays)."""
+    """Generate the street of ``seed`` (deterministic: the same seed gives identical arrays)."""
     cfg = config or WorldConfig()
     rng = np.random.default_rng([int(seed), 0x57EE7])
     left = _facades(rng, cfg, cfg.building_height_m[1])

@@ -42,7 +42,7 @@ class LatestFrameSlot:
             self._cond.notify()
 
     def take(self, timeout: float | None = None) -> Delivery | None:
-        """The newest frame, waiting up to ``timeout`` s; None on timeout or when closed."""
+        """Return the newest frame, waiting up to ``timeout`` s; None on timeout or when closed."""
         with self._cond:
             if not self._cond.wait_for(lambda: self._pending is not None or self._closed,
                                        timeout):

@@ -27,6 +27,8 @@ from selavpr_ros.eval.metrics import frame_index_of
 from selavpr_ros.extractors.factory import ExtractorSpec
 from selavpr_ros.io.frames import Frame
 from selavpr_ros.localizer import LocalizerConfig
+from selavpr_ros.localizer.config import config_values
+from selavpr_ros.ros.conversions import stamp_to_ns
 
 log = logging.getLogger(__name__)
 
@@ -84,22 +86,16 @@ def node_parameters(options: LiveOptions, image_type: str = "auto") -> list[str]
     """``-p name:=value`` arguments giving the node the offline run's settings."""
     spec, cfg = options.spec, options.config
     values: dict[str, Any] = {
-        "map_path": options.map_path, "extractor": spec.kind, "device": spec.device,
-        "precision": spec.precision, "top_k": cfg.top_k,
-        "rerank_k": -1 if cfg.rerank_k is None else cfg.rerank_k,
-        "rerank_memory_mb": float(cfg.rerank_memory_mb), "min_score": cfg.min_score,
-        "min_score_fraction": float(cfg.min_score_fraction),
-        "min_margin": float(cfg.min_margin), "margin_mode": cfg.margin_mode,
-        "margin_distance_m": float(cfg.margin_distance_m),
-        "margin_id_distance": cfg.margin_id_distance,
-        "min_global_similarity": float(cfg.min_global_similarity),
-        "confidence_full_fraction": float(cfg.confidence_full_fraction),
+        "map_path": options.map_path, "device": spec.device,
+        "precision": spec.precision, **config_values(cfg),
         "image_topic": options.image_topic, "image_type": image_type,
         "qos_reliability": "reliable",
         "qos_depth": options.qos_depth, "max_candidates": cfg.top_k, "publish_pose": False,
     }
     if spec.checkpoint:
         values["checkpoint"] = spec.checkpoint
+    if spec.kind:  # else the node takes the map's
+        values["extractor"] = spec.kind
     args: list[str] = []
     for name, value in values.items():
         text = repr(value) if isinstance(value, float) else str(value).lower() if isinstance(
@@ -108,12 +104,8 @@ def node_parameters(options: LiveOptions, image_type: str = "auto") -> list[str]
     return args
 
 
-def _stamp_ns(stamp: Any) -> int:
-    return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
-
-
 def record_from_message(frame: Frame, index: int, msg: Any, latency_ms: float) -> QueryRecord:
-    """A :class:`QueryRecord` from the node's ``PlaceRecognition`` (score fraction unknown)."""
+    """Return the :class:`QueryRecord` of a ``PlaceRecognition`` (score fraction unknown)."""
     cands = list(msg.candidates)
     top = cands[0] if cands else None
     return QueryRecord(
@@ -152,7 +144,7 @@ class _Collector:
     def _on_result(self, msg: Any) -> None:
         now = time.monotonic()
         with self._lock:
-            stamp = _stamp_ns(msg.header.stamp)
+            stamp = stamp_to_ns(msg.header.stamp)
             if stamp in self.results:
                 self.duplicates += 1
             self.results[stamp] = (msg, now)
@@ -219,7 +211,7 @@ def run_live(options: LiveOptions, frames: Sequence[Frame], progress: bool = Tru
     import rclpy
     from rclpy.executors import SingleThreadedExecutor
 
-    from selavpr_ros.nodes.bag_player import BagPlayer, PlayOptions
+    from selavpr_ros.ros.bag_player import BagPlayer, PlayOptions
 
     by_index = {int(f.source_ref): f for f in frames}
     if len(by_index) != len(frames):

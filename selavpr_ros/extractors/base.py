@@ -169,7 +169,7 @@ class Features:
         return int(self.global_desc.shape[0])
 
     def select(self, index: int | slice | np.ndarray) -> Features:
-        """The features of a subset of the batch (always keeps the batch axis)."""
+        """Return the features of a subset of the batch (always keeps the batch axis)."""
         if isinstance(index, (int, np.integer)):
             index = slice(int(index), int(index) + 1)
         return Features(
@@ -252,7 +252,7 @@ class Extractor(abc.ABC):
         return 0
 
     def fit(self, images: Sequence[np.ndarray]) -> Extractor:
-        """A fitted extractor, learned from (H, W, 3) uint8 RGB sample images of the map.
+        """Return a fitted extractor, learned from (H, W, 3) uint8 RGB sample images of the map.
 
         Deterministic: the same images give the same state. The default returns ``self``.
         """

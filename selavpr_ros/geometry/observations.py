@@ -1,0 +1,82 @@
+"""From two images' local features to a :class:`PlaceObservation`.
+
+This is what the localizer does per accepted candidate before :func:`estimate_query_pose`.
+The MNN pairs are computed once per retrieved place (the same rule the re-ranking counts), their
+feature indices become pixels (grid cells through the resize, or keypoints), and a place with
+depth contributes the stored 3-D points of its matched features.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from selavpr_ros.extractors.base import ExtractorInfo, Features, RerankSettings
+from selavpr_ros.geometry.camera import CameraModel
+from selavpr_ros.geometry.correspondences import mnn_pairs
+from selavpr_ros.geometry.pixels import feature_pixels
+from selavpr_ros.geometry.pose import PlaceObservation
+from selavpr_ros.geometry.transforms import Quat
+
+
+@dataclass(frozen=True, eq=False)
+class ImageFeatures:
+    """One image's local features with what geometry needs besides them.
+
+    Attributes:
+        local: (L, C) local features.
+        mask: (L,) valid features, or None.
+        keypoints: (L, 2) pixel coordinates for keypoint extractors, or None.
+        image_hw: the original image's (height, width).
+        points: (L, 3) optical-frame points from depth (NaN rows: none), or None.
+    """
+
+    local: np.ndarray
+    mask: np.ndarray | None
+    keypoints: np.ndarray | None
+    image_hw: tuple[int, int]
+    points: np.ndarray | None = None
+
+    @classmethod
+    def from_features(cls, features: Features, index: int, image_hw: tuple[int, int],
+                      points: np.ndarray | None = None) -> ImageFeatures:
+        return cls(
+            features.local[index],
+            None if features.local_mask is None else features.local_mask[index],
+            None if features.keypoints is None else features.keypoints[index],
+            (int(image_hw[0]), int(image_hw[1])),
+            points,
+        )
+
+
+def observe_place(
+    info: ExtractorInfo,
+    query: ImageFeatures,
+    place: ImageFeatures,
+    place_id: int,
+    position: tuple[float, float, float],
+    orientation: Quat | None,
+    camera: CameraModel,
+    refine_query: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None,
+    rerank: RerankSettings | None = None,
+) -> PlaceObservation:
+    """MNN correspondences of the query with one place, as pixels (and the place's points).
+
+    ``refine_query(query_indices, place_descriptors)``, when given, returns better query pixels
+    than the feature grid's (e.g. :class:`selavpr_ros.geometry.refine.ClassicalRefiner`).
+    ``rerank`` replaces the extractor's match filter (a stricter one keeps fewer wrong pairs).
+    """
+    pairs = mnn_pairs(query.local, place.local, query_mask=query.mask, place_mask=place.mask,
+                      rerank=rerank or info.rerank)
+    if refine_query is not None and len(pairs):
+        query_px = refine_query(pairs.query, np.asarray(place.local)[pairs.place])
+    else:
+        query_px = feature_pixels(info, query.image_hw, pairs.query, query.keypoints)
+    place_px = feature_pixels(info, place.image_hw, pairs.place, place.keypoints)
+    points = None
+    if place.points is not None:
+        points = np.asarray(place.points, np.float32)[pairs.place]
+    return PlaceObservation(place_id, position, orientation, camera, query_px, place_px, points,
+                            pairs.query)

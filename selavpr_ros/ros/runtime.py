@@ -1,0 +1,84 @@
+"""Process entry helpers shared by the nodes: init, autostart, guarded spin, one-line errors.
+
+A node that cannot start (bad map, bad checkpoint, bad parameter) must say so in one log line
+and exit non-zero, not print a traceback; Ctrl-C and SIGTERM must end it with status 0. Once
+running, no exception escaping a callback may end the process: it is logged in one line and
+the executor spins on.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Sequence
+
+import rclpy
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
+from rclpy.node import Node
+
+SUCCESS = TransitionCallbackReturn.SUCCESS
+
+
+class StartError(Exception):
+    """Raised by :func:`autostart` when configure or activate failed (the reason is logged)."""
+
+
+def autostart(node: LifecycleNode, reason: Callable[[], str]) -> None:
+    """Configure and activate ``node`` like a lifecycle manager would (``autostart:=true``)."""
+    if node.trigger_configure() != SUCCESS:
+        raise StartError(reason() or "configure failed")
+    if node.trigger_activate() != SUCCESS:
+        raise StartError(reason() or "activate failed")
+
+
+def spin_guarded(executor: MultiThreadedExecutor, node: Node) -> None:
+    """Spin until shutdown; an exception from a callback is logged and spinning resumes."""
+    while rclpy.ok(context=executor.context):
+        try:
+            executor.spin()
+            return
+        except (KeyboardInterrupt, ExternalShutdownException):
+            raise
+        except Exception as err:  # noqa: BLE001 - a callback must never end the node
+            node.get_logger().error(f"callback failed: {type(err).__name__}: {err}")
+
+
+def run_node(
+    make_node: Callable[[], Node], args: Sequence[str] | None = None, num_threads: int = 2
+) -> int:
+    """Create the node with ``make_node`` and spin it until shutdown; return the exit status.
+
+    ``make_node`` may raise :class:`StartError` or any other exception (a bad parameter, a map
+    that fails to open): the process prints one ``cannot start:`` line and exits 1.
+    """
+    rclpy.init(args=list(args) if args is not None else sys.argv)
+    node: Node | None = None
+    try:
+        try:
+            node = make_node()
+        except (KeyboardInterrupt, ExternalShutdownException):
+            raise
+        except Exception as err:  # noqa: BLE001 - any start failure is one line, exit 1
+            text = str(err) if isinstance(err, StartError) else describe_error(err)
+            rclpy.logging.get_logger("selavpr_ros").fatal(f"cannot start: {text}")
+            return 1
+        executor = MultiThreadedExecutor(num_threads=num_threads)
+        executor.add_node(node)
+        spin_guarded(executor, node)
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        if node is not None:
+            node.destroy_node()
+        rclpy.try_shutdown()
+    return 0
+
+
+def describe_error(err: BaseException) -> str:
+    """One line for any exception: our own errors' message, else its type and first line."""
+    from selavpr_ros.errors import SelaVPRError
+
+    text = str(err).splitlines()[0] if str(err) else ""
+    if isinstance(err, SelaVPRError):
+        return text
+    return f"{type(err).__name__}: {text}"[:500]
