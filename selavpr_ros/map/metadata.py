@@ -228,3 +228,25 @@ class MetadataStore:
                 (start, stop),
             ).fetchall()
         return rows_digest(rows)
+
+    def copy_rows(self, source: Path, count: int) -> str:
+        """Append rows ``0..count-1`` of another map's database, renumbered after this one's.
+
+        One SQL statement in one transaction (merging maps copies 100k rows in well under a
+        second this way); returns the digest of the copied rows under their new ids.
+        """
+        uri = f"{Path(source).resolve().as_uri()}?mode=ro"
+        columns = _COLUMNS.split(", ", 1)[1]  # all but id
+        with self._lock:
+            self._db.execute("ATTACH DATABASE ? AS src", (uri,))
+            try:
+                with self._db:
+                    self._db.execute("DELETE FROM places WHERE id >= ?", (self.count,))
+                    self._db.execute(
+                        f"INSERT INTO places ({_COLUMNS}) SELECT id + ?, {columns} "
+                        "FROM src.places WHERE id < ? ORDER BY id", (self.count, count))
+            except sqlite3.DatabaseError as err:
+                raise MapFormatError(f"{source} is not a readable place database: {err}") from err
+            finally:
+                self._db.execute("DETACH DATABASE src")
+        return self.digest(self.count, self.count + count)

@@ -226,7 +226,8 @@ class MapBuilder:
 
     def extract_pending(self) -> None:
         """Extract the features of every queued image (in batches)."""
-        local_dtype = self.map.manifest.local_dtype
+        # a compact map encodes at commit; until then fp16 is what it can lose least to
+        local_dtype = "float32" if self.map.manifest.local_dtype == "float32" else "float16"
         while self._queued:
             batch = self._queued[: self.config.batch_size]
             t0 = time.monotonic()
