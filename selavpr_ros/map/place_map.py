@@ -641,15 +641,7 @@ class PlaceMap(Closing):
             self._commit(manifest, None)
             return
         index, spec = idx.build_index(spec, self.global_descriptors())
-        generation = self._manifest.generation + 1
-        entry = self._write_index(index, generation)
-        manifest = replace(
-            self._manifest,
-            generation=generation,
-            modified=_now(),
-            index={"spec": spec.to_dict(), "file": entry.to_dict()},
-        )
-        self._commit(manifest, index)
+        self._commit_index(index, spec)
 
     def tune_index(self, target_recall: float) -> idx.TuneResult:
         """Choose, build and tune the index from the map's own descriptors, and commit it.
@@ -660,16 +652,20 @@ class PlaceMap(Closing):
         if self.count == 0:
             raise MapFormatError(f"map {self.path} is empty: nothing to tune an index on")
         index, result = idx.tune_index(self.global_descriptors(), target_recall)
+        self._commit_index(index, result.spec)
+        return result
+
+    def _commit_index(self, index: faiss.Index, spec: idx.IndexSpec) -> None:
+        """Write ``index`` as the next generation's index file and commit it with ``spec``."""
         generation = self._manifest.generation + 1
         entry = self._write_index(index, generation)
         manifest = replace(
             self._manifest,
             generation=generation,
             modified=_now(),
-            index={"spec": result.spec.to_dict(), "file": entry.to_dict()},
+            index={"spec": spec.to_dict(), "file": entry.to_dict()},
         )
         self._commit(manifest, index)
-        return result
 
     def _extended_index(self, vectors: np.ndarray) -> tuple[faiss.Index, idx.IndexSpec]:
         """Return the current index plus ``vectors``, leaving the current one untouched."""
