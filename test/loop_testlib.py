@@ -12,7 +12,8 @@ from selavpr_ros.loop.odometry import PathTracker
 from selavpr_ros.synthetic import Camera, RouteConfig
 from selavpr_ros.synthetic.revisit import RevisitDrive, revisit_drive
 
-ROUTE = RouteConfig(seed=5, frames=24, spacing_m=2.0, camera=Camera(width=160, height=120))
+ROUTE = RouteConfig(seed=5, frames=24, spacing_m=2.0, rate_hz=2.0,
+                    camera=Camera(width=160, height=120))  # revisits after > 30 s
 EXTRACTOR = ClassicalConfig(long_side=160, vocabulary_size=32, fit_descriptors_per_image=300,
                             kmeans_iterations=10)
 TRUE_LOOP_M = 6.0  # passes are 3 m apart; a loop farther than this is false
@@ -52,7 +53,7 @@ def run_detector(drive: RevisitDrive, detector: LoopDetector) -> list[tuple[int,
 
 
 def test_config() -> LoopConfig:
-    return LoopConfig(min_age_s=3.0, min_path_m=20.0, keyframe_distance_m=1.0)
+    return LoopConfig()  # the defaults
 
 
 def loop_distance(r: LoopResult) -> float:
