@@ -12,7 +12,8 @@ from selavpr_ros import __version__
 from selavpr_ros.errors import SelaVPRError
 
 # Subcommand modules under selavpr_ros.commands, in the order --help lists them.
-COMMANDS: tuple[str, ...] = ("demo", "build_map", "map_info", "evaluate", "replay", "make_bag",
+COMMANDS: tuple[str, ...] = ("demo", "build_map", "map_info", "evaluate", "evaluate_loops",
+                             "replay", "make_bag",
                              "convert_checkpoint", "train")
 
 
