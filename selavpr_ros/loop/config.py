@@ -42,11 +42,11 @@ class LoopConfig:
         "how many of them are re-ranked by MNN", 1, 10000))
     min_score: int = field(default=15, metadata=setting(
         "acceptance: minimum MNN count of the best candidate", 0, 10**7))
-    min_score_fraction: float = field(default=0.05, metadata=setting(
+    min_score_fraction: float = field(default=0.1, metadata=setting(
         "acceptance: minimum MNN count / query features", 0.0, 1.0))
     min_margin: float = field(default=1.2, metadata=setting(
         "acceptance: best vs best distinct candidate (ratio)", 0.0, 1e9))
-    margin_distance_m: float = field(default=10.0, metadata=setting(
+    margin_distance_m: float = field(default=25.0, metadata=setting(
         "a distinct candidate is at least this far (m)", 0.0, 1e9))
     min_global_similarity: float = field(default=-1.0, metadata=setting(
         "acceptance: minimum global cosine similarity", -1.0, 1.0))
