@@ -134,3 +134,25 @@ def test_config_is_checked() -> None:
         LoopConfig(consistency_k=4, consistency_n=3)
     with pytest.raises(ConfigError, match="min_age_s"):
         LoopConfig(min_age_s=-1.0)
+
+
+def test_geometric_check_with_camera_info_keeps_true_loops_and_refuses_without_inliers(
+    run: lt.Run,
+) -> None:
+    geometry = pytest.importorskip(
+        "selavpr_ros.geometry.camera", reason="the geometry package does not import here")
+    from selavpr_ros.synthetic import camera_info
+
+    CameraModel = geometry.CameraModel  # noqa: N806
+
+    camera = CameraModel.from_camera_info(camera_info(lt.ROUTE.camera))
+    checked = LoopDetector(run.extractor, LoopConfig(min_inliers=12))
+    checked.camera = camera
+    loops = [r for _, r in lt.run_detector(run.drive, checked) if r.loop]
+    assert len(loops) >= 10
+    assert all(lt.loop_distance(r) <= lt.TRUE_LOOP_M for r in loops)
+    strict = LoopDetector(run.extractor, LoopConfig(min_inliers=100_000))
+    strict.camera = camera
+    results = [r for _, r in lt.run_detector(run.drive, strict)]
+    assert not any(r.loop for r in results)
+    assert any(r.reason.startswith("geometric check:") for r in results)

@@ -50,6 +50,9 @@ class LoopConfig:
         "a distinct candidate is at least this far (m)", 0.0, 1e9))
     min_global_similarity: float = field(default=-1.0, metadata=setting(
         "acceptance: minimum global cosine similarity", -1.0, 1.0))
+    min_inliers: int = field(default=0, metadata=setting(
+        "geometric check with camera info: minimum essential-matrix inliers of the MNN pairs "
+        "(0: off)", 0, 10**6))
     consistency_k: int = field(default=2, metadata=setting(
         "temporal consistency: matches needed among the last consistency_n keyframes", 1, 1000))
     consistency_n: int = field(default=3, metadata=setting(

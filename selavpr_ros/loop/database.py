@@ -122,6 +122,9 @@ class RunDatabase:
     def local(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         return self._local.view[ids], self._mask.view[ids]
 
+    def keypoints(self, i: int) -> np.ndarray:
+        return self._keypoints.view[i]
+
     def features(self) -> Features:
         """All keyframes' features (as a map stores them)."""
         info = self.info

@@ -14,6 +14,7 @@ import math
 import time
 from collections import deque
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -22,9 +23,13 @@ from selavpr_ros.io.poses import Pose
 from selavpr_ros.localizer.decision import decide
 from selavpr_ros.loop.config import LoopConfig
 from selavpr_ros.loop.database import Keyframe, PriorMap, RunDatabase
+from selavpr_ros.loop.geometric import essential_inliers
 from selavpr_ros.map import PlaceMap, check_extractor
 from selavpr_ros.mapping.keyframes import KeyframeSelector
 from selavpr_ros.matching import mnn_scores
+
+if TYPE_CHECKING:  # the geometry package is imported only when a camera is given
+    from selavpr_ros.geometry.camera import CameraModel
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +81,7 @@ class LoopDetector:
         self.db = RunDatabase(extractor.info)
         self.selector = KeyframeSelector(self.config.keyframes)
         self._history: deque[_Match | None] = deque(maxlen=max(0, self.config.consistency_n - 1))
+        self.camera: CameraModel | None = None  # set from camera info: enables min_inliers
 
     def set_config(self, config: LoopConfig) -> None:
         """Use new thresholds (keeps the database; resizes the consistency window)."""
@@ -161,6 +167,15 @@ class LoopDetector:
         if not decision.accepted:
             self._history.append(None)
             return LoopResult(placeholder, False, decision.reject_reason, **stats)  # type: ignore[arg-type]
+        if cfg.min_inliers and self.camera is not None and src == RUN \
+                and self.extractor.info.has_keypoints:
+            local, mask = self.db.local(np.asarray([then], np.int64))
+            inliers = essential_inliers(features, local[0], mask[0], self.db.keypoints(then),
+                                        self.camera, self.extractor.info.rerank)
+            if inliers < cfg.min_inliers:
+                self._history.append(None)
+                return LoopResult(placeholder, False, f"geometric check: {inliers} inliers < "
+                                  f"{cfg.min_inliers}", **stats)  # type: ignore[arg-type]
         consistent = 1 + sum(
             1 for h in self._history
             if h is not None and h.source == match.source

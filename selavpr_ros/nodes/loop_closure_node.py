@@ -10,6 +10,7 @@ frame is considered in order (a keyframe missed would leave a hole in the run's 
 Topics (relative names resolve in the node's namespace; remap as usual):
     subscribes  ``image_topic``: sensor_msgs/Image or CompressedImage
                 ``odom_topic``: nav_msgs/Odometry
+                ``camera_info_topic`` (optional): sensor_msgs/CameraInfo, for ``min_inliers``
     publishes   ``loop_closure`` (selavpr_msgs/LoopClosure), one per accepted loop
                 ``loop_closure_detection`` (std_msgs/Float64MultiArray [t_now s, t_then s]);
                 remap onto LIO-SAM's ``lio_loop/loop_closure_detection``
@@ -31,7 +32,7 @@ from geometry_msgs.msg import Pose as PoseMsg
 from nav_msgs.msg import Odometry
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
-from sensor_msgs.msg import CompressedImage, Image
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import Float64MultiArray
 from std_srvs.srv import Trigger
 
@@ -73,6 +74,8 @@ PARAMS = [
     Param("image_type", "auto", "raw, compressed, or auto (compressed if the topic name ends "
           "in /compressed)", read_only=True),
     Param("odom_topic", "/odom", "odometry topic (nav_msgs/Odometry)", read_only=True),
+    Param("camera_info_topic", "", "sensor_msgs/CameraInfo topic enabling the geometric check "
+          "(min_inliers; empty: none)", read_only=True),
     Param("qos_reliability", "reliable", "image subscription QoS: best_effort or reliable",
           read_only=True),
     Param("qos_depth", 100, "image subscription queue depth", 1, 10000, read_only=True),
@@ -251,6 +254,10 @@ class LoopClosureNode(LifecycleNode):
             self.create_subscription(Odometry, self.values["odom_topic"], self._on_odom, 1000,
                                      callback_group=MutuallyExclusiveCallbackGroup()),
         ]
+        if self.values["camera_info_topic"]:
+            self._subs.append(self.create_subscription(
+                CameraInfo, self.values["camera_info_topic"], self._on_camera_info, 10,
+                callback_group=MutuallyExclusiveCallbackGroup()))
         self._worker = threading.Thread(target=self._work, name="loop_worker", daemon=True)
         self._worker.start()
         self.state_label = "active"
@@ -347,6 +354,29 @@ class LoopClosureNode(LifecycleNode):
             self._poses.add(pose)
             self._odom_frame = self._odom_frame or str(msg.header.frame_id)
             self._cond.notify()
+
+    def _on_camera_info(self, msg: Any) -> None:
+        detector = self.detector
+        if detector is None or detector.camera is not None:
+            return
+        try:
+            from selavpr_ros.geometry.camera import CameraModel
+
+            roi = msg.roi
+            camera = CameraModel.from_camera_info({
+                "width": msg.width, "height": msg.height,
+                "distortion_model": msg.distortion_model, "d": list(msg.d), "k": list(msg.k),
+                "r": list(msg.r), "p": list(msg.p), "binning_x": msg.binning_x,
+                "binning_y": msg.binning_y,
+                "roi": {"x_offset": roi.x_offset, "y_offset": roi.y_offset,
+                        "height": roi.height, "width": roi.width}})
+        except Exception as err:  # noqa: BLE001 - a bad camera info must not end the node
+            self.get_logger().error(f"camera info refused, no geometric check: "
+                                    f"{describe_error(err)}", throttle_duration_sec=30.0)
+            return
+        detector.camera = camera
+        self.get_logger().info(f"camera info received ({msg.width}x{msg.height}): geometric "
+                               f"check on (min_inliers {self.config.min_inliers})")
 
     # --- worker -------------------------------------------------------------------------
     def _next(self) -> tuple[int, Any, Pose | None, float | None] | None:
