@@ -63,7 +63,6 @@ class RunDatabase:
         self.info = info
         self.index = faiss.IndexFlatIP(info.global_dim)
         shape = (info.local_count, info.local_dim)
-        self._global = _Growing((info.global_dim,), np.float32)
         self._local = _Growing(shape, np.dtype(local_dtype))
         self._mask = _Growing((info.local_count,), np.bool_)
         self._keypoints = _Growing((info.local_count, 2), np.float32)
@@ -86,7 +85,6 @@ class RunDatabase:
         features.check_against(self.info)
         g = np.ascontiguousarray(features.global_desc, dtype=np.float32)
         self.index.add(g)
-        self._global.append(g[0])
         self._local.append(features.local[0])
         mask = features.local_mask
         self._mask.append(np.ones(self.info.local_count, np.bool_) if mask is None else mask[0])
@@ -129,7 +127,8 @@ class RunDatabase:
         """All keyframes' features (as a map stores them)."""
         info = self.info
         return Features(
-            global_desc=self._global.view.copy(),
+            global_desc=self.index.reconstruct_n(0, self.index.ntotal).reshape(
+                -1, info.global_dim),  # the index holds the only copy
             local=self._local.view.copy(),
             local_mask=self._mask.view.copy(),
             keypoints=self._keypoints.view.copy() if info.has_keypoints else None,
