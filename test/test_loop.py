@@ -139,8 +139,9 @@ def test_config_is_checked() -> None:
 def test_geometric_check_with_camera_info_keeps_true_loops_and_refuses_without_inliers(
     run: lt.Run,
 ) -> None:
-    geometry = pytest.importorskip(
-        "selavpr_ros.geometry.camera", reason="the geometry package does not import here")
+    for module in ("selavpr_ros.geometry.correspondences", "selavpr_ros.geometry.camera"):
+        pytest.importorskip(module, reason="the geometry package does not import here")
+    import selavpr_ros.geometry.camera as geometry
     from selavpr_ros.synthetic import camera_info
 
     CameraModel = geometry.CameraModel  # noqa: N806
