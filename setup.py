@@ -36,6 +36,7 @@ setup(
             "selavpr = selavpr_ros.cli:main",
             "localizer_node = selavpr_ros.nodes.localizer_node:main",
             "map_builder_node = selavpr_ros.nodes.map_builder_node:main",
+            "loop_closure_node = selavpr_ros.nodes.loop_closure_node:main",
         ],
     },
 )

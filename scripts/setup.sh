@@ -58,7 +58,7 @@ for dir in launch config; do   # real folders of linked files: ros2 launch does 
   rm -rf "${share:?}/$dir" && mkdir -p "$share/$dir"
   for file in "$repo/$dir"/*; do ln -s "$file" "$share/$dir/"; done
 done
-for exe in localizer_node map_builder_node selavpr; do
+for exe in localizer_node map_builder_node loop_closure_node selavpr; do
   ln -sfn "$repo/.venv/bin/$exe" ".venv/lib/selavpr_ros/$exe"
 done
 if ! grep -q "selavpr_ros: ament index" .venv/bin/activate; then

@@ -33,7 +33,7 @@ def test_colcon_builds_both_packages_and_installs_the_executables(tmp_path: Path
 
     install = workspace / "install"
     lib = install / "selavpr_ros" / "lib" / "selavpr_ros"
-    for exe in ("localizer_node", "map_builder_node", "selavpr"):
+    for exe in ("localizer_node", "map_builder_node", "loop_closure_node", "selavpr"):
         assert (lib / exe).is_file(), f"{exe} not installed where `ros2 run` looks"
     share = install / "selavpr_ros" / "share"
     assert (share / "ament_index" / "resource_index" / "packages" / "selavpr_ros").is_file()

@@ -1,0 +1,154 @@
+"""Loop closure within one run: precision/recall on revisit drives and per-keyframe cost.
+
+Sections (``--sections``):
+- ``synthetic``: the synthetic revisit drive (pass one, unseen return loop, pass two 3 m to the
+  side in other light), classical extractor; truth within ``--radius`` m.
+- ``gardens``: Gardens Point Walking as one drive, day_left then day_right; frame i of the second
+  half revisits frames i-2 .. i+2 of the first (a correspondence file written from the names).
+- ``cost``: insert + query + decide per keyframe (extraction excluded) as the run grows to
+  ``--keyframes``, from real classical features of synthetic images (reused along the path).
+
+    python bench/bench_loops.py --sections synthetic,gardens,cost --out /tmp/loops
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from selavpr_ros.eval.loop_plots import plot_pr, plot_trajectory  # noqa: E402
+from selavpr_ros.eval.loops import label, metrics, run_drive  # noqa: E402
+from selavpr_ros.extractors.classical import ClassicalConfig, ClassicalExtractor  # noqa: E402
+from selavpr_ros.io.folders import FolderOptions, folder_frames  # noqa: E402
+from selavpr_ros.io.frames import Frame  # noqa: E402
+from selavpr_ros.io.images import read_image_file  # noqa: E402
+from selavpr_ros.io.poses import Pose, PoseTrack  # noqa: E402
+from selavpr_ros.loop import LoopConfig, LoopDetector  # noqa: E402
+from selavpr_ros.synthetic import Camera, RouteConfig  # noqa: E402
+from selavpr_ros.synthetic.revisit import revisit_drive  # noqa: E402
+
+GARDENS = Path("/work/shared/data/gardens_point_walking")
+
+
+def _report(name: str, records: list, out: Path | None) -> dict:
+    m = metrics(records)
+    print(f"[{name}] keyframes {m['keyframes']}, positives {m['positives']}, loops {m['loops']} "
+          f"({m['false_loops']} false): precision {m['precision']:.3f}, recall {m['recall']:.3f},"
+          f" recall@100%P {m['recall_at_100_precision']:.3f}, "
+          f"{m['ms_per_keyframe_p50']:.0f} ms/keyframe p50 (no extraction)", flush=True)
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        plot_pr(m, out / f"{name}_pr.png")
+        plot_trajectory(records, out / f"{name}_trajectory.png")
+    return m
+
+
+def synthetic(args: argparse.Namespace, extractor_cfg: ClassicalConfig) -> dict:
+    route = RouteConfig(seed=args.seed, frames=args.frames, spacing_m=2.0, rate_hz=2.0,
+                        camera=Camera(width=320, height=240))
+    drive = revisit_drive(route)
+    extractor = ClassicalExtractor(extractor_cfg).fit([f.image for f in drive.frames[::2]])
+    detector = LoopDetector(extractor, LoopConfig())
+    track = PoseTrack([Pose(f.stamp_ns, f.position, f.orientation) for f in drive.frames]
+                      + drive.return_poses)
+    frames = [Frame(f.stamp_ns, Frame.of_array(f.image), Pose(f.stamp_ns, f.position,
+                                                             f.orientation), "synthetic",
+                    str(i)) for i, f in enumerate(drive.frames)]
+    records = run_drive(frames, detector, track, progress=True, total=len(frames))
+    records = label(records, detector, radius_m=args.radius)
+    return _report("synthetic", records, args.out)
+
+
+def gardens(args: argparse.Namespace, extractor_cfg: ClassicalConfig) -> dict:
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp) / "drive"
+        folder.mkdir()
+        names = sorted(os.listdir(GARDENS / "day_left"))
+        for half, sub in (("a", "day_left"), ("b", "day_right")):
+            for n in names:
+                (folder / f"{half}_{n}").symlink_to(GARDENS / sub / n)
+        corr = {}
+        lines = ["# day_right frame i revisits day_left frames i-2 .. i+2"]
+        for i, n in enumerate(names):
+            near = [f"a_{names[j]}" for j in range(max(0, i - 2), min(len(names), i + 3))]
+            corr[f"b_{n}"] = set(near)
+            lines.append(",".join([f"b_{n}", *near]))
+        if args.out is not None:
+            args.out.mkdir(parents=True, exist_ok=True)
+            (args.out / "gardens_correspondences.csv").write_text("\n".join(lines) + "\n")
+        sample = [read_image_file(GARDENS / "day_left" / n) for n in names[::4]]
+        extractor = ClassicalExtractor(extractor_cfg).fit(sample)
+        # pseudo-positions 1 m apart, 1 frame/s: exclusion 30 s / 20 m = 30 / 20 frames
+        detector = LoopDetector(extractor, LoopConfig())
+        frames = list(folder_frames(folder, FolderOptions(spacing=1.0, rate_hz=1.0)))
+        records = run_drive(frames, detector, None, progress=True, total=len(frames))
+        records = label(records, detector, correspondences=corr)
+    return _report("gardens", records, args.out)
+
+
+def cost(args: argparse.Namespace, extractor_cfg: ClassicalConfig) -> dict:
+    route = RouteConfig(seed=args.seed, frames=40, spacing_m=2.0,
+                        camera=Camera(width=320, height=240))
+    from selavpr_ros.synthetic import render_route
+
+    images = [f.image for f in render_route(route)[0]]
+    extractor = ClassicalExtractor(extractor_cfg).fit(images)
+    feats = [extractor.extract([im]) for im in images]
+    detector = LoopDetector(extractor, LoopConfig(keyframe_distance_m=0.0))
+    rows = []
+    for i in range(args.keyframes):
+        pose = Pose(10**18 + i * 10**9, (float(i), 0.0, 0.0))
+        t0 = time.perf_counter()
+        r = detector.process(pose, features=feats[i % len(feats)], path_m=float(i))
+        total = (time.perf_counter() - t0) * 1e3
+        assert r is not None
+        rows.append((i, r.timings_ms["insert"], r.timings_ms["query"], total))
+    by = {}
+    for lo in range(0, args.keyframes, max(1, args.keyframes // 5)):
+        part = rows[lo: lo + max(1, args.keyframes // 5)]
+        by[f"{lo}-{part[-1][0]}"] = {
+            "insert_ms_median": float(np.median([p[1] for p in part])),
+            "query_decide_ms_median": float(np.median([p[2] for p in part])),
+            "total_ms_median": float(np.median([p[3] for p in part])),
+            "total_ms_p90": float(np.percentile([p[3] for p in part], 90))}
+    for k, v in by.items():
+        print(f"[cost] keyframes {k}: insert {v['insert_ms_median']:.2f} ms, query+decide "
+              f"{v['query_decide_ms_median']:.0f} ms, total {v['total_ms_median']:.0f} ms "
+              f"(p90 {v['total_ms_p90']:.0f})", flush=True)
+    return {"local_features": extractor.info.local_count, "by_keyframes": by}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sections", default="synthetic,gardens,cost")
+    parser.add_argument("--frames", type=int, default=60, help="synthetic frames per pass")
+    parser.add_argument("--seed", type=int, default=11)
+    parser.add_argument("--radius", type=float, default=10.0)
+    parser.add_argument("--keyframes", type=int, default=1000)
+    parser.add_argument("--local-stride", type=int, default=1,
+                        help="classical local features: every N-th grid point")
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args()
+    cfg = ClassicalConfig(local_stride=args.local_stride)
+    print(f"load: {os.getloadavg()}", flush=True)
+    results = {}
+    for name in args.sections.split(","):
+        results[name] = {"synthetic": synthetic, "gardens": gardens, "cost": cost}[name](args,
+                                                                                      cfg)
+    print(f"load: {os.getloadavg()}", flush=True)
+    if args.out is not None:
+        (args.out / "bench_loops.json").write_text(json.dumps(results, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,228 @@
+"""The loop decision for SLAM: keyframe, retrieve outside the exclusion window, re-rank, decide.
+
+Per frame with an odometry pose: not a keyframe (the map builder's rule) -> nothing. A keyframe
+is first queried against the run's older keyframes (and a prior map), then inserted. Its best
+match must pass the localizer's acceptance rules (:func:`selavpr_ros.localizer.decision.decide`)
+and be temporally consistent with the matches of recent keyframes (see :class:`LoopConfig`).
+Distance along the trajectory comes from :class:`selavpr_ros.loop.odometry.PathTracker`.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from selavpr_ros.extractors.base import Extractor, Features
+from selavpr_ros.io.poses import Pose
+from selavpr_ros.localizer.decision import decide
+from selavpr_ros.loop.config import LoopConfig
+from selavpr_ros.loop.database import Keyframe, PriorMap, RunDatabase
+from selavpr_ros.loop.geometric import essential_inliers
+from selavpr_ros.map import PlaceMap, check_extractor
+from selavpr_ros.mapping.keyframes import KeyframeSelector
+from selavpr_ros.matching import mnn_scores
+
+if TYPE_CHECKING:  # the geometry package is imported only when a camera is given
+    from selavpr_ros.geometry.camera import CameraModel
+
+log = logging.getLogger(__name__)
+
+RUN = ""  # map id of matches within the current run
+_PRIOR_ID_OFFSET = 10**12  # decision ids of prior-map places: never "near" a run keyframe
+
+
+@dataclass(frozen=True)
+class LoopResult:
+    """One keyframe's answer; ``loop`` is True when it closes a loop."""
+
+    keyframe: Keyframe
+    loop: bool
+    reason: str  # why not (empty for a loop)
+    map_id: str = RUN  # RUN: the current run, else the prior map's id
+    then_id: int = -1
+    then_stamp_ns: int = 0
+    then_position: tuple[float, float, float] | None = None
+    then_orientation: tuple[float, float, float, float] | None = None
+    global_similarity: float = 0.0
+    mnn_score: float = 0.0
+    score_fraction: float = 0.0
+    margin: float = 0.0
+    consistency: int = 0
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class _Match:
+    query_path: float
+    source: str
+    match_path: float
+
+
+class LoopDetector:
+    """Detects loops within a run (and against an optional prior map) from posed frames.
+
+    Raises:
+        MapFormatError: the prior map was built by another extractor or other weights.
+    """
+
+    def __init__(self, extractor: Extractor, config: LoopConfig | None = None,
+                 prior: PlaceMap | None = None) -> None:
+        self.extractor = extractor
+        self.config = config or LoopConfig()
+        if prior is not None:
+            check_extractor(prior.extractor_info, extractor.info, prior.path)
+        self.prior = PriorMap(prior) if prior is not None else None
+        self.db = RunDatabase(extractor.info)
+        self.selector = KeyframeSelector(self.config.keyframes)
+        self._history: deque[_Match | None] = deque(maxlen=max(0, self.config.consistency_n - 1))
+        self.camera: CameraModel | None = None  # set from camera info: enables min_inliers
+
+    def set_config(self, config: LoopConfig) -> None:
+        """Use new thresholds (keeps the database; resizes the consistency window)."""
+        self.config = config
+        self.selector.config = config.keyframes
+        self._history = deque(self._history, maxlen=max(0, config.consistency_n - 1))
+
+    def restart_consistency(self) -> None:
+        """Forget recent matches (after an odometry jump: their geometry no longer holds)."""
+        self._history.clear()
+
+    def is_keyframe(self, pose: Pose) -> bool:
+        return self.selector.is_keyframe(pose)
+
+    def process(self, pose: Pose, image: np.ndarray | None = None,
+                features: Features | None = None, frame_id: str = "",
+                path_m: float | None = None) -> LoopResult | None:
+        """Consider one frame at ``pose``; None when it is not a keyframe.
+
+        ``path_m``: distance travelled at the frame (:class:`PathTracker`); by default the
+        distance between keyframes is summed.
+        """
+        if not self.selector.is_keyframe(pose):
+            return None
+        t0 = time.perf_counter()
+        if features is None:
+            if image is None:
+                raise ValueError("process needs an image or its features")
+            features = self.extractor.extract([image])
+        t1 = time.perf_counter()
+        last = self.db.keyframes[-1] if self.db.keyframes else None
+        if path_m is None:  # no odometry track: distance between keyframes
+            path_m = (last.path_m + math.dist(pose.position, last.position)) if last else 0.0
+        if last is not None and path_m < last.path_m:
+            path_m = last.path_m
+        path = path_m
+        result = self._query(features, pose, path, frame_id)
+        t2 = time.perf_counter()
+        kf = self.db.add(features, pose.stamp_ns, pose.position, pose.orientation, path,
+                         frame_id)
+        self.selector.accept(pose)
+        t3 = time.perf_counter()
+        timings = {"extract": (t1 - t0) * 1e3, "query": (t2 - t1) * 1e3,
+                   "insert": (t3 - t2) * 1e3}
+        return LoopResult(**{**result.__dict__, "keyframe": kf, "timings_ms": timings})
+
+    # ------------------------------------------------------------------ the decision
+    def _query(self, features: Features, pose: Pose, path: float, frame_id: str) -> LoopResult:
+        cfg = self.config
+        placeholder = Keyframe(len(self.db), pose.stamp_ns, pose.position, pose.orientation,
+                               path, frame_id)
+        limit = self.db.eligible(pose.stamp_ns, path, cfg.min_age_s, cfg.min_path_m)
+        ids, sims = self.db.search(features.global_desc[0], cfg.top_k, limit)
+        cands = [(float(s), RUN, int(i)) for i, s in zip(ids, sims, strict=True)]
+        if self.prior is not None:
+            pids, psims = self.prior.search(features.global_desc[0], cfg.top_k)
+            cands += [(float(s), self.prior.map_id, int(i))
+                      for i, s in zip(pids, psims, strict=True)]
+        if not cands:
+            self._history.append(None)
+            return LoopResult(placeholder, False, "no candidates outside the exclusion window")
+        cands.sort(key=lambda c: (-c[0], c[1], c[2]))
+        cands = cands[: cfg.rerank_k]
+        scores = self._rerank(features, cands)
+        order = sorted(range(len(cands)), key=lambda j: (-scores[j], -cands[j][0], cands[j][2]))
+        cands = [cands[j] for j in order]
+        scores = [scores[j] for j in order]
+        mask = features.local_mask
+        n_query = int(mask[0].sum()) if mask is not None else features.local.shape[1]
+        decision = decide(
+            ids=[i if src == RUN else _PRIOR_ID_OFFSET + i for _, src, i in cands],
+            scores=scores,
+            global_similarities=[s for s, _, _ in cands],
+            positions=[self._position(src, i) for _, src, i in cands],
+            query_feature_count=n_query,
+            config=cfg.localizer_config(),
+            reranked=True,
+        )
+        sim, src, then = cands[0]
+        match = _Match(path, src, self._path(src, then))
+        stats = dict(global_similarity=sim, mnn_score=float(scores[0]),
+                     score_fraction=decision.score_fraction, margin=decision.margin)
+        if not decision.accepted:
+            self._history.append(None)
+            return LoopResult(placeholder, False, decision.reject_reason, **stats)  # type: ignore[arg-type]
+        if cfg.min_inliers and self.camera is not None and src == RUN \
+                and self.extractor.info.has_keypoints:
+            local, mask = self.db.local(np.asarray([then], np.int64))
+            inliers = essential_inliers(features, local[0], mask[0], self.db.keypoints(then),
+                                        self.camera, self.extractor.info.rerank)
+            if inliers < cfg.min_inliers:
+                self._history.append(None)
+                return LoopResult(placeholder, False, f"geometric check: {inliers} inliers < "
+                                  f"{cfg.min_inliers}", **stats)  # type: ignore[arg-type]
+        consistent = 1 + sum(
+            1 for h in self._history
+            if h is not None and h.source == match.source
+            and abs(h.match_path - match.match_path)
+            <= abs(h.query_path - match.query_path) + cfg.consistency_slack_m
+        )
+        self._history.append(match)
+        then_stamp, then_pos, then_quat = self._then(src, then)
+        common = dict(map_id=src, then_id=then, then_stamp_ns=then_stamp,
+                      then_position=then_pos, then_orientation=then_quat,
+                      consistency=consistent, **stats)
+        if consistent < cfg.consistency_k:
+            return LoopResult(placeholder, False,
+                              f"temporal consistency {consistent} < {cfg.consistency_k} of the "
+                              f"last {cfg.consistency_n} keyframes", **common)  # type: ignore[arg-type]
+        return LoopResult(placeholder, True, "", **common)  # type: ignore[arg-type]
+
+    def _rerank(self, features: Features, cands: list[tuple[float, str, int]]) -> list[float]:
+        rerank = self.extractor.info.rerank
+        out = [0.0] * len(cands)
+        for src in {c[1] for c in cands}:
+            idx = [j for j, c in enumerate(cands) if c[1] == src]
+            ids = np.asarray([cands[j][2] for j in idx], np.int64)
+            local, mask = (self.db if src == RUN else self.prior).local(ids)  # type: ignore[union-attr]
+            counts = mnn_scores(
+                features.local[0], local,
+                query_mask=None if features.local_mask is None else features.local_mask[0],
+                candidate_mask=mask, match_filter=rerank.match_filter, ratio=rerank.ratio,
+                min_similarity=rerank.min_similarity, device="cpu")
+            for j, c in zip(idx, counts, strict=True):
+                out[j] = float(c)
+        return out
+
+    def _position(self, src: str, i: int) -> tuple[float, float, float] | None:
+        return self.db.keyframes[i].position if src == RUN else None
+
+    def _path(self, src: str, i: int) -> float:
+        if src == RUN:
+            return self.db.keyframes[i].path_m
+        assert self.prior is not None
+        return float(self.prior.paths[i])
+
+    def _then(self, src: str, i: int) -> tuple[int, tuple[float, float, float] | None,
+                                               tuple[float, float, float, float] | None]:
+        if src == RUN:
+            kf = self.db.keyframes[i]
+            return kf.stamp_ns, kf.position, kf.orientation
+        assert self.prior is not None
+        place = self.prior.map.place(i)
+        return place.stamp_ns, place.position, place.orientation
