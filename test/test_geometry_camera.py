@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from selavpr_ros.errors import SelaVPRError
-from selavpr_ros.extractor import ExtractorInfo, RerankSettings
+from selavpr_ros.extractors.base import ExtractorInfo, RerankSettings
 from selavpr_ros.geometry import (
     CameraModel,
     CameraModelError,

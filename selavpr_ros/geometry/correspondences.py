@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from selavpr_ros.extractor import RerankSettings
+from selavpr_ros.extractors.base import RerankSettings
 
 
 @dataclass(frozen=True, eq=False)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from selavpr_ros.extractor import ExtractorInfo, Features, RerankSettings
+from selavpr_ros.extractors.base import ExtractorInfo, Features, RerankSettings
 from selavpr_ros.geometry.camera import CameraModel
 from selavpr_ros.geometry.correspondences import mnn_pairs
 from selavpr_ros.geometry.pixels import feature_pixels

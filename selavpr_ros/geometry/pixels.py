@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from selavpr_ros.errors import ConfigError
-from selavpr_ros.extractor import ExtractorInfo
+from selavpr_ros.extractors.base import ExtractorInfo
 
 PATCH_SIZE = 14  # DINOv2 patch size
 

@@ -50,7 +50,7 @@ def _images(drive: Drive) -> list[np.ndarray]:
 def validate(model: SelaVPR, database: Drive, queries: list[Drive], config: TrainConfig,
              batch_size: int) -> ValidationResult:
     """Localise every frame of ``queries`` against ``database``; the model is left in eval mode."""
-    from selavpr_ros.extractor import Features
+    from selavpr_ros.extractors.base import Features
     from selavpr_ros.extractors.selavpr import SelaVPRExtractor
     from selavpr_ros.localizer import Localizer, LocalizerConfig
     from selavpr_ros.map import PlaceInfo, PlaceMap
