@@ -26,6 +26,7 @@ FORMAT_VERSION = 1
 MANIFEST_NAME = "manifest.json"
 METADATA_NAME = "places.sqlite"
 ARRAY_KINDS = ("global", "local", "mask", "keypoints")
+OPTIONAL_KINDS = ("points",)  # per segment, may be absent: 3-D points at local features
 STATE_DIR = "extractor"
 
 
@@ -87,6 +88,7 @@ class Manifest:
     segments: tuple[Segment, ...] = ()
     extractor_state: dict[str, FileEntry] = field(default_factory=dict)  # array name -> file
     format_version: int = FORMAT_VERSION
+    camera: dict[str, Any] | None = None  # CameraModel.to_dict() of the map's camera, optional
 
     @property
     def index_file(self) -> FileEntry | None:
@@ -128,6 +130,7 @@ class Manifest:
             "segments": [s.to_dict() for s in self.segments],
             "extractor_state": {k: e.to_dict() for k, e in self.extractor_state.items()},
             "files": self.data_files(),
+            **({"camera": self.camera} if self.camera is not None else {}),
         }
 
 
@@ -295,7 +298,20 @@ def _parse(path: Path, data: dict[str, Any]) -> Manifest:
             str(key): _file_entry(path, entry, f"extractor_state.{key}")
             for key, entry in _Fields(path, state, "extractor_state").items()
         },
+        camera=_camera(path, data.get("camera")),
     )
+
+
+def _camera(path: Path, data: Any) -> dict[str, Any] | None:
+    """The optional ``camera`` key: a camera model in CameraModel.to_dict() form, checked."""
+    if data is None:
+        return None
+    from selavpr_ros.geometry.camera import CameraModel, CameraModelError
+
+    try:
+        return CameraModel.from_dict(data).to_dict()
+    except CameraModelError as err:
+        raise MapFormatError(f"{path}: invalid field 'camera': {err}") from err
 
 
 def _check_consistency(path: Path, manifest: Manifest) -> None:
