@@ -303,7 +303,7 @@ def _parse(path: Path, data: dict[str, Any]) -> Manifest:
 
 
 def _camera(path: Path, data: Any) -> dict[str, Any] | None:
-    """The optional ``camera`` key: a camera model in CameraModel.to_dict() form, checked."""
+    """Check the optional ``camera`` key (a CameraModel.to_dict() form)."""
     if data is None:
         return None
     from selavpr_ros.geometry.camera import CameraModel, CameraModelError

@@ -1,8 +1,9 @@
 """Append-only ``.npy`` segments of per-place arrays, memory-mapped for reading.
 
 Each commit writes one file per array kind (``global``, ``local``, optionally ``mask`` and
-``keypoints``, and ``points`` when the commit's places have depth) holding only the places it adds, so an append never rewrites old data and opening
-a map maps the files instead of reading them. ``.npy`` has no pickle (``allow_pickle=False``).
+``keypoints``, and ``points`` when the commit's places have depth) holding only the places it
+adds, so an append never rewrites old data and opening a map maps the files instead of reading
+them. ``.npy`` has no pickle (``allow_pickle=False``).
 """
 
 from __future__ import annotations

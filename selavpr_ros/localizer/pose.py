@@ -1,0 +1,93 @@
+"""The query camera's pose for an accepted frame, from the map's camera model and points.
+
+Runs once per accepted frame on the best ``pose_places`` re-ranked places only: their MNN pairs
+with the query (the re-ranking's rule) become :class:`PlaceObservation` s and
+:func:`selavpr_ros.geometry.estimate_query_pose` tries PnP (places with depth), two-view (two or
+more places with poses) and finally the keyframe pose, saying why in the estimate's ``reason``.
+Without a query camera model, or with a map built without one, the estimate is the keyframe
+pose, labelled so.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import numpy as np
+
+from selavpr_ros.extractors.base import Extractor, Features
+from selavpr_ros.extractors.classical import ClassicalExtractor
+from selavpr_ros.geometry import (
+    CameraModel,
+    ImageFeatures,
+    PoseConfig,
+    PoseEstimate,
+    estimate_query_pose,
+    keyframe_estimate,
+    observe_place,
+)
+from selavpr_ros.geometry.pose import refused
+from selavpr_ros.geometry.refine import ClassicalRefiner
+from selavpr_ros.map import PlaceMap
+
+log = logging.getLogger(__name__)
+
+
+class QueryPose:
+    """Estimates query poses against one map; says once when the map lacks what PnP needs."""
+
+    def __init__(self, place_map: PlaceMap, extractor: Extractor,
+                 config: PoseConfig | None = None) -> None:
+        self.place_map = place_map
+        self.extractor = extractor
+        self.config = config or PoseConfig()
+        self.map_camera = place_map.camera
+        self.has_points = place_map.has_points
+        if self.map_camera is None:
+            log.info("map %s has no camera model (an older map or built without camera info): "
+                     "query poses are the matched keyframes' poses", place_map.path)
+        elif not self.has_points:
+            log.info("map %s has no depth points: query poses by two-view geometry or the "
+                     "keyframe pose", place_map.path)
+
+    def estimate(self, candidates: Any, features: Features, camera: CameraModel | None,
+                 places: int, image: np.ndarray | None = None,
+                 refine: bool = True) -> PoseEstimate:
+        """Pose of the query camera given the accepted candidate first in ``candidates``."""
+        best = candidates[0]
+        if best.position is None:
+            return refused(f"place {best.place_id} has no pose", [best.place_id])
+
+        def keyframe(reason: str) -> PoseEstimate:
+            return keyframe_estimate(best.place_id, best.position, best.orientation,
+                                     self.config, reason)
+
+        if places <= 0:
+            return keyframe("pose_places is 0")
+        if camera is None:
+            return keyframe("no camera model for the query")
+        if self.map_camera is None:
+            return keyframe("the map has no camera model")
+        if image is not None and tuple(image.shape[:2]) != (camera.height, camera.width):
+            return keyframe(f"camera info is {camera.width}x{camera.height} but the image is "
+                            f"{image.shape[1]}x{image.shape[0]}")
+        used = [c for c in candidates[:places] if c.position is not None]
+        ids = np.asarray([c.place_id for c in used], np.int64)
+        stored = self.place_map.features(ids)
+        points = self.place_map.points(ids) if self.has_points else None
+        info = self.place_map.extractor_info
+        query = ImageFeatures.from_features(features, 0, (camera.height, camera.width))
+        refiner = None
+        if refine and image is not None and isinstance(self.extractor, ClassicalExtractor):
+            refiner = ClassicalRefiner(self.extractor.config, image)
+        map_hw = (self.map_camera.height, self.map_camera.width)
+        observations = []
+        for row, cand in enumerate(used):
+            place_points = None
+            if points is not None and np.isfinite(points[row]).any():
+                place_points = points[row]
+            place = ImageFeatures.from_features(stored, row, map_hw, place_points)
+            observations.append(observe_place(
+                info, query, place, cand.place_id, cand.position, cand.orientation,
+                self.map_camera, refiner))
+        return estimate_query_pose(observations, camera, self.config)
