@@ -63,7 +63,9 @@ def localizer_world(tmp_path_factory):
     import node_testlib
 
     root = tmp_path_factory.mktemp("localizer_node")
-    checkpoint = node_testlib.make_checkpoint(root / "small.safetensors")
+    from map_build_testlib import make_checkpoint
+
+    checkpoint = make_checkpoint(root / "small.safetensors")
     images_a = node_testlib.place_images(LOCALIZER_PLACES, seed=1)
     images_b = node_testlib.place_images(3, seed=2)
     files = {}

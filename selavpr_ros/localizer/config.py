@@ -153,10 +153,10 @@ class Setting:
     live: bool
 
 
-def settings(node_only: bool = False) -> list[Setting]:
-    """Return the LocalizerConfig fields with their metadata, in declaration order."""
+def settings(node_only: bool = False, config_class: type = LocalizerConfig) -> list[Setting]:
+    """Return a config dataclass's fields (LocalizerConfig's by default) with their metadata."""
     out = []
-    for f in fields(LocalizerConfig):
+    for f in fields(config_class):
         meta = f.metadata
         if node_only and not meta["node"]:
             continue

@@ -10,6 +10,7 @@ pose, labelled so.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from typing import Any
 
@@ -28,6 +29,7 @@ from selavpr_ros.geometry import (
 )
 from selavpr_ros.geometry.pose import refused
 from selavpr_ros.geometry.refine import ClassicalRefiner
+from selavpr_ros.geometry.transforms import camera_to_base, matrix_to_pose
 from selavpr_ros.map import PlaceMap
 
 log = logging.getLogger(__name__)
@@ -91,3 +93,28 @@ class QueryPose:
                 info, query, place, cand.place_id, cand.position, cand.orientation,
                 self.map_camera, refiner))
         return estimate_query_pose(observations, camera, self.config)
+
+
+def robot_pose(estimate: PoseEstimate, camera_in_base: np.ndarray) -> PoseEstimate:
+    """Return the robot base's pose from the camera's, given base <- camera (TF, image stamp).
+
+    The covariance follows to first order: a rotation error d_theta of the camera (map-frame
+    rotation vector) moves the base by ``-[a]x d_theta`` with ``a`` the camera-to-base offset
+    in the map frame. Without an orientation the base cannot be placed: refused.
+    """
+    if estimate.position is None or estimate.orientation is None:
+        return refused(f"{estimate.source} estimate without orientation: the base pose needs "
+                       "one", estimate.places)
+    camera = estimate.matrix()
+    base = camera_to_base(camera, camera_in_base)
+    position, orientation = matrix_to_pose(base)
+    covariance = estimate.covariance
+    if covariance is not None:
+        offset = base[:3, 3] - camera[:3, 3]
+        jac = np.eye(6)
+        jac[:3, 3:] = -np.array([[0.0, -offset[2], offset[1]],
+                                 [offset[2], 0.0, -offset[0]],
+                                 [-offset[1], offset[0], 0.0]])
+        covariance = jac @ covariance @ jac.T
+    return dataclasses.replace(estimate, position=position, orientation=orientation,
+                               covariance=covariance)
