@@ -167,6 +167,37 @@ class BagFrames(Closing):
                         topic)
         return track, frame_id
 
+    def read_camera_info(self, topic: str | None = None) -> tuple[Any, str]:
+        """Return the camera model of ``topic`` (or the only CameraInfo topic) and the topic.
+
+        (None, "") when no topic is named and the bag has no CameraInfo topic; the first
+        valid message is used (a calibration does not change during a drive).
+
+        Raises:
+            BagReadError: a named topic is missing, or no message holds a valid calibration.
+        """
+        from selavpr_ros.geometry.camera import CameraModel, CameraModelError
+
+        types = ("sensor_msgs/msg/CameraInfo",)
+        if not topic and not any(m in types for m, _ in self.topics.values()):
+            return None, ""
+        topic, _ = self.topic_of(topic, types, "camera info")
+        last_error = "no messages"
+        records = self._reader.messages(connections=self._connections(topic))
+        for index, (conn, _, raw) in enumerate(records):
+            msg, _why = self._deserialize(raw, conn.msgtype, topic, index)
+            if msg is None:
+                continue
+            fields = {"width": int(msg.width), "height": int(msg.height),
+                      "distortion_model": str(msg.distortion_model),
+                      "d": list(msg.d), "k": list(msg.k), "r": list(msg.r), "p": list(msg.p),
+                      "binning_x": int(msg.binning_x), "binning_y": int(msg.binning_y)}
+            try:
+                return CameraModel.from_camera_info(fields), topic
+            except CameraModelError as err:
+                last_error = str(err)
+        raise BagReadError(f"{self.path}: {topic} holds no valid calibration ({last_error})")
+
     def _deserialize(
         self, raw: bytes, msgtype: str, topic: str, index: int
     ) -> tuple[Any | None, str]:

@@ -4,8 +4,11 @@ A single frame's estimate can be wrong (a repeated facade, a wrong place accepte
 AMCL resets its particles on every ``/initialpose``. So an estimate is released only after
 ``consistent_frames`` consecutive estimates (with orientation) agree within ``consistent_m``
 and ``consistent_deg`` of the newest; in ``continuous`` mode at most ``relocalization_rate``
-times per second, in ``on_request`` mode once per request. ``map -> odom`` updates that jump more
-than ``tf_max_jump_m`` / ``tf_max_jump_deg`` from the held one are refused.
+times per second, in ``on_request`` mode once per request. With ``publish_tf`` the node compares
+the ``map -> odom`` each estimate implies (odometry removes the robot's motion between frames),
+otherwise the poses themselves (a robot moving fast between processed frames then needs a larger
+``consistent_m``). ``map -> odom`` updates that jump more than ``tf_max_jump_m`` /
+``tf_max_jump_deg`` from the held one are refused.
 """
 
 from __future__ import annotations

@@ -54,6 +54,7 @@ from selavpr_ros.errors import ConfigError, ImageDecodeError
 from selavpr_ros.extractors.factory import ExtractorSpec, extractor_for_map
 from selavpr_ros.geometry import PoseEstimate
 from selavpr_ros.geometry.pose import refused
+from selavpr_ros.geometry.transforms import matrix_to_pose
 from selavpr_ros.io.images import decode_image_message
 from selavpr_ros.localizer import Localizer, LocalizerConfig
 from selavpr_ros.localizer.config import config_from_values, settings
@@ -390,11 +391,21 @@ class LocalizerNode(LifecycleNode):
             map_frame=v["map_frame"] or None, pose=estimate, pose_frame=pose_frame,
             extra_stages=[("decode", decode_ms)], processing_ms=processing_ms,
             latency_ms=(now_ns - stamp_ns) / 1e6)
-        release = self.gate.add(estimate if has_publishable_pose(out) else None,
-                                time.monotonic())
+        gated, new_map_to_odom = None, None
+        if estimate is not None and has_publishable_pose(out):
+            gated = estimate
+            if self.reloc.publish_tf:  # agreement of map -> odom: the robot's motion removed
+                new_map_to_odom = self._map_to_odom(estimate, pose_frame or msg.header.frame_id,
+                                                    stamp_ns)
+                gated = None
+                if new_map_to_odom is not None:
+                    position, orientation = matrix_to_pose(new_map_to_odom)
+                    gated = dataclasses.replace(estimate, position=position,
+                                                orientation=orientation)
+        release = self.gate.add(gated, time.monotonic())
         self._publish(out, release)
-        if release and self.reloc.publish_tf and estimate is not None:
-            self._update_map_to_odom(estimate, pose_frame or msg.header.frame_id, stamp_ns)
+        if release and new_map_to_odom is not None:
+            self._update_map_to_odom(new_map_to_odom)
         self.processed.add()
         self.stats.add(processing_ms)
 
@@ -448,8 +459,8 @@ class LocalizerNode(LifecycleNode):
                            f"{describe_error(err)}", estimate.places), base
         return robot_pose(estimate, camera_in_base), base
 
-    def _update_map_to_odom(self, estimate: PoseEstimate, robot_frame: str,
-                            stamp_ns: int) -> None:
+    def _map_to_odom(self, estimate: PoseEstimate, robot_frame: str, stamp_ns: int) -> Any:
+        """Return the map <- odom this estimate implies (None without odom in TF: logged)."""
         odom = self.reloc.odom_frame
         try:
             robot_in_odom = self._lookup(odom, robot_frame, stamp_ns)
@@ -457,8 +468,10 @@ class LocalizerNode(LifecycleNode):
             self.get_logger().warning(
                 f"map -> odom not updated: no transform {odom} <- {robot_frame} at the image "
                 f"stamp: {describe_error(err)}", throttle_duration_sec=5.0)
-            return
-        new = map_to_odom(estimate.matrix(), robot_in_odom)
+            return None
+        return map_to_odom(estimate.matrix(), robot_in_odom)
+
+    def _update_map_to_odom(self, new: Any) -> None:
         why = jump_too_large(self.map_to_odom, new, self.reloc)
         if why:
             self.get_logger().warning(f"map -> odom not updated: {why}",

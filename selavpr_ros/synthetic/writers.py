@@ -137,3 +137,40 @@ def write_route(
 def positions(frames: Iterable[SyntheticFrame]) -> np.ndarray:
     """(N, 3) positions of frames (for ground truth by distance)."""
     return np.array([f.position for f in frames], np.float64).reshape(-1, 3)
+
+
+def write_depth_folder(frames: Iterable[SyntheticFrame], depths: Iterable[np.ndarray],
+                       folder: str | Path) -> int:
+    """Write 16-bit PNG depth (16UC1 mm, 0 = none) named like the frames' images.
+
+    ``depths`` are float32 metres (``synthetic.depth.render_traversal_depth``); sky (inf) and
+    depths beyond 65.535 m become 0, "no reading", as a depth camera gives them.
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    count = 0
+    for frame, depth in zip(frames, depths, strict=True):
+        mm = np.where(np.isfinite(depth) & (depth > 0) & (depth < 65.535),
+                      np.rint(depth * 1000.0), 0).astype(np.uint16)
+        if not cv2.imwrite(str(folder / frame.name), mm):
+            raise ConfigError(f"cannot write {folder / frame.name}")
+        count += 1
+    return count
+
+
+def write_camera_yaml(info: dict, path: str | Path) -> None:
+    """Write CameraInfo fields as a ROS camera-calibration YAML (camera_calibration's)."""
+    def matrix(rows: int, cols: int, data: list[float]) -> dict:
+        return {"rows": rows, "cols": cols, "data": [float(v) for v in data]}
+
+    import yaml
+
+    Path(path).write_text(yaml.safe_dump({
+        "image_width": int(info["width"]), "image_height": int(info["height"]),
+        "camera_name": str(info.get("name", "synthetic")),
+        "camera_matrix": matrix(3, 3, info["k"]),
+        "distortion_model": str(info["distortion_model"]),
+        "distortion_coefficients": matrix(1, len(info["d"]), info["d"]),
+        "rectification_matrix": matrix(3, 3, info["r"]),
+        "projection_matrix": matrix(3, 4, info["p"]),
+    }, sort_keys=False), encoding="utf-8")
