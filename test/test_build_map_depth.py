@@ -102,3 +102,33 @@ def test_depth_without_camera_info_is_refused_in_one_line(
     bad.write_text("image_width: 160\n")
     assert build(drive, tmp_path / "m", "--camera-info", str(bad)) == 2
     assert "lacks" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("storage", ["sqlite3", "mcap"])
+def test_bag_with_camera_info_and_depth_topics(tmp_path: Path, storage: str) -> None:
+    from selavpr_ros.synthetic.writers import write_bag
+
+    world = route_world(ROUTE)
+    frames = list(render_traversal(ROUTE, 0, world))
+    depths = list(render_traversal_depth(ROUTE, 0, world))
+    depths[2] = depths[2][:60]  # a depth image of the wrong size: that place has no points
+    write_bag(frames, tmp_path / "bag", storage=storage, depths=depths,
+              camera_info=camera_info(ROUTE.camera))
+    assert cli(["build-map", str(tmp_path / "m"), "--bag", str(tmp_path / "bag"),
+                "--image-topic", "/camera/image_raw", "--depth-topic", "/camera/depth/image_raw",
+                "--extractor", "classical",
+                "--min-distance", "0", "--no-progress"]) == 0
+    with PlaceMap.open(tmp_path / "m", verify=True) as pm:
+        assert pm.camera is not None and pm.camera.fx == camera_info(ROUTE.camera)["k"][0]
+        keypoints = pm.features(range(pm.count)).keypoints
+        points = pm.points(range(pm.count)).astype(np.float32)
+    assert len(points) == ROUTE.frames
+    assert np.all(np.isnan(points[2]))
+    for i in (0, 1, 3):
+        kp = keypoints[i]
+        z = depths[i][np.rint(kp[:, 1]).astype(int), np.rint(kp[:, 0]).astype(int)]
+        z_mm = np.where(np.isfinite(z) & (z < 65.535), np.rint(z * 1000) / 1000, np.nan)
+        valid = np.isfinite(z_mm)
+        assert valid.mean() > 0.3
+        assert np.allclose(points[i][valid, 2], z_mm[valid], rtol=2e-3, atol=1e-3)
+        assert np.all(np.isnan(points[i][~valid]))

@@ -155,9 +155,9 @@ def run(args: argparse.Namespace) -> int:
                           else opened.camera)
                 if camera is not None:
                     place_map.set_camera(camera)
-                elif args.depth_folder:
-                    raise ConfigError("--depth-folder needs the camera model: give "
-                                      "--camera-info")
+                elif args.depth_folder or args.depth_topic:
+                    raise ConfigError("depth needs the camera model: give --camera-info (or "
+                                      "a CameraInfo topic in the bag)")
                 builder = MapBuilder(place_map, extractor, config)
                 summary = build(opened.frames, builder, progress=not args.no_progress,
                                 total=opened.total)

@@ -35,6 +35,8 @@ def add_source_arguments(parser: argparse.ArgumentParser, title: str, *,
         src.add_argument("--frame-id", default="camera", help="camera frame of folder images")
     src.add_argument("--camera-info-topic", help="the bag's sensor_msgs/CameraInfo topic "
                                                  "(default: the only one, if any)")
+    src.add_argument("--depth-topic", help="the bag's registered depth image topic (16UC1 "
+                                           "mm or 32FC1 m), matched to images by stamp")
     src.add_argument("--depth-folder", help="registered depth images named like the images "
                                             "(16-bit PNG mm, float32 TIFF/.npy m)")
     src.add_argument("--stride", type=int, default=1, metavar="N",
@@ -52,4 +54,5 @@ def source_from_args(args: argparse.Namespace, *, folder_timing: bool = True) ->
                        frame_id=args.frame_id if folder_timing else "camera",
                        stride=args.stride, limit=args.limit,
                        camera_info_topic=getattr(args, "camera_info_topic", None),
-                       depth_folder=getattr(args, "depth_folder", None))
+                       depth_folder=getattr(args, "depth_folder", None),
+                       depth_topic=getattr(args, "depth_topic", None))

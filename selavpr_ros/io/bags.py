@@ -252,6 +252,75 @@ class BagFrames(Closing):
     def count(self, topic: str) -> int:
         return self.topics.get(topic, ("", 0))[1]
 
+    def with_depth(self, frames: Iterator[Frame], depth_topic: str,
+                   tolerance_ns: int) -> Iterator[Frame]:
+        """Attach the depth image of ``depth_topic`` with each frame's stamp.
+
+        The nearest within ``tolerance_ns``; depth messages are read alongside, only a short
+        window of them kept in memory.
+        """
+        import dataclasses
+
+        depth_topic, _ = self.topic_of(depth_topic, (IMAGE,), "depth")
+        depths: dict[int, Any] = {}
+        reader = self._reader.messages(connections=self._connections(depth_topic))
+        latest = -1
+        exhausted = False
+        for index, frame in enumerate(frames):
+            # read depth until past this frame's stamp (plus the tolerance)
+            while not exhausted and latest <= frame.stamp_ns + tolerance_ns:
+                record = next(reader, None)
+                if record is None:
+                    exhausted = True
+                    break
+                conn, record_ns, raw = record
+                msg, _ = self._deserialize(raw, conn.msgtype, depth_topic, index)
+                if msg is None:
+                    continue
+                try:
+                    latest = header_stamp_ns(msg, record_ns)
+                except ValueError:
+                    continue
+                depths[latest] = msg
+            for stamp in [s for s in depths if s < frame.stamp_ns - tolerance_ns]:
+                del depths[stamp]
+            near = [s for s in depths if abs(s - frame.stamp_ns) <= tolerance_ns]
+            if not near or frame.damaged:
+                yield dataclasses.replace(frame, depth=_no_depth(depth_topic, frame.stamp_ns))
+                continue
+            msg = depths[min(near, key=lambda s: abs(s - frame.stamp_ns))]
+            yield dataclasses.replace(frame, depth=_depth_decoder(msg))
+
+
+def _no_depth(topic: str, stamp_ns: int) -> Callable[[], tuple[np.ndarray, str]]:
+    def load() -> tuple[np.ndarray, str]:
+        from selavpr_ros.geometry.depth import DepthImageError
+
+        raise DepthImageError(f"no {topic} message near the image stamp {stamp_ns}")
+
+    return load
+
+
+def _depth_decoder(msg: Any) -> Callable[[], tuple[np.ndarray, str]]:
+    def load() -> tuple[np.ndarray, str]:
+        from selavpr_ros.geometry.depth import DEPTH_ENCODINGS, DepthImageError
+
+        encoding = str(msg.encoding)
+        if encoding not in DEPTH_ENCODINGS:
+            raise DepthImageError(f"depth encoding must be 16UC1 (mm) or 32FC1 (m), got "
+                                  f"{encoding!r}")
+        dtype = np.dtype(np.uint16 if encoding == "16UC1" else np.float32)
+        dtype = dtype.newbyteorder(">" if msg.is_bigendian else "<")
+        h, w, step = int(msg.height), int(msg.width), int(msg.step)
+        data = np.asarray(msg.data, np.uint8)
+        if h < 1 or w < 1 or step < w * dtype.itemsize or data.size < h * step:
+            raise DepthImageError(f"depth message of {data.size} bytes does not hold "
+                                  f"{w}x{h} {encoding} (step {step})")
+        rows = data[: h * step].reshape(h, step)[:, : w * dtype.itemsize]
+        return rows.copy().view(dtype).reshape(h, w).astype(dtype.newbyteorder("=")), encoding
+
+    return load
+
 
 def _undecodable() -> np.ndarray:
     raise ImageDecodeError("the message cannot be read")
@@ -315,6 +384,30 @@ class BagWriter(Closing):
             data=np.frombuffer(data, dtype=np.uint8),
         )
         self._write(topic, IMAGE, stamp_ns, msg)
+
+    def write_depth(self, topic: str, stamp_ns: int, depth: np.ndarray, frame_id: str,
+                    encoding: str = "16UC1") -> None:
+        """Write a depth ``sensor_msgs/Image``: 16UC1 (uint16 mm) or 32FC1 (float32 m)."""
+        array = np.ascontiguousarray(depth, np.uint16 if encoding == "16UC1" else np.float32)
+        msg = self._ts.types[IMAGE](
+            header=self._header(stamp_ns, frame_id), height=array.shape[0],
+            width=array.shape[1], encoding=encoding, is_bigendian=0,
+            step=array.shape[1] * array.itemsize, data=array.reshape(-1).view(np.uint8))
+        self._write(topic, IMAGE, stamp_ns, msg)
+
+    def write_camera_info(self, topic: str, stamp_ns: int, info: dict[str, Any],
+                          frame_id: str) -> None:
+        """Write a ``sensor_msgs/CameraInfo`` from its fields (size, distortion, K, R, P)."""
+        types = self._ts.types
+        roi = types["sensor_msgs/msg/RegionOfInterest"](x_offset=0, y_offset=0, height=0,
+                                                        width=0, do_rectify=False)
+        msg = types["sensor_msgs/msg/CameraInfo"](
+            header=self._header(stamp_ns, frame_id), height=int(info["height"]),
+            width=int(info["width"]), distortion_model=str(info["distortion_model"]),
+            d=np.asarray(info["d"], np.float64), k=np.asarray(info["k"], np.float64),
+            r=np.asarray(info.get("r", np.eye(3).reshape(-1)), np.float64),
+            p=np.asarray(info["p"], np.float64), binning_x=0, binning_y=0, roi=roi)
+        self._write(topic, "sensor_msgs/msg/CameraInfo", stamp_ns, msg)
 
     def write_compressed_image(
         self,

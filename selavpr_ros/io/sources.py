@@ -18,7 +18,8 @@ from selavpr_ros.errors import ConfigError
 from selavpr_ros.io.folders import DEFAULT_RATE_HZ, DEFAULT_SPACING_M
 from selavpr_ros.io.frames import Frame
 
-_BAG_ONLY = ("image_topic", "pose_topic", "pose_tolerance_s", "camera_info_topic")
+_BAG_ONLY = ("image_topic", "pose_topic", "pose_tolerance_s", "camera_info_topic",
+             "depth_topic")
 _FOLDER_ONLY = ("images", "poses", "spacing", "rate_hz", "depth_folder")
 
 
@@ -37,6 +38,7 @@ class FrameSource:
         stride: use every ``stride``-th frame.
         limit: stop after this many frames (after ``stride``; 0: no limit).
         camera_info_topic: the bag's CameraInfo topic (None: the only one, if any).
+        depth_topic: the bag's registered depth images (16UC1 / 32FC1), matched by stamp.
         depth_folder: the folder's registered depth images (see FolderOptions).
     """
 
@@ -52,6 +54,7 @@ class FrameSource:
     stride: int = 1
     limit: int = 0
     camera_info_topic: str | None = None
+    depth_topic: str | None = None
     depth_folder: str | None = None
 
     def __post_init__(self) -> None:
@@ -66,6 +69,8 @@ class FrameSource:
         if self.images and (self.image_topic or self.pose_topic or self.camera_info_topic):
             raise ConfigError("--image-topic, --pose-topic and --camera-info-topic are for "
                               "--bag sources")
+        if self.images and self.depth_topic:
+            raise ConfigError("--depth-topic is for --bag sources (use --depth-folder)")
         if self.bag and self.depth_folder:
             raise ConfigError("--depth-folder is for --images sources")
 
@@ -109,6 +114,9 @@ def open_frames(source: FrameSource) -> Iterator[OpenedFrames]:
                 raise ConfigError(f"the pose topic of {source.bag} has no usable poses")
             frames: Iterator[Frame] = bag.frames(topic, poses,
                                                  round(source.pose_tolerance_s * 1e9))
+            if source.depth_topic:
+                frames = bag.with_depth(frames, source.depth_topic,
+                                        round(source.pose_tolerance_s * 1e9))
             total: int | None = bag.count(topic)
             camera, _ = bag.read_camera_info(source.camera_info_topic)
         else:
