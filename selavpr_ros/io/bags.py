@@ -301,6 +301,11 @@ def _no_depth(topic: str, stamp_ns: int) -> Callable[[], tuple[np.ndarray, str]]
     return load
 
 
+def depth_decoder(msg: Any) -> Callable[[], tuple[np.ndarray, str]]:
+    """Return a loader of a depth ``sensor_msgs/Image`` (rosbags or rclpy message)."""
+    return _depth_decoder(msg)
+
+
 def _depth_decoder(msg: Any) -> Callable[[], tuple[np.ndarray, str]]:
     def load() -> tuple[np.ndarray, str]:
         from selavpr_ros.geometry.depth import DEPTH_ENCODINGS, DepthImageError
@@ -312,7 +317,9 @@ def _depth_decoder(msg: Any) -> Callable[[], tuple[np.ndarray, str]]:
         dtype = np.dtype(np.uint16 if encoding == "16UC1" else np.float32)
         dtype = dtype.newbyteorder(">" if msg.is_bigendian else "<")
         h, w, step = int(msg.height), int(msg.width), int(msg.step)
-        data = np.asarray(msg.data, np.uint8)
+        raw = msg.data
+        data = (np.frombuffer(raw, np.uint8) if isinstance(raw, (bytes, bytearray, memoryview))
+                else np.asarray(raw, np.uint8))
         if h < 1 or w < 1 or step < w * dtype.itemsize or data.size < h * step:
             raise DepthImageError(f"depth message of {data.size} bytes does not hold "
                                   f"{w}x{h} {encoding} (step {step})")
