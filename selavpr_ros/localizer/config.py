@@ -54,7 +54,8 @@ class LocalizerConfig:
     Query pose (accepted frames only, :mod:`selavpr_ros.localizer.pose`):
         pose_places: best re-ranked places given to the pose estimator (PnP uses those with
             depth, two-view needs >= 2); 0 = the keyframe pose only.
-        pose_refine: sub-grid query pixels for the classical extractor (needs the image).
+        pose_refine: sub-grid query pixels for two-view, classical extractor (needs the image;
+            PnP on map points does as well without).
         camera_info_file: ROS camera-calibration YAML of the query camera; the node uses
             CameraInfo instead when it has one.
     """
@@ -91,7 +92,7 @@ class LocalizerConfig:
     pose_places: int = field(default=5, metadata=setting(
         "query pose: best places given to PnP / two-view (0: keyframe pose only)", 0, 100))
     pose_refine: bool = field(default=True, metadata=setting(
-        "query pose: sub-grid query pixels (classical extractor)"))
+        "query pose: sub-grid query pixels for two-view (classical extractor)"))
     camera_info_file: str = field(default="", metadata=setting(
         "query camera calibration YAML (the node prefers CameraInfo)", live=False))
 

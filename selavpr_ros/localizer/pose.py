@@ -79,19 +79,35 @@ class QueryPose:
         points = self.place_map.points(ids) if self.has_points else None
         info = self.place_map.extractor_info
         query = ImageFeatures.from_features(features, 0, (camera.height, camera.width))
-        refiner = None
-        if refine and image is not None and isinstance(self.extractor, ClassicalExtractor):
-            refiner = ClassicalRefiner(self.extractor.config, image)
-        map_hw = (self.map_camera.height, self.map_camera.width)
-        observations = []
-        for row, cand in enumerate(used):
+        can_refine = (refine and image is not None
+                      and isinstance(self.extractor, ClassicalExtractor))
+        map_camera = self.map_camera
+        map_hw = (map_camera.height, map_camera.width)
+
+        def observe(row: int, refiner: Any) -> Any:
+            cand = used[row]
             place_points = None
             if points is not None and np.isfinite(points[row]).any():
                 place_points = points[row]
             place = ImageFeatures.from_features(stored, row, map_hw, place_points)
-            observations.append(observe_place(
-                info, query, place, cand.place_id, cand.position, cand.orientation,
-                self.map_camera, refiner))
+            return observe_place(info, query, place, cand.place_id, cand.position,
+                                 cand.orientation, map_camera, refiner)
+
+        # With depth, PnP needs only the best pnp_places places and no sub-grid refinement
+        # (grid pixels are as accurate against map points: bench/PERFORMANCE.md); the MNN
+        # pairs of the others and the refinement (most of this stage's time) are computed
+        # only when PnP fails.
+        if points is not None:
+            first = [observe(row, None) for row in range(min(self.config.pnp_places,
+                                                             len(used)))]
+            estimate = estimate_query_pose(first, camera, self.config)
+            if estimate.source == "pnp" or (not can_refine and len(first) == len(used)):
+                return estimate
+        refiner = None
+        if can_refine:  # computed here: the fine grid of the query costs most of the time
+            assert isinstance(self.extractor, ClassicalExtractor) and image is not None
+            refiner = ClassicalRefiner(self.extractor.config, image)
+        observations = [observe(row, refiner) for row in range(len(used))]
         return estimate_query_pose(observations, camera, self.config)
 
 
