@@ -34,6 +34,7 @@ TF (tf2_ros, from apt on a robot) is needed only with ``base_frame`` or ``publis
 from __future__ import annotations
 
 import dataclasses
+import re
 import sys
 import threading
 import time
@@ -423,10 +424,11 @@ class LocalizerNode(LifecycleNode):
         return f"{head}/camera_info" if head else "camera_info"
 
     def _note_pose(self, estimate: PoseEstimate) -> None:
-        """Log why a frame's pose fell back, once per distinct reason (not per frame)."""
+        """Log why a frame's pose fell back, once per kind of reason (not per frame)."""
         note = f"{estimate.source} pose: {estimate.reason}"
-        if note != self._last_pose_note:
-            self._last_pose_note = note
+        kind = re.sub(r"\d+(\.\d+)?", "#", note)  # "5 inliers" and "7 inliers" are one kind
+        if kind != self._last_pose_note:
+            self._last_pose_note = kind
             self.get_logger().warning(f"query pose falls back to {note}")
 
     def _start_tf(self) -> None:
