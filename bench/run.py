@@ -154,6 +154,21 @@ def _node_args(args: argparse.Namespace) -> list[list[str]]:
              "--rates", "10", "30", "--seconds", str(args.node_seconds)]]
 
 
+def _formats_args(args: argparse.Namespace) -> list[list[str]]:
+    """Local formats: bytes, recall, MNN agreement, cold fetch."""
+    return [["--selavpr-places", str(args.format_places),
+             "--fetch-places", str(max(100, args.format_places))]]
+
+
+def _search_auto_args(args: argparse.Namespace) -> list[list[str]]:
+    """Build-map --index auto at the largest sizes."""
+    return [["--sizes", *map(str, args.auto_sizes), "--queries", str(args.queries)]]
+
+
+def _merge_args(args: argparse.Namespace) -> list[list[str]]:
+    return [["--places", str(args.merge_places)]]
+
+
 # --- how each section is written in Markdown -------------------------------------------------
 
 def fmt(value: Any, spec: str = ".2f") -> str:
@@ -296,6 +311,45 @@ def _node_md(report: dict[str, Any], d: dict[str, Any]) -> list[str]:
     return lines + [""]
 
 
+def _formats_md(report: dict[str, Any], d: dict[str, Any]) -> list[str]:
+    lines = ["## Local formats (bytes per place, recall, MNN agreement, fetch K=100)", "",
+             "| format | GP queries | R@1 | R@5 | local bytes/place (classical) |",
+             "|---|---|---|---|---|"]
+    for r in d.get("gardens_point", []):
+        lines.append(f"| {r['format']} | {r['queries']} | {r['r1']:.3f} | {r['r5']:.3f} | "
+                     f"{r['local_bytes_per_place']:.0f} |")
+    lines += ["", "| format | SelaVPR MiB/place | count rel. diff | top-1 agree | "
+              "rank Spearman |", "|---|---|---|---|---|"]
+    for r in d.get("selavpr", []):
+        lines.append(f"| {r['format']} | {r['local_mib_per_place']:.3f} | "
+                     f"{r['count_rel_diff']:.4f} | {r['top1_agreement']:.2f} | "
+                     f"{r['rank_spearman']:.3f} |")
+    lines += ["", "| format | fetch cold ms | fetch warm ms | disk bytes/place |",
+              "|---|---|---|---|"]
+    for r in d.get("fetch", []):
+        lines.append(f"| {r['format']} | {r['cold_ms']:.1f} | {r['warm_ms']:.1f} | "
+                     f"{r['disk_bytes_per_place']:.0f} |")
+    return lines + [""]
+
+
+def _search_auto_md(report: dict[str, Any], d: dict[str, Any]) -> list[str]:
+    lines = ["## Tuned index (--index auto, target recall@100 on held-out places)", "",
+             "| places | kind | nlist | nprobe | held-out recall | query ms | recall@100 | "
+             "index MiB | build s |", "|---|---|---|---|---|---|---|---|---|"]
+    for r in d["rows"]:
+        lines.append(f"| {r['places']} | {r['kind']} | {r['nlist']} | {r['nprobe']} | "
+                     f"{r['held_out_recall']:.4f} | {r['query_ms']:.2f} | "
+                     f"{r['recall_at_k']:.4f} | {r['index_bytes'] / 2**20:.0f} | "
+                     f"{r['build_s']:.0f} |")
+    return lines + [""]
+
+
+def _merge_md(report: dict[str, Any], d: dict[str, Any]) -> list[str]:
+    return [f"## Merging two maps of {d['places_per_input']} places", "",
+            f"merge {d['merge_s']:.1f} s; building each: "
+            + ", ".join(f"{b:.1f} s" for b in d["build_s"]), ""]
+
+
 @dataclass(frozen=True)
 class Section:
     """One benchmark section: the script it runs, with which arguments, and its Markdown.
@@ -332,12 +386,18 @@ TABLE: dict[str, Section] = {
     "localizer": Section("bench_localizer.py", _localizer_args, _localizer_md,
                          "In-process localizer", needs="faiss"),
     "map": Section("bench_map.py", _map_args, _map_md, "Map on disk", needs="faiss"),
+    "formats": Section("bench_local_formats.py", _formats_args, _formats_md, "Local formats",
+                       needs="faiss", timeout_factor=2),
+    "search_auto": Section("bench_search_auto.py", _search_auto_args, _search_auto_md,
+                           "Tuned index (--index auto)", needs="faiss", timeout_factor=4),
+    "merge": Section("bench_merge.py", _merge_args, _merge_md, "Merging maps", needs="faiss",
+                     timeout_factor=2),
     "node": Section("bench_node.py", _node_args, _node_md, "End-to-end node latency",
                     needs="rclpy"),
 }
 # the order the sections run in by default
 SECTIONS = ("extraction", "runner", "feature_error", "mnn", "ransac", "search", "sweep",
-            "localizer", "map", "node")
+            "localizer", "map", "node", "formats", "search_auto", "merge")
 NEEDS = {name: section.needs for name, section in TABLE.items() if section.needs}
 
 
@@ -406,6 +466,11 @@ def main(argv: list[str] | None = None) -> int:
                         help="map size of the localizer section (0: 300 on CUDA, 40 on CPU)")
     parser.add_argument("--map-places", type=int, default=1000)
     parser.add_argument("--node-seconds", type=float, default=10.0, help="per rate")
+    parser.add_argument("--format-places", type=int, default=20,
+                        help="SelaVPR places of the local-format section")
+    parser.add_argument("--auto-sizes", type=int, nargs="+", default=[100000],
+                        help="map sizes of the tuned-index section (e.g. 100000 1000000)")
+    parser.add_argument("--merge-places", type=int, default=50000, help="places per input map")
     parser.add_argument("--timeout", type=float, default=1800, help="seconds per bench script")
     parser.add_argument("--out", type=Path, default=ROOT / "bench_results")
     args = parser.parse_args(argv)

@@ -12,8 +12,8 @@ from selavpr_ros import __version__
 from selavpr_ros.errors import SelaVPRError
 
 # Subcommand modules under selavpr_ros.commands, in the order --help lists them.
-COMMANDS: tuple[str, ...] = ("demo", "build_map", "map_info", "evaluate", "replay", "make_bag",
-                             "convert_checkpoint", "train")
+COMMANDS: tuple[str, ...] = ("demo", "build_map", "map_info", "merge_maps", "evaluate", "replay",
+                             "make_bag", "convert_checkpoint", "train")
 
 
 def build_parser() -> argparse.ArgumentParser:

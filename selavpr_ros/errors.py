@@ -15,11 +15,11 @@ class ConfigError(SelaVPRError, ValueError):
 
 
 class CheckpointError(SelaVPRError):
-    """A checkpoint or weights file cannot be loaded (wrong format, keys, shapes, unsafe pickle)."""
+    """A checkpoint or weights file cannot be loaded (bad format, keys, shapes, unsafe pickle)."""
 
 
 class MapFormatError(SelaVPRError):
-    """A place map on disk is missing, damaged, of an unknown version or made by another extractor."""
+    """A place map on disk is missing, damaged, of an unknown version or by another extractor."""
 
 
 class ImageDecodeError(SelaVPRError, ValueError):

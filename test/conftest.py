@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import pytest
 
 import ros_harness
+
+# Tests stop the processes they start with SIGINT (Ctrl-C). A shell starts background jobs with
+# SIGINT ignored, and children inherit an ignored signal, so a suite run in the background would
+# start nodes and builds that cannot be interrupted. A handled signal is reset for children.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 GARDENS_POINT = ros_harness.REPO_ROOT.parent / "shared" / "data" / "gardens_point_walking"
 
@@ -61,10 +68,9 @@ def localizer_world(tmp_path_factory):
     import cv2
 
     import node_testlib
-
-    root = tmp_path_factory.mktemp("localizer_node")
     from map_build_testlib import make_checkpoint
 
+    root = tmp_path_factory.mktemp("localizer_node")
     checkpoint = make_checkpoint(root / "small.safetensors")
     images_a = node_testlib.place_images(LOCALIZER_PLACES, seed=1)
     images_b = node_testlib.place_images(3, seed=2)

@@ -37,3 +37,13 @@ def test_run_writes_json_and_markdown(tmp_path: Path, monkeypatch: pytest.Monkey
 def test_unknown_section_is_refused(tmp_path: Path) -> None:
     with pytest.raises(SystemExit):
         bench_run.main(["--sections", "mnn,warp_drive", "--out", str(tmp_path)])
+
+
+def test_merge_section_reports_merge_and_build_times(tmp_path: Path) -> None:
+    assert bench_run.main(["--sections", "merge", "--merge-places", "300",
+                           "--out", str(tmp_path)]) == 0
+    (json_file,) = tmp_path.glob("*.json")
+    merge = json.loads(json_file.read_text())["sections"]["merge"]
+    assert merge["places_per_input"] == 300 and merge["merge_s"] > 0
+    assert len(merge["build_s"]) == 2 and merge["merged_bytes"] > 600 * 4096
+    assert "## Merging two maps of 300 places" in json_file.with_suffix(".md").read_text()

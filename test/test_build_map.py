@@ -229,7 +229,7 @@ def test_map_info_text_and_json(tmp_path: Path, checkpoint: Path, capsys) -> Non
     capsys.readouterr()
     assert cli(["map-info", str(tmp_path / "m"), "--json", "--verify"]) == 0
     info = json.loads(capsys.readouterr().out)
-    assert info["format_version"] == 1 and info["map_frame"] == "odom"
+    assert info["format_version"] == 2 and info["map_frame"] == "odom"
     assert info["extractor"]["name"] == "selavpr-vits14-d1-112x112"
     assert info["extractor"]["fingerprint"].startswith("untrained-")
     assert info["global"]["dim"] == 384 and info["local"]["grid"] == [29, 29]
@@ -242,4 +242,5 @@ def test_map_info_text_and_json(tmp_path: Path, checkpoint: Path, capsys) -> Non
     assert cli(["map-info", str(tmp_path / "m")]) == 0
     text = capsys.readouterr().out
     assert "places      5 (5 with a position)" in text and "selavpr-vits14-d1-112x112" in text
+    assert "local form  fp16 (841 x 128 float16 per place, lossless)" in text
     assert cli(["map-info", str(tmp_path / "nothing")]) == 2

@@ -8,7 +8,6 @@ import pytest
 
 import node_testlib
 import ros_harness
-from map_build_testlib import make_checkpoint
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
 

@@ -101,7 +101,7 @@ def test_round_trip_reopen_and_append(tmp_path: Path) -> None:
 def test_manifest_content(tmp_path: Path) -> None:
     build(tmp_path / "m", [5, 4]).close()
     data = json.loads((tmp_path / "m" / "manifest.json").read_text())
-    assert data["format_version"] == 1 and data["count"] == 9 and data["generation"] == 2
+    assert data["format_version"] == 2 and data["count"] == 9 and data["generation"] == 2
     assert data["extractor"]["name"] == "fake-grid"
     assert data["extractor"]["fingerprint"] == "weights-a"
     assert data["global"] == {"dim": 32, "dtype": "float32", "metric": "inner_product"}

@@ -45,7 +45,7 @@ def test_replay_plays_every_message_with_its_timing_and_clock(bag, ros_probe, st
     player = replay(start_process, bag, "--rate", "2", "--topics", eval_testlib.IMAGE_TOPIC,
                     "/odom")
     images = ros_probe.wait_for_messages(eval_testlib.IMAGE_TOPIC, FRAMES, timeout=60)
-    odom = ros_probe.wait_for_messages("/odom", 2 * FRAMES)
+    odom = ros_probe.wait_for_messages("/odom", 2 * FRAMES, timeout=60)
     ros_harness.wait_until(lambda: player.returncode is not None, 30, "replay to finish")
     assert player.returncode == 0, player.output()
     assert f"published {3 * FRAMES} messages" in player.output()

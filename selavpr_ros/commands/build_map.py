@@ -72,8 +72,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     out.add_argument("--camera-info", metavar="YAML",
                      help="ROS camera-calibration YAML of the images (stored in the map for "
                           "query poses; a bag's CameraInfo topic is used without it)")
-    out.add_argument("--index", default="flat", choices=("flat", "ivf", "ivfpq", "hnsw"),
-                     help="faiss index of a new map (default flat)")
+    out.add_argument("--index", default="flat",
+                     choices=("flat", "ivf", "ivfpq", "ivfsq8", "hnsw", "auto"),
+                     help="faiss index of a new map (default flat); auto: chosen and tuned "
+                          "from the map's own descriptors when the build ends")
+    out.add_argument("--target-recall", type=float, default=0.95, metavar="R",
+                     help="recall@100 against exact search that --index auto tunes for "
+                          "(default 0.95)")
+    out.add_argument("--local-format", default="fp16", metavar="FMT",
+                     help="local features of a new map: fp16 (default, lossless), int8, "
+                          "pca64, pca64-int8 (any pcaN)")
+    out.add_argument("--local-stride", type=int, default=1, metavar="N",
+                     help="keep every N-th row and column of a dense local grid (default 1)")
+    out.add_argument("--local-codec-from", metavar="MAP",
+                     help="reuse MAP's PCA projection (maps to be merged need the same one)")
     out.add_argument("--json", action="store_true", help="print the summary as JSON")
     out.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_extractor_arguments(parser)
@@ -100,6 +112,7 @@ def _sample_images(args: argparse.Namespace, count: int) -> list[np.ndarray]:
 def _open_map(args: argparse.Namespace, spec: ExtractorSpec,
               pose_frame: str) -> tuple[PlaceMap, Extractor]:
     """Return the map to write and its extractor (restored, or fitted for a new map)."""
+    from selavpr_ros.map.local_format import LocalFormat
     from selavpr_ros.mapping.open_map import open_or_create
 
     def sample(count: int) -> list[np.ndarray]:
@@ -112,7 +125,9 @@ def _open_map(args: argparse.Namespace, spec: ExtractorSpec,
 
     place_map, extractor = open_or_create(
         Path(args.map), spec, append=args.append, index=args.index,
-        map_frame=args.map_frame or pose_frame or "map", fit_sample=sample)
+        map_frame=args.map_frame or pose_frame or "map", fit_sample=sample,
+        local_format=LocalFormat.parse(args.local_format, args.local_stride),
+        local_codec_from=Path(args.local_codec_from) if args.local_codec_from else None)
     frame = args.map_frame or pose_frame
     if frame and frame != place_map.map_frame:
         log.warning("poses are in frame '%s' but map %s is in '%s'", frame, args.map,
@@ -161,6 +176,8 @@ def run(args: argparse.Namespace) -> int:
                 builder = MapBuilder(place_map, extractor, config)
                 summary = build(opened.frames, builder, progress=not args.no_progress,
                                 total=opened.total)
+                if args.index == "auto" and not summary.interrupted and place_map.count:
+                    place_map.tune_index(args.target_recall)
         except Exception:
             # a failed first build leaves no empty map behind that would block a retry
             if new_directory and path.is_dir() and _places_in(path) == 0:

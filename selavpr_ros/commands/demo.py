@@ -25,7 +25,7 @@ from pathlib import Path
 from selavpr_ros.errors import ConfigError
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "demo", help="run the whole pipeline end to end (synthetic route, no weights needed)",
         description=__doc__.split("\n\n")[1])

@@ -15,7 +15,7 @@ from selavpr_ros.io.folders import DEFAULT_RATE_HZ, DEFAULT_SPACING_M
 RAW_ENCODINGS = ("rgb8", "bgr8", "rgba8", "bgra8", "mono8", "mono16")
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "make-bag",
         help="write an image folder (+ poses) into a rosbag2 with image and odometry topics",
@@ -72,7 +72,8 @@ def run(args: argparse.Namespace) -> int:
     options = FolderOptions(poses=Path(args.poses) if args.poses else None, spacing=args.spacing,
                             rate_hz=args.rate, start_ns=start_ns, frame_id=args.camera_frame)
     written = skipped = 0
-    first = last = None
+    first: int | None = None
+    last = 0
     with BagWriter(args.out, args.storage) as writer:
         for frame in folder_frames(args.folder, options):
             if args.limit and written >= args.limit:
@@ -96,7 +97,7 @@ def run(args: argparse.Namespace) -> int:
             written += 1
             first = frame.stamp_ns if first is None else first
             last = frame.stamp_ns
-    span = (last - first) / 1e9 if written else 0.0
+    span = (last - first) / 1e9 if first is not None else 0.0  # None until one was written
     print(f"wrote {args.out} ({args.storage}): {written} images on {topic} and {written} "
           f"odometry messages on {args.odom_topic}, {span:.2f} s"
           + (f"; skipped {skipped}" if skipped else ""))

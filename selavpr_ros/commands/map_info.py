@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "map-info",
         help="print a place map's manifest and statistics",
@@ -24,7 +24,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
 
 
 def map_info(path: str | Path, verify: bool = False) -> dict[str, Any]:
-    """The manifest plus statistics of the places of the map at ``path``."""
+    """Return the manifest plus statistics of the places of the map at ``path``."""
     from selavpr_ros.map import PlaceMap
     from selavpr_ros.mapping.builder import directory_size
 
@@ -71,8 +71,28 @@ def map_info(path: str | Path, verify: bool = False) -> dict[str, Any]:
         "global": manifest["global"],
         "local": manifest["local"],
         "index": manifest["index"]["spec"],
+        "provenance": manifest["provenance"],
         "statistics": stats,
     }
+
+
+def _local_format(loc: dict[str, Any]) -> str:
+    fmt = loc["format"]
+    lossless = fmt["dtype"] != "int8" and not fmt["pca_dim"] and fmt["stride"] == 1
+    return (f"{fmt['name']} ({loc['stored_count']} x {loc['stored_dim']} {fmt['dtype']} per "
+            f"place{', lossless' if lossless else ''})")
+
+
+def _index(spec: dict[str, Any]) -> str:
+    text = str(spec["kind"])
+    if spec["kind"] in ("ivf", "ivfsq8", "ivfpq"):
+        text += f", nlist {spec['nlist']}, nprobe {spec['nprobe']}, coarse {spec['coarse']}"
+    elif spec["kind"] == "hnsw":
+        text += f", efSearch {spec['ef_search']}"
+    if spec.get("target_recall"):
+        text += (f"; tuned for recall@100 {spec['target_recall']:.3f}, reached "
+                 f"{spec['tuned_recall']:.3f} on held-out places")
+    return text
 
 
 def run(args: argparse.Namespace) -> int:
@@ -93,7 +113,8 @@ def run(args: argparse.Namespace) -> int:
         f"extractor   {ex['name']} (fingerprint {ex['fingerprint']})",
         f"descriptors global {info['global']['dim']} float32; local {grid} x {loc['dim']} "
         f"{loc['dtype']}",
-        f"index       {info['index']['kind']}",
+        f"local form  {_local_format(loc)}",
+        f"index       {_index(info['index'])}",
         f"map frame   {info['map_frame']}",
         f"places      {st['places']} ({st['with_position']} with a position)",
     ]
@@ -104,9 +125,12 @@ def run(args: argparse.Namespace) -> int:
     if st["bounding_box"]:
         lo, hi = st["bounding_box"]["min"], st["bounding_box"]["max"]
         lines.append("bounds      " + ", ".join(
-            f"{axis} {a:.2f}..{b:.2f}" for axis, a, b in zip("xyz", lo, hi)))
+            f"{axis} {a:.2f}..{b:.2f}" for axis, a, b in zip("xyz", lo, hi, strict=True)))
     for source, n in st["sources"].items():
         lines.append(f"source      {source or '(none)'}: {n}")
+    for part in info["provenance"]:
+        lines.append(f"merged from {part['path']} (map {part['map_id']}): ids {part['first_id']}"
+                     f"..{part['first_id'] + part['places'] - 1}")
     lines.append(f"size        {format_bytes(st['bytes_on_disk'])}"
                  + (" (checksums verified)" if st["verified"] else ""))
     print("\n".join(lines))

@@ -14,7 +14,7 @@ import argparse
 import sys
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "replay", help="play a rosbag2 onto ROS 2 with recorded timing and /clock",
         description="Publish a rosbag2's messages (sqlite3 or mcap) with their recorded timing "

@@ -38,7 +38,7 @@ class _DriveAction(argparse.Action):
         namespace.drives = drives
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(subparsers: argparse._SubParsersAction) -> None:
     from selavpr_ros.model.config import BACKBONES
     from selavpr_ros.train.config import TrainConfig
 
@@ -124,6 +124,7 @@ def _model(args: argparse.Namespace) -> Any:
         return _resumed_model(args)
     if bool(args.init) == bool(args.random_init):
         raise ConfigError("give exactly one of --init WEIGHTS or --random-init")
+    config: SelaVPRConfig | None  # None: inferred from the --init weights
     if args.random_init:
         config = SelaVPRConfig(backbone=args.backbone or "vitl14", depth=args.depth,
                                registers=args.registers, image_size=args.image_size)

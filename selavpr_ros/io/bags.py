@@ -46,7 +46,7 @@ _typestore: Typestore | None = None
 
 
 def typestore() -> Typestore:
-    """The ROS 2 Jazzy message definitions (built once)."""
+    """Return the ROS 2 Jazzy message definitions (built once)."""
     global _typestore
     if _typestore is None:
         _typestore = get_typestore(Stores.ROS2_JAZZY)
@@ -54,7 +54,7 @@ def typestore() -> Typestore:
 
 
 def header_stamp_ns(msg: Any, record_ns: int) -> int:
-    """The message's header stamp in ns, or the record time when the stamp is unset.
+    """Return the message's header stamp in ns, or the record time when the stamp is unset.
 
     Raises:
         ValueError: the stamp is outside what a map stores (negative, beyond 2**63-1 ns).
@@ -65,14 +65,14 @@ def header_stamp_ns(msg: Any, record_ns: int) -> int:
 
 
 def pose_of_message(msg: Any, msgtype: str, stamp_ns: int) -> Pose:
-    """A :class:`Pose` from an Odometry, PoseStamped or PoseWithCovarianceStamped message."""
+    """Read a :class:`Pose` from an Odometry, PoseStamped or PoseWithCovarianceStamped message."""
     pose = POSE_TYPES[msgtype](msg)
     p, q = pose.position, pose.orientation
     return Pose(stamp_ns, (p.x, p.y, p.z), (q.x, q.y, q.z, q.w))
 
 
 def open_bag_reader(path: Path) -> AnyReader:
-    """An opened rosbags reader of a rosbag2; BagReadError when it is missing or unreadable."""
+    """Open a rosbags reader of a rosbag2; BagReadError when it is missing or unreadable."""
     if not path.exists():
         raise BagReadError(f"bag {path} does not exist")
     try:
@@ -101,7 +101,7 @@ class BagFrames(Closing):
 
     @property
     def topics(self) -> dict[str, tuple[str, int]]:
-        """topic -> (message type, message count)."""
+        """Map each topic to (message type, message count)."""
         out: dict[str, tuple[str, int]] = {}
         for conn in self._reader.connections:
             msgtype, count = out.get(conn.topic, (conn.msgtype, 0))
@@ -379,7 +379,7 @@ class BagWriter(Closing):
     def write_image(
         self, topic: str, stamp_ns: int, rgb: np.ndarray, frame_id: str, encoding: str = "rgb8"
     ) -> None:
-        """A ``sensor_msgs/Image`` in ``encoding`` (rgb8, bgr8, rgba8, bgra8, mono8, mono16)."""
+        """Build a ``sensor_msgs/Image`` in ``encoding`` (rgb8, bgr8, rgba8, bgra8, mono8/16)."""
         data, step = encode_raw(rgb, encoding)
         msg = self._ts.types[IMAGE](
             header=self._header(stamp_ns, frame_id),
@@ -425,7 +425,7 @@ class BagWriter(Closing):
         fmt: str = "jpeg",
         quality: int = 90,
     ) -> None:
-        """A ``sensor_msgs/CompressedImage`` (jpeg or png)."""
+        """Build a ``sensor_msgs/CompressedImage`` (jpeg or png)."""
         data = encode_compressed(rgb, fmt, quality)
         msg = self._ts.types[COMPRESSED_IMAGE](
             header=self._header(stamp_ns, frame_id),
@@ -437,7 +437,7 @@ class BagWriter(Closing):
     def write_odometry(
         self, topic: str, pose: Pose, frame_id: str, child_frame_id: str
     ) -> None:
-        """A ``nav_msgs/Odometry`` at ``pose.stamp_ns`` (identity orientation when unknown)."""
+        """Build a ``nav_msgs/Odometry`` at ``pose.stamp_ns`` (identity rotation when unknown)."""
         t = self._ts.types
         q = pose.orientation or (0.0, 0.0, 0.0, 1.0)
         geometry = t["geometry_msgs/msg/Pose"](

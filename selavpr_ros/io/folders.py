@@ -57,7 +57,7 @@ def natural_key(name: str) -> list[object]:
 
 
 def list_images(folder: str | Path) -> list[Path]:
-    """The image files of ``folder`` (not recursive), in natural order of their names."""
+    """List the image files of ``folder`` (not recursive), in natural order of their names."""
     folder = Path(folder)
     if not folder.is_dir():
         raise ConfigError(f"image folder {folder} does not exist or is not a directory")
@@ -139,6 +139,7 @@ def read_poses_csv(path: str | Path) -> dict[str, PoseRow]:
                 if "qx" in columns
                 else None
             )
+            # tuples of 3 and 4 values by the column names above (Pose checks the sizes)
             pose = Pose(stamp or 0, position, orientation)  # type: ignore[arg-type]
         except (IndexError, ValueError, InvalidOperation, OverflowError) as err:
             raise ConfigError(f"{path}, line {line}: cannot read {row}: {err}") from err

@@ -45,5 +45,5 @@ class Frame:
 
     @staticmethod
     def of_array(rgb: np.ndarray) -> Callable[[], np.ndarray]:
-        """A ``load`` for pixels already in memory."""
+        """Return a ``load`` for pixels already in memory."""
         return lambda: rgb

@@ -11,7 +11,7 @@ with the reason, so callers can log, count and skip the frame.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import cv2
 import numpy as np
@@ -109,7 +109,7 @@ def _cvt(pixels: np.ndarray, conversion: int) -> np.ndarray:
 
 
 def _as_bytes_view(data: Any) -> np.ndarray:
-    """The message's data field as a flat uint8 array, without copying when possible."""
+    """Return the message's data field as a flat uint8 array, without copying when possible."""
     if isinstance(data, np.ndarray):
         return data.reshape(-1).view(np.uint8)
     try:
@@ -151,7 +151,7 @@ def decode_raw(
             f"message has {buf.size}")
     rows = np.lib.stride_tricks.as_strided(
         buf, shape=(height, row_bytes), strides=(step, 1), writeable=False)
-    endian = ">" if is_bigendian else "<"
+    endian: Literal[">", "<"] = ">" if is_bigendian else "<"
     pixels = np.ascontiguousarray(rows).view(np.dtype(dtype).newbyteorder(endian))
     pixels = pixels.reshape(height, width, channels) if channels > 1 else pixels.reshape(
         height, width)

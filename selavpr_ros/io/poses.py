@@ -103,6 +103,7 @@ def interpolate(p0: Pose, p1: Pose, stamp_ns: int) -> Pose:
     orientation = None
     if p0.orientation is not None and p1.orientation is not None:
         orientation = slerp(p0.orientation, p1.orientation, t)
+    # position zips two Vec3 (strict), so it has 3 values; Pose checks it again
     return Pose(stamp_ns, position, orientation)  # type: ignore[arg-type]
 
 

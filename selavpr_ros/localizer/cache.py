@@ -21,26 +21,25 @@ UPLOAD_PLACES = 256  # places per host -> device copy while filling the cache (~
 
 
 def local_feature_bytes(place_map: PlaceMap) -> int:
-    """Bytes of the map's local features (and masks) as stored."""
-    info = place_map.extractor_info
-    itemsize = np.dtype(place_map.manifest.local_dtype).itemsize
-    per_place = info.local_count * info.local_dim * itemsize
-    if info.variable_local_count:
-        per_place += info.local_count
-    return place_map.count * per_place
+    """Bytes of the map's local features (and int8 scales, masks) as stored."""
+    return place_map.count * place_map.local_format.place_bytes(place_map.extractor_info)
 
 
 class LocalFeatureCache:
-    """All local features (and masks) of a map as tensors on ``device``, in the map's dtype."""
+    """All local features (and masks, int8 scales) of a map on ``device``, as stored."""
 
-    def __init__(self, local: torch.Tensor, mask: torch.Tensor | None) -> None:
+    def __init__(self, local: torch.Tensor, mask: torch.Tensor | None,
+                 scale: torch.Tensor | None = None) -> None:
         self.local = local
         self.mask = mask
+        self.scale = scale
         self.device = local.device
 
     @property
     def nbytes(self) -> int:
         extra = 0 if self.mask is None else self.mask.numel()
+        if self.scale is not None:
+            extra += self.scale.numel() * self.scale.element_size()
         return self.local.numel() * self.local.element_size() + extra
 
     @classmethod
@@ -66,31 +65,43 @@ class LocalFeatureCache:
                 log.info("map local features (%.0f MiB) exceed half the free memory of %s",
                          needed / 2**20, device)
                 return None
-        info = place_map.extractor_info
-        count = place_map.count
+        info, fmt = place_map.extractor_info, place_map.local_format
+        count, rows = place_map.count, fmt.stored_count(info)
         dtype = torch.from_numpy(np.zeros(0, place_map.manifest.local_dtype)).dtype
-        local = torch.empty((count, info.local_count, info.local_dim), dtype=dtype, device=device)
-        mask = None
+        local = torch.empty((count, rows, fmt.stored_dim(info)), dtype=dtype, device=device)
+        mask = scale = None
         if info.variable_local_count:
-            mask = torch.empty((count, info.local_count), dtype=torch.bool, device=device)
+            mask = torch.empty((count, rows), dtype=torch.bool, device=device)
+        if fmt.quantized:
+            scale = torch.empty((count, rows), dtype=torch.float16, device=device)
         for start in range(0, count, UPLOAD_PLACES):
             stop = min(count, start + UPLOAD_PLACES)
-            feats = place_map.features(np.arange(start, stop))
-            local[start:stop].copy_(torch.from_numpy(feats.local))
-            if mask is not None and feats.local_mask is not None:
-                mask[start:stop].copy_(torch.from_numpy(feats.local_mask))
+            codes, scales, masks = place_map.local_codes(np.arange(start, stop))
+            local[start:stop].copy_(torch.from_numpy(codes))
+            if mask is not None and masks is not None:
+                mask[start:stop].copy_(torch.from_numpy(masks))
+            if scale is not None and scales is not None:
+                scale[start:stop].copy_(torch.from_numpy(scales))
         log.info("cached %d places' local features on %s (%.0f MiB)", count, device,
                  needed / 2**20)
-        return cls(local, mask)
+        return cls(local, mask, scale)
 
     def gather(self, ids: np.ndarray) -> tuple[torch.Tensor, torch.Tensor | None]:
         """(K, L, C) local features and (K, L) masks (or None) of places ``ids``, on the device."""
-        ids = np.asarray(ids, dtype=np.int64)
-        if self.device.type == "cpu":  # numpy's row copy is ~10x torch's CPU fp16 index_select
-            local = torch.from_numpy(self.local.numpy()[ids])
-            mask = None if self.mask is None else torch.from_numpy(self.mask.numpy()[ids])
-            return local, mask
-        index = torch.from_numpy(ids).to(self.device)
-        local = self.local.index_select(0, index)
-        mask = None if self.mask is None else self.mask.index_select(0, index)
+        local, _, mask = self.gather_codes(ids)
         return local, mask
+
+    def gather_codes(self, ids: np.ndarray
+                     ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """Gather stored local features, int8 scales (or None) and masks (or None) of ``ids``."""
+        ids = np.asarray(ids, dtype=np.int64)
+        tensors = (self.local, self.scale, self.mask)
+        if self.device.type == "cpu":  # numpy's row copy is ~10x torch's CPU fp16 index_select
+            local, scale, mask = (None if t is None else torch.from_numpy(t.numpy()[ids])
+                                  for t in tensors)
+        else:
+            index = torch.from_numpy(ids).to(self.device)
+            local, scale, mask = (None if t is None else t.index_select(0, index)
+                                  for t in tensors)
+        assert local is not None
+        return local, scale, mask

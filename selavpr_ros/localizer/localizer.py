@@ -30,6 +30,7 @@ from selavpr_ros.matching.mnn import auto_memory_budget
 log = logging.getLogger(__name__)
 
 STAGES = ("extract", "search", "fetch", "rerank", "decide", "pose")
+Tensorish = np.ndarray | torch.Tensor
 
 
 @dataclass(frozen=True)
@@ -157,21 +158,24 @@ class Localizer:
         timings["search"] = (t1 - t0) * 1e3
 
         k = min(cfg.effective_rerank_k, len(ids))
-        mask = None if features.local_mask is None else features.local_mask[0]
-        n_query = int(mask.sum()) if mask is not None else features.local.shape[1]
+        # the query in the map's local format (PCA, grid stride) so that like meets like
+        query_local, mask = self.place_map.codec.query(
+            features.local[0], None if features.local_mask is None else features.local_mask[0])
+        n_query = int(mask.sum()) if mask is not None else query_local.shape[0]
         scores = np.full(len(ids), np.nan)
         if k > 0:
             # the reused buffer serves one query at a time; a concurrent one allocates its own
             own_buffer = self.feature_cache is None and self._fetch_lock.acquire(blocking=False)
             try:
-                cand_local, cand_mask = self._fetch(ids[:k], own_buffer)
+                cand_local, cand_scale, cand_mask = self._fetch(ids[:k], own_buffer)
                 t2 = time.perf_counter()
                 timings["fetch"] = (t2 - t1) * 1e3
                 scores[:k] = mnn_scores(
-                    features.local[0],
+                    query_local,
                     cand_local,
                     query_mask=mask,
                     candidate_mask=cand_mask,
+                    candidate_scale=cand_scale,
                     match_filter=self._rerank.match_filter,
                     ratio=self._rerank.ratio,
                     min_similarity=self._rerank.min_similarity,
@@ -227,21 +231,23 @@ class Localizer:
             pose=pose,
         )
 
-    def _fetch(
-        self, ids: np.ndarray, use_buffer: bool
-    ) -> tuple[np.ndarray | torch.Tensor, np.ndarray | torch.Tensor | None]:
-        """Candidates' local features and masks: from the device cache, else from the map."""
+    def _fetch(self, ids: np.ndarray, use_buffer: bool) -> tuple[Tensorish, Tensorish | None,
+                                                                  Tensorish | None]:
+        """Read candidates' stored local features, int8 scales and masks.
+
+        From the device cache, else from the map (as stored, into a reused buffer).
+        """
         if self.feature_cache is not None:
-            return self.feature_cache.gather(ids)
+            return self.feature_cache.gather_codes(ids)
         out = None
         if use_buffer:
-            info = self.place_map.extractor_info
-            shape = (self.config.effective_rerank_k, info.local_count, info.local_dim)
+            m = self.place_map
+            fmt, info = m.local_format, m.extractor_info
+            shape = (self.config.effective_rerank_k, fmt.stored_count(info), fmt.stored_dim(info))
             if self._fetch_buffer is None:
-                self._fetch_buffer = np.empty(shape, self.place_map.manifest.local_dtype)
+                self._fetch_buffer = np.empty(shape, m.manifest.local_dtype)
             out = self._fetch_buffer[: len(ids)]
-        cands = self.place_map.features(ids, local_out=out)
-        return cands.local, cands.local_mask
+        return self.place_map.local_codes(ids, out=out)
 
     @staticmethod
     def _final_order(ids: np.ndarray, sims: np.ndarray, scores: np.ndarray, k: int) -> np.ndarray:

@@ -78,8 +78,19 @@ class QueryPose:
         stored = self.place_map.features(ids)
         points = self.place_map.points(ids) if self.has_points else None
         info = self.place_map.extractor_info
-        query = ImageFeatures.from_features(features, 0, (camera.height, camera.width))
-        can_refine = (refine and image is not None
+        # The map's stored form: a subsampled grid (--local-stride) and/or PCA/int8 codes.
+        # The places are decoded (features() does int8) and the query is put into the same
+        # space as re-ranking does (LocalCodec.query), so MNN pairs compare like with like.
+        codec = self.place_map.codec
+        fmt = codec.format
+        grid_index = codec.kept_indices()
+        q_local, q_mask = codec.query(
+            features.local[0], None if features.local_mask is None else features.local_mask[0])
+        query = ImageFeatures(
+            q_local, q_mask, None if features.keypoints is None else features.keypoints[0],
+            (camera.height, camera.width), None, grid_index)
+        raw_places = fmt.dtype in ("float16", "float32") and not fmt.pca_dim
+        can_refine = (refine and image is not None and raw_places  # refines on raw descriptors
                       and isinstance(self.extractor, ClassicalExtractor))
         map_camera = self.map_camera
         map_hw = (map_camera.height, map_camera.width)
@@ -89,7 +100,7 @@ class QueryPose:
             place_points = None
             if points is not None and np.isfinite(points[row]).any():
                 place_points = points[row]
-            place = ImageFeatures.from_features(stored, row, map_hw, place_points)
+            place = ImageFeatures.from_features(stored, row, map_hw, place_points, grid_index)
             return observe_place(info, query, place, cand.place_id, cand.position,
                                  cand.orientation, map_camera, refiner)
 

@@ -1,6 +1,10 @@
 """The faiss index over a map's global descriptors (inner product on unit vectors = cosine).
 
-Kinds: ``flat`` (exact, the default), ``ivf`` (IVFFlat), ``ivfpq`` and ``hnsw`` for large maps.
+Kinds: ``flat`` (exact, the default), ``ivf`` (IVFFlat), ``ivfsq8`` (IVF with 8-bit scalar
+quantised vectors, 4x smaller), ``ivfpq`` and ``hnsw`` for large maps. IVF kinds can use an HNSW
+graph as their coarse quantizer (``coarse="hnsw"``), which keeps assigning a query to thousands
+of lists cheap. ``tune_index`` (``build-map --index auto``) picks the kind and sets ``nprobe``
+from the map's own descriptors so that a held-out sample reaches a target recall.
 The index is saved with every commit as ``index-<generation>.faiss`` (part of the generation, so
 a reader always gets the index that matches its descriptors). A flat index is read memory-mapped,
 so opening costs nothing whatever the map size; the others are read into memory when the map is
@@ -15,7 +19,7 @@ import math
 import os
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import faiss
 import numpy as np
@@ -24,8 +28,9 @@ from selavpr_ros.errors import ConfigError, MapFormatError
 
 log = logging.getLogger(__name__)
 
-IndexKind = Literal["flat", "ivf", "ivfpq", "hnsw"]
-_KINDS = ("flat", "ivf", "ivfpq", "hnsw")
+IndexKind = Literal["flat", "ivf", "ivfsq8", "ivfpq", "hnsw"]
+_KINDS = ("flat", "ivf", "ivfsq8", "ivfpq", "hnsw")
+_IVF_KINDS = ("ivf", "ivfsq8", "ivfpq")
 
 
 @dataclass(frozen=True)
@@ -39,6 +44,10 @@ class IndexSpec:
         pq_m, pq_bits: IVFPQ sub-quantizers and bits per code (``global_dim % pq_m == 0``).
         hnsw_m, ef_construction, ef_search: HNSW graph degree and beam widths.
         use_gpu: move flat/IVF indexes to the GPU when faiss sees one.
+        coarse: IVF coarse quantizer, "flat" (exact) or "hnsw" (a graph over the centroids).
+        train_max: IVF training sample at most this many places (0 = all).
+        target_recall: recall@100 the index was tuned for by ``tune_index`` (0 = not tuned).
+        tuned_recall: recall@100 it reached on the held-out sample at the chosen ``nprobe``.
     """
 
     kind: IndexKind = "flat"
@@ -50,6 +59,10 @@ class IndexSpec:
     ef_construction: int = 200
     ef_search: int = 256
     use_gpu: bool = True
+    coarse: Literal["flat", "hnsw"] = "flat"
+    train_max: int = 0
+    target_recall: float = 0.0
+    tuned_recall: float = 0.0
 
     def __post_init__(self) -> None:
         if self.kind not in _KINDS:
@@ -57,8 +70,13 @@ class IndexSpec:
         for name in ("nprobe", "pq_m", "pq_bits", "hnsw_m", "ef_construction", "ef_search"):
             if int(getattr(self, name)) < 1:
                 raise ConfigError(f"index {name} must be >= 1, got {getattr(self, name)}")
-        if self.nlist < 0:
-            raise ConfigError(f"index nlist must be >= 0, got {self.nlist}")
+        if self.nlist < 0 or self.train_max < 0:
+            raise ConfigError(f"index nlist and train_max must be >= 0, got {self.nlist}, "
+                              f"{self.train_max}")
+        if self.coarse not in ("flat", "hnsw"):
+            raise ConfigError(f"index coarse quantizer must be flat or hnsw, got {self.coarse!r}")
+        if not (0.0 <= self.target_recall <= 1.0 and 0.0 <= self.tuned_recall <= 1.0):
+            raise ConfigError("index target_recall and tuned_recall must be in [0, 1]")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -76,22 +94,33 @@ def auto_nlist(count: int) -> int:
 
 
 def build_index(spec: IndexSpec, vectors: np.ndarray) -> tuple[faiss.Index, IndexSpec]:
-    """A new index holding ``vectors`` (trained on them if needed), and the resolved spec."""
+    """Build a new index holding ``vectors`` (trained on them if needed), and the resolved spec."""
     vectors = np.ascontiguousarray(vectors, dtype=np.float32)
     count, dim = vectors.shape
+    index: faiss.Index
     if spec.kind == "flat":
         index = faiss.IndexFlatIP(dim)
     elif spec.kind == "hnsw":
-        index = faiss.IndexHNSWFlat(dim, spec.hnsw_m, faiss.METRIC_INNER_PRODUCT)
-        index.hnsw.efConstruction = spec.ef_construction
+        hnsw = faiss.IndexHNSWFlat(dim, spec.hnsw_m, faiss.METRIC_INNER_PRODUCT)
+        hnsw.hnsw.efConstruction = spec.ef_construction
+        index = hnsw
     else:
         nlist = spec.nlist or auto_nlist(count)
         spec = replace(spec, nlist=nlist)
         if count < nlist:
             raise ConfigError(f"an IVF index with {nlist} lists needs >= {nlist} places to train")
-        quantizer = faiss.IndexFlatIP(dim)
+        quantizer: faiss.Index
+        if spec.coarse == "hnsw":
+            graph = faiss.IndexHNSWFlat(dim, spec.hnsw_m, faiss.METRIC_INNER_PRODUCT)
+            graph.hnsw.efConstruction = spec.ef_construction
+            quantizer = graph
+        else:
+            quantizer = faiss.IndexFlatIP(dim)
         if spec.kind == "ivf":
             index = faiss.IndexIVFFlat(quantizer, dim, nlist, faiss.METRIC_INNER_PRODUCT)
+        elif spec.kind == "ivfsq8":
+            index = faiss.IndexIVFScalarQuantizer(
+                quantizer, dim, nlist, faiss.ScalarQuantizer.QT_8bit, faiss.METRIC_INNER_PRODUCT)
         else:
             if dim % spec.pq_m:
                 raise ConfigError(f"pq_m={spec.pq_m} must divide the global dim {dim}")
@@ -102,10 +131,131 @@ def build_index(spec: IndexSpec, vectors: np.ndarray) -> tuple[faiss.Index, Inde
             index = faiss.IndexIVFPQ(
                 quantizer, dim, nlist, spec.pq_m, spec.pq_bits, faiss.METRIC_INNER_PRODUCT
             )
-        index.train(vectors)
+        train = vectors
+        if spec.train_max and count > spec.train_max:
+            rng = np.random.default_rng(0)
+            train = vectors[np.sort(rng.choice(count, spec.train_max, replace=False))]
+        index.train(train)
+        configure_search(index, spec)
     if count:
         index.add(vectors)
     return index, spec
+
+
+FLAT_MAX_PLACES = 20_000  # exact search of this many 1024-d places stays ~1-4 ms on 2 cores
+TUNE_MAX_NLIST = 2048  # k-means cost grows with lists x training sample (~nlist^2)
+TUNE_QUERIES = 200
+FLAT_TIMING_QUERIES = 20
+TUNE_K = 100
+NPROBES = (1, 2, 4, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024, 1536,
+           2048, 3072, 4096)
+
+
+@dataclass(frozen=True)
+class TuneResult:
+    """What ``tune_index`` measured: recall@k and median query ms per nprobe tried."""
+
+    spec: IndexSpec
+    sweep: tuple[tuple[int, float, float], ...]  # (nprobe, recall, query ms)
+    build_s: float
+
+
+def _recall(found: np.ndarray, exact: np.ndarray) -> float:
+    hits = sum(len(set(a.tolist()) & set(e.tolist())) for a, e in zip(found, exact, strict=True))
+    return hits / max(1, exact.size)
+
+
+def _without_self(ids: np.ndarray, own: np.ndarray, k: int) -> np.ndarray:
+    """Each row's first ``k`` ids other than the query's own place."""
+    return np.stack([row[row != me][:k] for row, me in zip(ids, own, strict=True)])
+
+
+def tune_index(vectors: np.ndarray, target_recall: float, *, k: int = TUNE_K,
+               queries: int = TUNE_QUERIES, seed: int = 0, flat_max: int | None = None,
+               compare_exact: bool = True) -> tuple[faiss.Index, TuneResult]:
+    """Choose and tune an index for ``vectors`` to reach ``target_recall`` (recall@k).
+
+    Up to ``flat_max`` (default FLAT_MAX_PLACES) places: exact search. Beyond: IVF with 8-bit
+    scalar-quantised vectors (1 byte per dimension: a million 1024-d places take ~1 GB), an HNSW
+    coarse quantizer, trained without the held-out places; ``nprobe`` is the smallest value whose
+    recall@k on the held-out places (their own id excluded) reaches the target. When none
+    reaches it, or exact search is no slower than IVF at that ``nprobe`` (descriptors without
+    cluster structure make IVF visit most lists), exact search is chosen instead
+    (``compare_exact=False`` keeps IVF, with the recall it reached as ``tuned_recall``).
+    """
+    import time
+
+    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    count = len(vectors)
+    start = time.perf_counter()
+    if count <= (FLAT_MAX_PLACES if flat_max is None else flat_max):
+        index, spec = build_index(IndexSpec("flat"), vectors)
+        spec = replace(spec, target_recall=target_recall, tuned_recall=1.0)
+        return index, TuneResult(spec, (), time.perf_counter() - start)
+    rng = np.random.default_rng(seed)
+    held = np.sort(rng.choice(count, min(queries, count // 10), replace=False))
+    nlist = min(auto_nlist(count), TUNE_MAX_NLIST)
+    spec = IndexSpec("ivfsq8", nlist=nlist, coarse="hnsw", train_max=min(count, 32 * nlist),
+                     use_gpu=False)
+    keep = np.ones(count, bool)
+    keep[held] = False
+    quantizer = faiss.IndexHNSWFlat(vectors.shape[1], spec.hnsw_m, faiss.METRIC_INNER_PRODUCT)
+    quantizer.hnsw.efConstruction = spec.ef_construction
+    index = faiss.IndexIVFScalarQuantizer(quantizer, vectors.shape[1], nlist,
+                                          faiss.ScalarQuantizer.QT_8bit,
+                                          faiss.METRIC_INNER_PRODUCT)
+    train_ids = np.flatnonzero(keep)
+    if len(train_ids) > spec.train_max:
+        train_ids = np.sort(rng.choice(train_ids, spec.train_max, replace=False))
+    index.train(vectors[train_ids])
+    index.add(vectors)
+    build_s = time.perf_counter() - start
+    q = vectors[held]
+    _, truth = faiss.knn(q, vectors, k + 1, metric=faiss.METRIC_INNER_PRODUCT)  # no copy
+    truth = _without_self(truth, held, k)
+    sweep = []
+    chosen = None
+    for nprobe in (n for n in NPROBES if n <= nlist):
+        trial = replace(spec, nprobe=nprobe)
+        configure_search(index, trial)
+        index.search(q[:5], k + 1)  # warm-up
+        times = []
+        found = np.empty((len(q), k + 1), np.int64)
+        for i in range(len(q)):
+            t0 = time.perf_counter()
+            found[i] = index.search(q[i : i + 1], k + 1)[1][0]
+            times.append(time.perf_counter() - t0)
+        rec = _recall(_without_self(found, held, k), truth)
+        sweep.append((nprobe, rec, 1e3 * float(np.median(times))))
+        log.info("index tuning: nprobe %d: recall@%d %.4f, %.2f ms", nprobe, k, rec,
+                 sweep[-1][2])
+        chosen = replace(trial, target_recall=target_recall, tuned_recall=rec)
+        if rec >= target_recall:
+            break
+    assert chosen is not None
+    exact_ms = _exact_ms(q[:FLAT_TIMING_QUERIES], vectors, k) if compare_exact else math.inf
+    if compare_exact and (chosen.tuned_recall < target_recall or exact_ms <= sweep[-1][2]):
+        # IVF would have to visit most lists: exact search is as fast (or the only way)
+        log.warning("index tuning: IVF reaches recall@%d %.3f in %.2f ms at nprobe %d/%d; "
+                    "exact search takes %.2f ms: using it", k, chosen.tuned_recall,
+                    sweep[-1][2], chosen.nprobe, nlist, exact_ms)
+        index, spec = build_index(IndexSpec("flat"), vectors)
+        spec = replace(spec, target_recall=target_recall, tuned_recall=1.0)
+        return index, TuneResult(spec, tuple(sweep), time.perf_counter() - start)
+    configure_search(index, chosen)
+    return index, TuneResult(chosen, tuple(sweep), build_s)
+
+
+def _exact_ms(queries: np.ndarray, vectors: np.ndarray, k: int) -> float:
+    """Median single-query time of exact search (as a flat index searches)."""
+    import time
+
+    times = []
+    for i in range(len(queries)):
+        t0 = time.perf_counter()
+        faiss.knn(queries[i : i + 1], vectors, k, metric=faiss.METRIC_INNER_PRODUCT)
+        times.append(time.perf_counter() - t0)
+    return 1e3 * float(np.median(times))
 
 
 def write_index(index: faiss.Index, path: Path) -> None:
@@ -121,6 +271,7 @@ def write_index(index: faiss.Index, path: Path) -> None:
 _INDEX_TYPES = {
     "flat": faiss.IndexFlat,
     "ivf": faiss.IndexIVFFlat,
+    "ivfsq8": faiss.IndexIVFScalarQuantizer,
     "ivfpq": faiss.IndexIVFPQ,
     "hnsw": faiss.IndexHNSW,
 }
@@ -158,22 +309,29 @@ def read_index(
 
 
 def configure_search(index: faiss.Index, spec: IndexSpec) -> None:
-    if spec.kind in ("ivf", "ivfpq"):
-        faiss.extract_index_ivf(index).nprobe = spec.nprobe
+    if spec.kind in _IVF_KINDS:
+        ivf = faiss.extract_index_ivf(index)
+        ivf.nprobe = spec.nprobe
+        quantizer = faiss.downcast_index(ivf.quantizer)
+        if isinstance(quantizer, faiss.IndexHNSW):  # must see at least nprobe centroids
+            quantizer.hnsw.efSearch = max(spec.ef_search, 2 * spec.nprobe)
     elif spec.kind == "hnsw":
-        index.hnsw.efSearch = spec.ef_search
+        # an IndexHNSW: build_index makes one, read_index checks the type
+        cast(faiss.IndexHNSW, index).hnsw.efSearch = spec.ef_search
 
 
 def maybe_to_gpu(index: faiss.Index, spec: IndexSpec) -> faiss.Index:
-    """A GPU copy of a flat/IVF index when faiss has GPUs and ``use_gpu`` is set."""
-    if not spec.use_gpu or spec.kind == "hnsw" or not hasattr(faiss, "StandardGpuResources"):
+    """Return a GPU copy of a flat/IVF index when faiss has GPUs and ``use_gpu`` is set."""
+    if (not spec.use_gpu or spec.kind == "hnsw" or spec.coarse == "hnsw"
+            or not hasattr(faiss, "StandardGpuResources")):
         return index
     if faiss.get_num_gpus() <= 0:
         return index
     resources = faiss.StandardGpuResources()
     gpu = faiss.index_cpu_to_gpu(resources, 0, index)
-    gpu.referenced_resources = resources  # keep the resources alive with the index
-    if spec.kind in ("ivf", "ivfpq"):
+    # keep the resources alive with the index (a Python attribute on the SWIG object)
+    gpu.referenced_resources = resources  # type: ignore[attr-defined]
+    if spec.kind in _IVF_KINDS:
         faiss.GpuParameterSpace().set_index_parameter(gpu, "nprobe", spec.nprobe)
     log.info("faiss index moved to GPU 0")
     return gpu

@@ -6,6 +6,11 @@ carries the extractor identity, the descriptor sizes and dtypes, the place count
 metadata rows with ``id >= count`` belong to an unfinished commit and are ignored) and the size
 and sha256 of every data file, including the extractor's learned state (``extractor/*.npy``,
 written once when the map is created; absent for extractors without state).
+
+Version 2 adds the stored form of the local features (``local.format``: dtype, PCA size, grid
+stride; see ``local_format``), the files of a PCA projection (``local_codec``), a ``scale``
+array per segment for int8 features, and the ``provenance`` of merged maps. Version 1 maps
+(always fp16 or fp32, no codec) are read as they are; the next commit writes version 2.
 """
 
 from __future__ import annotations
@@ -19,13 +24,15 @@ from selavpr_ros.errors import ConfigError, MapFormatError
 from selavpr_ros.extractors.base import ExtractorInfo
 from selavpr_ros.map.fsutil import atomic_write_bytes
 from selavpr_ros.map.index import IndexSpec
+from selavpr_ros.map.local_format import CODEC_DIR, LocalFormat, format_from_dict
 from selavpr_ros.map.paths import check_map_name, map_file
 
 FORMAT_NAME = "selavpr_ros.place_map"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)
 MANIFEST_NAME = "manifest.json"
 METADATA_NAME = "places.sqlite"
-ARRAY_KINDS = ("global", "local", "mask", "keypoints")
+ARRAY_KINDS = ("global", "local", "scale", "mask", "keypoints")
 OPTIONAL_KINDS = ("points",)  # per segment, may be absent: 3-D points at local features
 STATE_DIR = "extractor"
 
@@ -89,6 +96,9 @@ class Manifest:
     extractor_state: dict[str, FileEntry] = field(default_factory=dict)  # array name -> file
     format_version: int = FORMAT_VERSION
     camera: dict[str, Any] | None = None  # CameraModel.to_dict() of the map's camera, optional
+    local_format: LocalFormat = LocalFormat()
+    local_codec: dict[str, FileEntry] = field(default_factory=dict)  # e.g. the PCA projection
+    provenance: tuple[dict[str, Any], ...] = ()  # merged maps: where each id range came from
 
     @property
     def index_file(self) -> FileEntry | None:
@@ -102,13 +112,14 @@ class Manifest:
         if self.index_file is not None:
             names.append(self.index_file.name)
         names += [e.name for e in self.extractor_state.values()]
+        names += [e.name for e in self.local_codec.values()]
         return names
 
     def to_dict(self) -> dict[str, Any]:
-        info = self.extractor
+        info, fmt = self.extractor, self.local_format
         return {
             "format": FORMAT_NAME,
-            "format_version": self.format_version,
+            "format_version": FORMAT_VERSION,
             "map_id": self.map_id,
             "created": self.created,
             "modified": self.modified,
@@ -123,12 +134,17 @@ class Manifest:
                 "dtype": self.local_dtype,
                 "mask": info.variable_local_count,
                 "keypoints": info.has_keypoints,
+                "format": fmt.to_dict(),
+                "stored_count": fmt.stored_count(info),
+                "stored_dim": fmt.stored_dim(info),
             },
+            "local_codec": {k: e.to_dict() for k, e in self.local_codec.items()},
             "count": self.count,
             "index": self.index,
             "metadata": {"file": METADATA_NAME},
             "segments": [s.to_dict() for s in self.segments],
             "extractor_state": {k: e.to_dict() for k, e in self.extractor_state.items()},
+            "provenance": list(self.provenance),
             "files": self.data_files(),
             **({"camera": self.camera} if self.camera is not None else {}),
         }
@@ -158,10 +174,10 @@ def read_manifest(directory: Path) -> Manifest:
         found = data.get("format") if isinstance(data, dict) else type(data).__name__
         raise MapFormatError(f"{path}: format is {found!r}, expected {FORMAT_NAME!r}")
     version = data.get("format_version")
-    if version != FORMAT_VERSION:
+    if isinstance(version, bool) or version not in READABLE_VERSIONS:
         raise MapFormatError(
             f"{path}: map format version {version!r} is not supported "
-            f"(this selavpr_ros reads version {FORMAT_VERSION})"
+            f"(this selavpr_ros reads versions {', '.join(map(str, READABLE_VERSIONS))})"
         )
     manifest = _parse(path, data)
     _check_consistency(path, manifest)
@@ -283,6 +299,20 @@ def _parse(path: Path, data: dict[str, Any]) -> Manifest:
     if not isinstance(segments, list):
         raise fields._bad("segments", segments, "a list")
     state = data.get("extractor_state", {})
+    local = fields.obj("local")
+    dtype = local.text("dtype")
+    if data["format_version"] == 1:  # before compact formats: as stored, nothing else
+        fmt = LocalFormat(dtype) if dtype in ("float16", "float32") else None
+        codec_data: Any = {}
+        provenance: Any = []
+    else:
+        fmt = format_from_dict(local.obj("format").data, f"{path}: field 'local.format'")
+        codec_data = data.get("local_codec", {})
+        provenance = data.get("provenance", [])
+        if not isinstance(provenance, list) or not all(isinstance(p, dict) for p in provenance):
+            raise fields._bad("provenance", provenance, "a list of objects")
+    if fmt is None or fmt.dtype != dtype:
+        raise MapFormatError(f"{path}: unsupported local dtype {dtype!r}")
     return Manifest(
         map_id=fields.text("map_id"),
         created=fields.text("created"),
@@ -290,7 +320,7 @@ def _parse(path: Path, data: dict[str, Any]) -> Manifest:
         generation=fields.integer("generation"),
         map_frame=fields.text("map_frame"),
         extractor=_extractor(path, data.get("extractor")),
-        local_dtype=fields.obj("local").text("dtype"),
+        local_dtype=dtype,
         count=fields.integer("count"),
         index=_index(path, data.get("index")),
         segments=tuple(_segment(path, s, f"segments[{i}]") for i, s in enumerate(segments)),
@@ -299,6 +329,13 @@ def _parse(path: Path, data: dict[str, Any]) -> Manifest:
             for key, entry in _Fields(path, state, "extractor_state").items()
         },
         camera=_camera(path, data.get("camera")),
+        format_version=int(data["format_version"]),
+        local_format=fmt,
+        local_codec={
+            str(key): _file_entry(path, entry, f"local_codec.{key}")
+            for key, entry in _Fields(path, codec_data, "local_codec").items()
+        },
+        provenance=tuple(provenance),
     )
 
 
@@ -315,8 +352,17 @@ def _camera(path: Path, data: Any) -> dict[str, Any] | None:
 
 
 def _check_consistency(path: Path, manifest: Manifest) -> None:
-    if manifest.local_dtype not in ("float16", "float32"):
-        raise MapFormatError(f"{path}: unsupported local dtype {manifest.local_dtype!r}")
+    fmt, info = manifest.local_format, manifest.extractor
+    try:
+        fmt.check(info)
+    except ConfigError as err:
+        raise MapFormatError(f"{path}: local format {fmt.name}: {err}") from err
+    if fmt.pca_dim and manifest.count and set(manifest.local_codec) != {"pca_components"}:
+        raise MapFormatError(f"{path}: local format {fmt.name} needs its PCA projection file")
+    for key, entry in manifest.local_codec.items():
+        if entry.name != f"{CODEC_DIR}/{key}.npy":
+            raise MapFormatError(f"{path}: local codec file {entry.name!r} is not "
+                                 f"{CODEC_DIR}/{key}.npy")
     start = 0
     for seg in manifest.segments:
         if seg.start != start or seg.rows <= 0:

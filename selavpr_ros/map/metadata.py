@@ -16,6 +16,7 @@ import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, cast
 
 import numpy as np
 
@@ -98,19 +99,20 @@ def _row(place_id: int, p: PlaceInfo) -> tuple[object, ...]:
     return (place_id, int(p.stamp_ns), p.frame_id, *pos, *ori, p.source, p.source_ref, *gps)
 
 
-def _place(row: Sequence[object]) -> Place:
-    def triple(values: Sequence[object]) -> tuple[float, ...] | None:
-        return None if values[0] is None else tuple(float(v) for v in values)  # type: ignore
+def _place(row: Sequence[Any]) -> Place:
+    def triple(values: Sequence[Any]) -> tuple[float, ...] | None:
+        return None if values[0] is None else tuple(float(v) for v in values)
 
+    # The casts: each slice has its column count; PlaceInfo.__post_init__ checks the sizes.
     return Place(
-        id=int(row[0]),  # type: ignore[arg-type]
-        stamp_ns=int(row[1]),  # type: ignore[arg-type]
+        id=int(row[0]),
+        stamp_ns=int(row[1]),
         frame_id=str(row[2]),
-        position=triple(row[3:6]),  # type: ignore[arg-type]
-        orientation=triple(row[6:10]),  # type: ignore[arg-type]
+        position=cast("tuple[float, float, float] | None", triple(row[3:6])),
+        orientation=cast("tuple[float, float, float, float] | None", triple(row[6:10])),
         source=str(row[10]),
         source_ref=str(row[11]),
-        gps=triple(row[12:15]),  # type: ignore[arg-type]
+        gps=cast("tuple[float, float, float] | None", triple(row[12:15])),
     )
 
 
@@ -226,3 +228,25 @@ class MetadataStore:
                 (start, stop),
             ).fetchall()
         return rows_digest(rows)
+
+    def copy_rows(self, source: Path, count: int) -> str:
+        """Append rows ``0..count-1`` of another map's database, renumbered after this one's.
+
+        One SQL statement in one transaction (merging maps copies 100k rows in well under a
+        second this way); returns the digest of the copied rows under their new ids.
+        """
+        uri = f"{Path(source).resolve().as_uri()}?mode=ro"
+        columns = _COLUMNS.split(", ", 1)[1]  # all but id
+        with self._lock:
+            self._db.execute("ATTACH DATABASE ? AS src", (uri,))
+            try:
+                with self._db:
+                    self._db.execute("DELETE FROM places WHERE id >= ?", (self.count,))
+                    self._db.execute(
+                        f"INSERT INTO places ({_COLUMNS}) SELECT id + ?, {columns} "
+                        "FROM src.places WHERE id < ? ORDER BY id", (self.count, count))
+            except sqlite3.DatabaseError as err:
+                raise MapFormatError(f"{source} is not a readable place database: {err}") from err
+            finally:
+                self._db.execute("DETACH DATABASE src")
+        return self.digest(self.count, self.count + count)

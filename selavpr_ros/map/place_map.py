@@ -1,11 +1,14 @@
 """A place map on disk: the directory layout, opening, searching, appending and validation.
 
-Layout of ``<name>.selavpr/`` (format version 1)::
+Layout of ``<name>.selavpr/`` (format version 2; version 1 maps open unchanged)::
 
     manifest.json            what the map holds and which files make up its current state
     places.sqlite            place metadata (id, stamp, frame, pose, source, GPS)
     global-<gen>.npy         float32 (n, D) global descriptors added by commit <gen>
-    local-<gen>.npy          float16 (n, L, C) local features added by commit <gen>
+    local-<gen>.npy          (n, L, C) local features added by commit <gen>, in the map's
+                             local format (fp16 by default; int8, PCA, grid stride: see
+                             map/local_format.py)
+    scale-<gen>.npy          float16 (n, L), per-feature scales, only for int8 local features
     mask-<gen>.npy           bool (n, L), only for extractors with a variable feature count
     keypoints-<gen>.npy      float32 (n, L, 2), only for extractors with keypoints
     points-<gen>.npy         float16 (n, L, 3), optional per commit: the 3-D point (camera
@@ -13,6 +16,8 @@ Layout of ``<name>.selavpr/`` (format version 1)::
     index-<gen>.faiss        the faiss index over all global descriptors at commit <gen>
     extractor/<name>.npy     the extractor's learned state (e.g. a VLAD vocabulary), written
                              once by :meth:`PlaceMap.create`; only for extractors with state
+    codec/pca_components.npy the PCA projection of a PCA local format, fitted on the first
+                             commit's features (or given to create) and never changed
 
 The manifest's optional ``camera`` holds the map camera's model (CameraInfo fields); maps
 without it or without points still open (their query poses fall back to keyframe poses).
@@ -49,6 +54,7 @@ from selavpr_ros.extractors.base import Extractor, ExtractorInfo, Features
 from selavpr_ros.geometry.camera import CameraModel
 from selavpr_ros.map import index as idx
 from selavpr_ros.map.fsutil import WriteLock, fsync_dir, sha256_file
+from selavpr_ros.map.local_format import CODEC_DIR, LocalCodec, LocalFormat, dequantize
 from selavpr_ros.map.manifest import (
     METADATA_NAME,
     OPTIONAL_KINDS,
@@ -57,7 +63,6 @@ from selavpr_ros.map.manifest import (
     Manifest,
     Segment,
     read_manifest,
-    state_file_name,
     write_manifest,
 )
 from selavpr_ros.map.metadata import MetadataStore, Place, PlaceInfo
@@ -74,7 +79,9 @@ from selavpr_ros.map.segments import (
 
 log = logging.getLogger(__name__)
 
-_DATA_FILE = re.compile(r"^(global|local|mask|keypoints|points)-\d{6}\.npy$|^index-\d{6}\.faiss$")
+_DATA_FILE = re.compile(
+    r"^(global|local|scale|mask|keypoints|points)-\d{6}\.npy$|^index-\d{6}\.faiss$"
+)
 _READER_ATTEMPTS = 20  # opens retried while writers commit in between
 _STATE_KEY = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
 
@@ -118,15 +125,18 @@ def _check_state(state: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     return checked
 
 
-def _write_state(directory: Path, state: dict[str, np.ndarray]) -> dict[str, FileEntry]:
+def _write_state(
+    directory: Path, state: dict[str, np.ndarray], subdir: str = STATE_DIR
+) -> dict[str, FileEntry]:
     if not state:
         return {}
-    (directory / STATE_DIR).mkdir()
+    (directory / subdir).mkdir(exist_ok=True)
     entries = {}
     for key, array in state.items():
-        entry = write_array(directory / state_file_name(key), array)
-        entries[key] = FileEntry(state_file_name(key), entry.bytes, entry.sha256)
-    fsync_dir(directory / STATE_DIR)
+        name = f"{subdir}/{key}.npy"
+        entry = write_array(directory / name, array)
+        entries[key] = FileEntry(name, entry.bytes, entry.sha256)
+    fsync_dir(directory / subdir)
     return entries
 
 
@@ -147,6 +157,7 @@ class PlaceMap(Closing):
         self._index_fd: int | None = None
         self._metadata: MetadataStore | None = None
         self._state: dict[str, np.ndarray] | None = None
+        self._codec: LocalCodec | None = None
         self._index: faiss.Index | None = None
         self._search_index: faiss.Index | None = None
         try:
@@ -176,8 +187,14 @@ class PlaceMap(Closing):
         local_dtype: str = "float16",
         extractor_state: dict[str, np.ndarray] | None = None,
         camera: CameraModel | None = None,
+        local_format: LocalFormat | None = None,
+        local_codec_state: dict[str, np.ndarray] | None = None,
     ) -> PlaceMap:
         """Create an empty map at ``path`` (a new or empty directory), open for writing.
+
+        ``local_format`` (default: ``local_dtype`` as it is) says how local features are
+        stored; ``local_codec_state`` reuses another map's PCA projection (so that maps of
+        several drives can be merged), else it is fitted on the first commit.
 
         ``extractor_state`` (arrays the extractor learned, e.g. a VLAD vocabulary) is stored
         under ``extractor/`` with checksums and never changes afterwards; by default it is
@@ -193,11 +210,15 @@ class PlaceMap(Closing):
             raise MapFormatError(f"cannot create a map at {path}: it exists and is not empty")
         if local_dtype not in ("float16", "float32"):
             raise MapFormatError(f"local_dtype must be float16 or float32, got {local_dtype!r}")
+        fmt = local_format or LocalFormat(local_dtype)
+        fmt.check(info)
+        codec = LocalCodec(fmt, info, (local_codec_state or {}).get("pca_components"))
         path.mkdir(parents=True, exist_ok=True)
         lock = WriteLock(path)
         lock.acquire()
         MetadataStore.create(path / METADATA_NAME)
         state_files = _write_state(path, state)
+        codec_files = _write_state(path, _check_state(codec.state()), CODEC_DIR)
         now = _now()
         manifest = Manifest(
             map_id=str(uuid.uuid4()),
@@ -206,11 +227,13 @@ class PlaceMap(Closing):
             generation=0,
             map_frame=map_frame,
             extractor=info,
-            local_dtype=local_dtype,
+            local_dtype=fmt.dtype,
             count=0,
             index={"spec": (index or idx.IndexSpec()).to_dict(), "file": None},
             extractor_state=state_files,
             camera=None if camera is None else camera.to_dict(),
+            local_format=fmt,
+            local_codec=codec_files,
         )
         fsync_dir(path)
         write_manifest(path, manifest)
@@ -342,9 +365,15 @@ class PlaceMap(Closing):
         return idx.IndexSpec.from_dict(self._manifest.index["spec"])
 
     @property
+    def local_format(self) -> LocalFormat:
+        return self._manifest.local_format
+
+    @property
     def _kinds(self) -> tuple[str, ...]:
         info = self._manifest.extractor
-        return segment_kinds(info.variable_local_count, info.has_keypoints)
+        return segment_kinds(
+            info.variable_local_count, info.has_keypoints, self.local_format.quantized
+        )
 
     # ---------------------------------------------------------------- reading
     def _open_segment(self, segment: Segment) -> None:
@@ -354,13 +383,14 @@ class PlaceMap(Closing):
         points = None
         if "points" in segment.files:
             shape, dtype = expected_shapes("points", segment.rows, info.global_dim,
-                                           info.local_count, info.local_dim, m.local_dtype)
+                                           m.local_format.stored_count(info), info.local_dim,
+                                           m.local_dtype)
             points = open_array(self.path, segment.files["points"], shape, dtype)
         self._points.append((segment.start, points))
         for kind in self._kinds:
             shape, dtype = expected_shapes(
-                kind, segment.rows, info.global_dim, info.local_count, info.local_dim,
-                m.local_dtype,
+                kind, segment.rows, info.global_dim, m.local_format.stored_count(info),
+                m.local_format.stored_dim(info), m.local_dtype,
             )
             array = open_array(self.path, segment.files[kind], shape, dtype)
             self._arrays[kind].add(segment.start, array)
@@ -387,7 +417,8 @@ class PlaceMap(Closing):
             raise MapFormatError(f"{path} has {size} bytes, manifest says {entry.bytes}")
 
     def _check_state_files(self) -> None:
-        for entry in self._manifest.extractor_state.values():
+        for entry in (*self._manifest.extractor_state.values(),
+                      *self._manifest.local_codec.values()):
             self._check_state_entry(entry)
 
     def _file(self, name: str) -> Path:
@@ -434,22 +465,29 @@ class PlaceMap(Closing):
                 np.zeros((len(q), 0), np.float32), np.zeros((len(q), 0), np.int64)
             )
         index = self.load_index()
+        # k > 0: the map has places, and a manifest with places but no index is refused
+        assert index is not None
         sims, ids = index.search(q, k)
         return SearchResult(sims.astype(np.float32), ids.astype(np.int64))
 
     def features(
         self, ids: Sequence[int] | np.ndarray, local_out: np.ndarray | None = None
     ) -> Features:
-        """Stored features of places ``ids`` (local features in the map's dtype).
+        """Read the stored features of places ``ids`` (local features decoded from int8).
 
         ``local_out``: a (len(ids), L, C) buffer of the map's local dtype to gather the local
         features into (the result then aliases it), so a caller that re-ranks every frame does
         not allocate ~100 MB each time.
         """
         ids = np.asarray(ids, dtype=np.int64)
+        if self.local_format.quantized:  # decoded for callers that want floats
+            local, scale, _ = self.local_codes(ids)
+            local = dequantize(local, scale)
+        else:
+            local = self._arrays["local"].gather(ids, out=local_out)
         return Features(
             global_desc=self._arrays["global"].gather(ids),
-            local=self._arrays["local"].gather(ids, out=local_out),
+            local=local,
             local_mask=self._arrays["mask"].gather(ids) if "mask" in self._arrays else None,
             keypoints=(
                 self._arrays["keypoints"].gather(ids) if "keypoints" in self._arrays else None
@@ -464,7 +502,8 @@ class PlaceMap(Closing):
         ids = np.asarray(ids, dtype=np.int64)
         if ids.size and (ids.min() < 0 or ids.max() >= self.count):
             raise IndexError(f"place ids out of range 0..{self.count - 1}: {ids}")
-        out = np.full((len(ids), self.extractor_info.local_count, 3), np.nan, np.float16)
+        count = self.local_format.stored_count(self.extractor_info)
+        out = np.full((len(ids), count, 3), np.nan, np.float16)
         starts = np.asarray([start for start, _ in self._points], np.int64)
         for row, place in enumerate(ids.tolist()):
             seg = int(np.searchsorted(starts, place, side="right")) - 1
@@ -473,6 +512,30 @@ class PlaceMap(Closing):
                 out[row] = array[place - start]
         return out
 
+    def local_codes(
+        self, ids: Sequence[int] | np.ndarray, out: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+        """Read the stored local features of ``ids`` as they are (codes, int8 scales, masks).
+
+        Re-ranking reads these (into ``out``, a reused buffer of the stored dtype and shape)
+        and compares them with :meth:`LocalCodec.query` of the query, without decoding.
+        """
+        ids = np.asarray(ids, dtype=np.int64)
+        codes = self._arrays["local"].gather(ids, out=out)
+        scale = self._arrays["scale"].gather(ids) if "scale" in self._arrays else None
+        mask = self._arrays["mask"].gather(ids) if "mask" in self._arrays else None
+        return codes, scale, mask
+
+    @property
+    def codec(self) -> LocalCodec:
+        """The local format's codec (with its PCA projection, checksum verified)."""
+        if self._codec is None:
+            state = self._read_arrays(self._manifest.local_codec, "local codec")
+            self._codec = LocalCodec(
+                self.local_format, self.extractor_info, state.get("pca_components")
+            )
+        return self._codec
+
     def global_descriptors(self) -> np.ndarray:
         """All (N, D) global descriptors (a copy)."""
         if self.count == 0:
@@ -480,31 +543,33 @@ class PlaceMap(Closing):
         return self._arrays["global"].all()
 
     def extractor_state(self) -> dict[str, np.ndarray]:
-        """The extractor's learned state arrays ({} when it has none), checksums verified.
+        """Return the extractor's learned state arrays ({} when it has none), checksums verified.
 
         Raises:
             MapFormatError: a state file is missing, damaged or not a plain numeric array.
         """
         if self._state is None:
-            state = {}
-            for key, entry in self._manifest.extractor_state.items():
-                path = self._file(entry.name)
-                self._check_state_entry(entry)
-                found = sha256_file(path)
-                if found != entry.sha256:
-                    raise MapFormatError(
-                        f"{path}: checksum mismatch (sha256 {found[:16]}..., manifest "
-                        f"{entry.sha256[:16]}...): the extractor state is damaged; rebuild "
-                        "the map"
-                    )
-                try:
-                    array = np.load(path, allow_pickle=False)
-                except (ValueError, OSError) as err:
-                    raise MapFormatError(f"{path} is not a readable .npy array: {err}") from err
-                array.setflags(write=False)
-                state[key] = array
-            self._state = state
+            self._state = self._read_arrays(self._manifest.extractor_state, "extractor state")
         return dict(self._state)
+
+    def _read_arrays(self, entries: dict[str, FileEntry], what: str) -> dict[str, np.ndarray]:
+        state = {}
+        for key, entry in entries.items():
+            path = self._file(entry.name)
+            self._check_state_entry(entry)
+            found = sha256_file(path)
+            if found != entry.sha256:
+                raise MapFormatError(
+                    f"{path}: checksum mismatch (sha256 {found[:16]}..., manifest "
+                    f"{entry.sha256[:16]}...): the {what} is damaged; rebuild the map"
+                )
+            try:
+                array = np.load(path, allow_pickle=False)
+            except (ValueError, OSError) as err:
+                raise MapFormatError(f"{path} is not a readable .npy array: {err}") from err
+            array.setflags(write=False)
+            state[key] = array
+        return state
 
     def places(self, ids: Sequence[int] | np.ndarray) -> list[Place]:
         return self._store.get([int(i) for i in ids])
@@ -520,6 +585,7 @@ class PlaceMap(Closing):
         if m.index_file is not None:
             entries.append(m.index_file)
         entries += m.extractor_state.values()
+        entries += m.local_codec.values()
         for entry in entries:
             path = self._file(entry.name)
             if not path.is_file():
@@ -597,23 +663,27 @@ class PlaceMap(Closing):
         norms = np.linalg.norm(features.global_desc, axis=1)
         if not np.all(np.abs(norms - 1.0) < 1e-2):
             raise ValueError("global descriptors must be L2-normalised")
-        arrays = {
-            "global": features.global_desc,
-            "local": features.local.astype(self._manifest.local_dtype, copy=False),
-        }
+        mask = None
         if "mask" in self._kinds:
-            arrays["mask"] = (
+            mask = (
                 features.local_mask
                 if features.local_mask is not None
                 else np.ones(features.local.shape[:2], np.bool_)
             )
-        if "keypoints" in self._kinds:
-            arrays["keypoints"] = features.keypoints.astype(np.float32, copy=False)
+        codec, codec_files = self.codec, self._manifest.local_codec
+        if codec.needs_fit:  # the first commit of a PCA map fits its projection
+            codec = codec.fitted(features.local, mask)
+            codec_files = _write_state(self.path, codec.state(), CODEC_DIR)
+        keypoints = features.keypoints if "keypoints" in self._kinds else None
+        arrays = {"global": features.global_desc,
+                  **codec.encode(features.local, mask, keypoints)}
         if points is not None:
             shape = (len(places), info.local_count, 3)
             if np.shape(points) != shape:
                 raise ValueError(f"points are {np.shape(points)}, expected {shape}")
-            arrays["points"] = np.asarray(points).astype(np.float16)
+            # stored on the local features' stored grid (every stride-th row and column)
+            stored_points = codec.subsample(np.asarray(points), None, None)[0]
+            arrays["points"] = stored_points.astype(np.float16)
         generation = self._manifest.generation + 1
         files = {
             kind: write_array(self.path / segment_file_name(kind, generation), array)
@@ -630,8 +700,10 @@ class PlaceMap(Closing):
             count=self.count + len(places),
             segments=(*self._manifest.segments, segment),
             index={"spec": spec.to_dict(), "file": index_entry.to_dict()},
+            local_codec=codec_files,
         )
         self._commit(manifest, index)
+        self._codec = codec
         self._open_segment(segment)
         return range(segment.start, segment.start + segment.rows)
 
@@ -644,6 +716,22 @@ class PlaceMap(Closing):
             self._commit(manifest, None)
             return
         index, spec = idx.build_index(spec, self.global_descriptors())
+        self._commit_index(index, spec)
+
+    def tune_index(self, target_recall: float) -> idx.TuneResult:
+        """Choose, build and tune the index from the map's own descriptors, and commit it.
+
+        See :func:`index.tune_index`; the settings and recall reached go to the manifest.
+        """
+        self._require_writable()
+        if self.count == 0:
+            raise MapFormatError(f"map {self.path} is empty: nothing to tune an index on")
+        index, result = idx.tune_index(self.global_descriptors(), target_recall)
+        self._commit_index(index, result.spec)
+        return result
+
+    def _commit_index(self, index: faiss.Index, spec: idx.IndexSpec) -> None:
+        """Write ``index`` as the next generation's index file and commit it with ``spec``."""
         generation = self._manifest.generation + 1
         entry = self._write_index(index, generation)
         manifest = replace(
@@ -655,7 +743,7 @@ class PlaceMap(Closing):
         self._commit(manifest, index)
 
     def _extended_index(self, vectors: np.ndarray) -> tuple[faiss.Index, idx.IndexSpec]:
-        """The current index plus ``vectors``, leaving the current one untouched."""
+        """Return the current index plus ``vectors``, leaving the current one untouched."""
         spec = self.index_spec
         self.load_index()
         current = self._index

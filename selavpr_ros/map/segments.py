@@ -1,9 +1,9 @@
 """Append-only ``.npy`` segments of per-place arrays, memory-mapped for reading.
 
-Each commit writes one file per array kind (``global``, ``local``, optionally ``mask`` and
-``keypoints``, and ``points`` when the commit's places have depth) holding only the places it
-adds, so an append never rewrites old data and opening a map maps the files instead of reading
-them. ``.npy`` has no pickle (``allow_pickle=False``).
+Each commit writes one file per array kind (``global``, ``local``, optionally ``scale``,
+``mask`` and ``keypoints``, and ``points`` when the commit's places have depth) holding only the
+places it adds, so an append never rewrites old data and opening a map maps the files instead of
+reading them. ``.npy`` has no pickle (``allow_pickle=False``).
 """
 
 from __future__ import annotations
@@ -108,7 +108,7 @@ class SegmentArrays:
             order = np.argsort(local, kind="stable")  # sequential reads from the memmap
             array = self._arrays[s]
             if row_bytes >= ROW_COPY_BYTES:
-                for r, i in zip(rows[order].tolist(), local[order].tolist()):
+                for r, i in zip(rows[order].tolist(), local[order].tolist(), strict=True):
                     out[r] = array[i]
             else:
                 out[rows[order]] = array[local[order]]
@@ -129,6 +129,8 @@ def expected_shapes(
         return (rows, global_dim), np.dtype(np.float32)
     if kind == "local":
         return (rows, local_count, local_dim), np.dtype(local_dtype)
+    if kind == "scale":  # per-feature scale of int8 local features
+        return (rows, local_count), np.dtype(np.float16)
     if kind == "mask":
         return (rows, local_count), np.dtype(np.bool_)
     if kind == "keypoints":
@@ -138,8 +140,12 @@ def expected_shapes(
     raise MapFormatError(f"unknown segment array kind {kind!r}")
 
 
-def segment_kinds(variable_local_count: bool, has_keypoints: bool) -> tuple[str, ...]:
+def segment_kinds(
+    variable_local_count: bool, has_keypoints: bool, scaled: bool = False
+) -> tuple[str, ...]:
     kinds = ["global", "local"]
+    if scaled:
+        kinds.append("scale")
     if variable_local_count:
         kinds.append("mask")
     if has_keypoints:

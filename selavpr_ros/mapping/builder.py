@@ -274,7 +274,8 @@ class MapBuilder:
 
     def extract_pending(self) -> None:
         """Extract the features of every queued image (in batches)."""
-        local_dtype = self.map.manifest.local_dtype
+        # a compact map encodes at commit; until then fp16 is what it can lose least to
+        local_dtype = "float32" if self.map.manifest.local_dtype == "float32" else "float16"
         while self._queued:
             batch = self._queued[: self.config.batch_size]
             t0 = time.monotonic()
@@ -348,8 +349,8 @@ def _concatenate(parts: list[Features]) -> Features:
         return None if arrays[0] is None else np.concatenate(arrays)
 
     return Features(
-        global_desc=cat("global_desc"),  # type: ignore[arg-type]
-        local=cat("local"),  # type: ignore[arg-type]
+        global_desc=np.concatenate([p.global_desc for p in parts]),
+        local=np.concatenate([p.local for p in parts]),
         local_mask=cat("local_mask"),
         keypoints=cat("keypoints"),
     )

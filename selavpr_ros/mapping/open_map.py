@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 
     from selavpr_ros.extractors.base import Extractor
     from selavpr_ros.map import PlaceMap
+    from selavpr_ros.map.local_format import LocalFormat
 
 
 def map_exists(path: Path) -> bool:
@@ -52,14 +53,32 @@ def new_extractor(spec: ExtractorSpec,
     return extractor
 
 
+def codec_state_from(source: Path, local_format: LocalFormat) -> dict[str, np.ndarray]:
+    """Return the local codec state (PCA projection) of map ``source`` to reuse in a new map.
+
+    Maps that are to be merged must share it; ``source`` must store ``local_format``.
+    """
+    from selavpr_ros.map import PlaceMap
+
+    with PlaceMap.open(source) as place_map:
+        if place_map.local_format != local_format:
+            raise ConfigError(f"--local-codec-from {source} has local format "
+                              f"{place_map.local_format.name}, not {local_format.name}")
+        return place_map.codec.state()
+
+
 def open_or_create(path: Path, spec: ExtractorSpec, *, append: bool, index: str,
                    map_frame: str,
                    fit_sample: Callable[[int], list[np.ndarray]] | None = None,
+                   local_format: LocalFormat | None = None,
+                   local_codec_from: Path | None = None,
                    ) -> tuple[PlaceMap, Extractor]:
     """Return the map at ``path`` to write into and its extractor.
 
-    An existing map is extended only with ``append``; a new one is created in ``map_frame``
-    with a ``index`` faiss index.
+    An existing map is extended only with ``append`` (its own index and local format are
+    kept); a new one is created in ``map_frame`` with a ``index`` faiss index ("auto": flat
+    until the caller tunes it when the build ends), local features stored as
+    ``local_format`` (default fp16) and, with ``local_codec_from``, that map's PCA projection.
     """
     from selavpr_ros.map import IndexSpec, PlaceMap
     from selavpr_ros.map.index import IndexKind
@@ -68,8 +87,12 @@ def open_or_create(path: Path, spec: ExtractorSpec, *, append: bool, index: str,
         if not append:
             raise MapFormatError(f"map {path} exists; pass --append to extend it")
         return open_existing(path, spec)
+    codec_state = None
+    if local_codec_from is not None and local_format is not None:
+        codec_state = codec_state_from(local_codec_from, local_format)
     extractor = new_extractor(spec, fit_sample)
-    kind = cast("IndexKind", index)  # IndexSpec checks it at runtime
+    kind = cast("IndexKind", "flat" if index == "auto" else index)  # IndexSpec checks it
     place_map = PlaceMap.create(path, extractor, index=IndexSpec(kind=kind),
-                                map_frame=map_frame or "map")
+                                map_frame=map_frame or "map", local_format=local_format,
+                                local_codec_state=codec_state)
     return place_map, extractor

@@ -169,6 +169,7 @@ def mnn_scores(
     *,
     query_mask: np.ndarray | torch.Tensor | None = None,
     candidate_mask: np.ndarray | torch.Tensor | None = None,
+    candidate_scale: np.ndarray | torch.Tensor | None = None,
     match_filter: str = "none",
     ratio: float = 0.8,
     min_similarity: float = 0.0,
@@ -186,6 +187,9 @@ def mnn_scores(
         candidates: (K, L', C) or (K, H', W', C) local features of the K candidates.
         query_mask: (L,) or (H, W) bool, True for valid query features; None = all valid.
         candidate_mask: (K, L') or (K, H', W') bool; None = all valid.
+        candidate_scale: (K, L') per-feature scales of int8 candidates (a map's compact local
+            format): each candidate feature's similarities are multiplied by its scale, so the
+            int8 codes are compared as they are stored (their products are exact in fp32).
         match_filter: "none" (plain count, SelaVPR), "ratio" (keep a mutual match only if
             ``d1 < ratio * d2`` for the query feature's two nearest candidate features, with
             ``d = sqrt(2 - 2 s)`` as for unit vectors) or "min_similarity" (keep it only if the
@@ -220,13 +224,15 @@ def mnn_scores(
     qm = _query_mask_tensor(query_mask, device, lq)
     if candidate_mask is not None and tuple(candidate_mask.shape[:1]) != (num,):
         raise ValueError(f"candidate_mask must have {num} rows, got {candidate_mask.shape}")
+    if candidate_scale is not None and tuple(candidate_scale.shape[:1]) != (num,):
+        raise ValueError(f"candidate_scale must have {num} rows, got {candidate_scale.shape}")
 
     if _resolve_method(method, device, chunk_size, match_filter) == "tiled":
         tiles = row_tiles(lc, lq)
         if tiling_is_exact(lc, lq, channels, tiles):
             return _tiled_counts(q, candidates, tiles, qm, candidate_mask,
                                  min_similarity if match_filter == "min_similarity" else None,
-                                 workers)
+                                 workers, candidate_scale)
 
     if chunk_size is None:
         if memory_budget is None:
@@ -235,7 +241,7 @@ def mnn_scores(
     if chunk_size < 1:
         raise ConfigError(f"chunk_size must be >= 1, got {chunk_size}")
     return _chunked_counts(q, candidates, qm, candidate_mask, chunk_size, match_filter,
-                           ratio, min_similarity)
+                           ratio, min_similarity, candidate_scale)
 
 
 def _check_options(match_filter: str, precision: str) -> None:
@@ -301,6 +307,7 @@ def _chunked_counts(
     match_filter: str,
     ratio: float,
     min_similarity: float,
+    candidate_scale: np.ndarray | torch.Tensor | None = None,
 ) -> np.ndarray:
     """MNN counts by the reference's batched product, ``chunk_size`` candidates at a time."""
     device, dtype = q.device, q.dtype
@@ -314,11 +321,7 @@ def _chunked_counts(
         c = _to_tensor(candidates[start:stop], device).reshape(stop - start, lc, channels)
         sim = torch.matmul(c.to(dtype), q_t)  # (n, L_cand, L_query), as in the reference
         del c
-        cm = None
-        if candidate_mask is not None:
-            cm = _to_tensor(candidate_mask[start:stop], device).reshape(stop - start, lc)
-            cm = cm.to(torch.bool)
-            sim.masked_fill_(~cm[:, :, None], float("-inf"))
+        cm = _apply_candidate_rows(sim, candidate_scale, candidate_mask, start, stop)
         if qm is not None:
             sim.masked_fill_(~qm[None, None, :], float("-inf"))
         best_c = torch.argmax(sim, dim=1)  # (n, L_query): nearest candidate feature
@@ -338,6 +341,25 @@ def _chunked_counts(
     return device_counts.cpu().numpy()
 
 
+def _apply_candidate_rows(
+    sim: torch.Tensor,
+    candidate_scale: np.ndarray | torch.Tensor | None,
+    candidate_mask: np.ndarray | torch.Tensor | None,
+    start: int,
+    stop: int,
+) -> torch.Tensor | None:
+    """Scale and mask a chunk's (n, L_cand, L_query) similarities in place; return its mask."""
+    n, lc = sim.shape[0], sim.shape[1]
+    if candidate_scale is not None:
+        cs = _to_tensor(candidate_scale[start:stop], sim.device).reshape(n, lc)
+        sim.mul_(cs.to(sim.dtype)[:, :, None])
+    if candidate_mask is None:
+        return None
+    cm = _to_tensor(candidate_mask[start:stop], sim.device).reshape(n, lc).to(torch.bool)
+    sim.masked_fill_(~cm[:, :, None], float("-inf"))
+    return cm
+
+
 def _tiled_counts(
     q: torch.Tensor,
     candidates: np.ndarray | torch.Tensor,
@@ -346,6 +368,7 @@ def _tiled_counts(
     candidate_mask: np.ndarray | torch.Tensor | None,
     min_similarity: float | None,
     workers: int | None,
+    candidate_scale: np.ndarray | torch.Tensor | None = None,
 ) -> np.ndarray:
     """MNN counts by cache-sized row blocks, candidates shared among single-threaded workers."""
     num, lq, channels = int(candidates.shape[0]), q.shape[0], q.shape[1]
@@ -369,15 +392,15 @@ def _tiled_counts(
         for n in order:
             c = _to_tensor(candidates[n], torch.device("cpu")).reshape(lc, channels)
             c = c.to(torch.float32)
-            cm = None
-            if candidate_mask is not None:
-                cm = _to_tensor(candidate_mask[n], torch.device("cpu")).reshape(lc)
-                cm = cm.to(torch.bool)
-                if not bool(cm.any()):
-                    continue  # nothing valid: count 0
+            cs = _cpu_rows(candidate_scale, n, (lc, 1), torch.float32)
+            cm = _cpu_rows(candidate_mask, n, (lc,), torch.bool)
+            if cm is not None and not bool(cm.any()):
+                continue  # nothing valid: count 0
             for t, (start, stop) in enumerate(tiles):
                 sim = block[: stop - start]
                 torch.mm(c[start:stop], q_t, out=sim)
+                if cs is not None:
+                    sim.mul_(cs[start:stop])
                 if cm is not None:
                     sim.masked_fill_(~cm[start:stop, None], float("-inf"))
                 if qm is not None:
@@ -407,6 +430,14 @@ def _tiled_counts(
     finally:
         torch.set_num_threads(threads)
     return counts
+
+
+def _cpu_rows(rows: np.ndarray | torch.Tensor | None, n: int, shape: tuple[int, ...],
+              dtype: torch.dtype) -> torch.Tensor | None:
+    """Return candidate ``n``'s row of a mask or scale array as a CPU tensor (None if absent)."""
+    if rows is None:
+        return None
+    return _to_tensor(rows[n], torch.device("cpu")).reshape(shape).to(dtype)
 
 
 def _ratio_test(sim: torch.Tensor, ratio: float) -> torch.Tensor:

@@ -20,6 +20,7 @@ with DINOv2's exact parameter names, and the state_dict is the reference's, key 
 from __future__ import annotations
 
 import math
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -80,7 +81,8 @@ class DinoV2Backbone(nn.Module):
         self.cls_token = nn.Parameter(torch.zeros(1, 1, d))
         self.pos_embed = nn.Parameter(torch.zeros(1, 1 + POS_EMBED_GRID**2, d))
         if self.num_register_tokens:
-            self.register_tokens = nn.Parameter(torch.zeros(1, self.num_register_tokens, d))
+            self.register_tokens: nn.Parameter | None = nn.Parameter(
+                torch.zeros(1, self.num_register_tokens, d))
         else:
             self.register_tokens = None
         # Used only by DINOv2 masked training; kept so checkpoints load strictly.
@@ -95,6 +97,10 @@ class DinoV2Backbone(nn.Module):
         self.grad_checkpointing = False
         self._pos_cache: dict[tuple[int, int], tuple[tuple[int, int, str], torch.Tensor]] = {}
         self.register_load_state_dict_post_hook(lambda module, _keys: module.clear_cache())
+
+    def adapter_blocks(self) -> list[AdapterBlock]:
+        """Return the blocks typed as what they are (``nn.ModuleList`` yields plain modules)."""
+        return cast("list[AdapterBlock]", list(self.blocks))  # __init__ adds only AdapterBlocks
 
     def clear_cache(self) -> None:
         """Forget resized position embeddings (done automatically when weights change)."""

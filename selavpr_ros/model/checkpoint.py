@@ -56,7 +56,7 @@ def _fmt_keys(keys: list[str], limit: int = 8) -> str:
 
 
 def state_dict_from(obj: Any, where: str = "checkpoint") -> dict[str, torch.Tensor]:
-    """The tensor mapping inside a loaded object: ``model_state_dict`` if nested, else itself."""
+    """Return a loaded object's tensor mapping: ``model_state_dict`` if nested, else itself."""
     if not isinstance(obj, Mapping):
         raise CheckpointError(f"{where}: expected a dict of tensors, got {type(obj).__name__}")
     for nest in ("model_state_dict", "state_dict"):
@@ -256,10 +256,10 @@ def load_checkpoint(
 
 
 def _adapters_at_init(model: SelaVPR) -> bool:
-    """True when every adapter output layer is zero: the weights were never trained."""
+    """Tell whether every adapter output layer is zero: the weights were never trained."""
     return all(
         not adapter.D_fc2.weight.any()
-        for block in model.backbone.blocks
+        for block in model.backbone.adapter_blocks()
         for adapter in (block.adapter1, block.adapter2)
     )
 

@@ -24,5 +24,6 @@ def weights_fingerprint(weights: nn.Module | Mapping[str, torch.Tensor]) -> str:
         header = f"{key}\0{str(tensor.dtype)}\0{tuple(tensor.shape)}\0"
         digest.update(header.encode())
         data = tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8)
-        digest.update(memoryview(data.numpy()))
+        # ndarray has the buffer protocol; numpy's stubs declare __buffer__ for Python >= 3.12 only
+        digest.update(memoryview(data.numpy()))  # type: ignore[arg-type]
     return digest.hexdigest()

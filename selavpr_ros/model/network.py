@@ -12,7 +12,7 @@ from torch import nn
 
 from selavpr_ros.model.backbone import DinoV2Backbone
 from selavpr_ros.model.config import LOCAL_DIM, LOCAL_HIDDEN_DIM, SelaVPRConfig
-from selavpr_ros.model.heads import LocalAdapt, build_aggregation
+from selavpr_ros.model.heads import GeM, LocalAdapt, build_aggregation
 
 RANDOM_INIT = "random-init"
 
@@ -59,11 +59,13 @@ class SelaVPR(nn.Module):
                 nn.init.zeros_(module.bias)
             elif isinstance(module, (nn.Conv2d, nn.ConvTranspose2d, nn.LayerNorm)):
                 module.reset_parameters()
-        for block in bb.blocks:
+        for block in bb.adapter_blocks():
             block.ls1.gamma.fill_(1.0)
             block.ls2.gamma.fill_(1.0)
         self.zero_adapter_outputs()
-        self.aggregation[1].p.fill_(3.0)
+        gem = self.aggregation[1]
+        assert isinstance(gem, GeM)  # build_aggregation puts GeM at index 1
+        gem.p.fill_(3.0)
         bb.clear_cache()
         self.weights_source = RANDOM_INIT
         self.trained = False
@@ -71,7 +73,7 @@ class SelaVPR(nn.Module):
     @torch.no_grad()
     def zero_adapter_outputs(self) -> None:
         """Zero every adapter's second layer (weight and bias), as the reference's train.py."""
-        for block in self.backbone.blocks:
+        for block in self.backbone.adapter_blocks():
             for adapter in (block.adapter1, block.adapter2):
                 adapter.D_fc2.weight.zero_()
                 adapter.D_fc2.bias.zero_()

@@ -23,12 +23,13 @@ ImageBatch = np.ndarray | torch.Tensor | Sequence[np.ndarray | torch.Tensor]
 
 
 def _as_hwc_uint8(image: np.ndarray | torch.Tensor, index: int) -> torch.Tensor:
-    tensor = image
     if isinstance(image, np.ndarray):
         array = np.ascontiguousarray(image)
         if not array.flags.writeable:  # e.g. a view of a message buffer; torch wants writable
             array = array.copy()
         tensor = torch.from_numpy(array)
+    else:
+        tensor = image
     if tensor.dtype != torch.uint8 or tensor.dim() != 3 or tensor.shape[-1] != 3:
         raise ImageDecodeError(
             f"image {index}: expected uint8 RGB of shape (H, W, 3), got {tensor.dtype} "

@@ -39,11 +39,12 @@ def _multiarray() -> Any:
     core = getattr(np, "_core", None)
     if core is not None and hasattr(core, "multiarray"):
         return core.multiarray
-    return np.core.multiarray  # numpy < 1.26
+    # numpy < 1.26 only, where np.core is public; the pinned numpy 2 stubs no longer declare it
+    return np.core.multiarray  # type: ignore[attr-defined]
 
 
 def allowed_numpy_globals() -> list[Callable[..., Any] | tuple[Callable[..., Any], str]]:
-    """The allow-list given to ``torch.load(weights_only=True)``, as (object, pickled name)."""
+    """Return the allow-list for ``torch.load(weights_only=True)``, as (object, pickled name)."""
     multiarray = _multiarray()
     allowed: list[Callable[..., Any] | tuple[Callable[..., Any], str]] = []
     for name in ("_reconstruct", "scalar"):

@@ -92,7 +92,7 @@ def message_class(msgtype: str) -> type:
     try:
         package, sub, name = msgtype.split("/")
         module = importlib.import_module(f"{package}.{sub}")
-        return getattr(module, name)  # type: ignore[no-any-return]
+        return getattr(module, name)
     except (ValueError, ImportError, AttributeError) as err:
         raise BagReadError(f"message type {msgtype} is not installed for rclpy: {err}") from err
 
@@ -193,7 +193,8 @@ class BagPlayer:
         index = {t: -1 for t in self.topics}
         confirm = set(wait_for) if self.options.reliability == "reliable" else set()
         pending = set(confirm)
-        start_wall = start_bag = None
+        start_wall: float | None = None
+        start_bag = 0  # set with start_wall by the first message
         last_bag = 0
         clock_period = 1.0 / self.options.clock_hz if self.options.clock_hz > 0 else None
         for conn, bag_ns, raw in self._reader.messages(connections=connections):
@@ -233,5 +234,5 @@ class BagPlayer:
                     start_wall += self._confirm(confirm)
         if start_wall is not None:
             stats.wall_s = time.monotonic() - start_wall
-            stats.bag_span_s = (last_bag - start_bag) / 1e9  # type: ignore[operator]
+            stats.bag_span_s = (last_bag - start_bag) / 1e9
         return stats

@@ -130,6 +130,7 @@ def write_route(
             written["folder"].append(folder)
         if "bag" in formats:
             bag = out / f"traversal_{t}_bag"  # a rosbag2 directory (".bag" means ROS 1)
+            # bag_options are write_bag's own keyword options, passed through untyped
             write_bag(frames, bag, **bag_options)  # type: ignore[arg-type]
             written["bag"].append(bag)
         log.info("traversal %d: %d frames (%s)", t, len(frames), config.traversals[t].lighting)

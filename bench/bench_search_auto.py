@@ -1,0 +1,78 @@
+#!/usr/bin/env python3
+"""Global search with the index ``build-map --index auto`` chooses and tunes, at 100k / 1M places.
+
+The map is the synthetic route-structured one of ``bench_search.py`` (random walks on the
+sphere with revisits; D=1024). ``tune_index`` chooses the kind and sets ``nprobe`` on a held-out
+sample of the map's own descriptors for a target recall@100; the index is then measured on
+other queries (perturbed revisits, as in ``bench_search.py``): single-query latency, recall@100
+against exact search, index bytes (as written to disk = held in memory), the process's peak
+RSS, and build time (train + add + tuning sweep).
+
+    python bench/bench_search_auto.py --sizes 100000 [1000000] --target 0.95
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import faiss
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from bench_search import queries_from, recall, synthetic_map, time_queries  # noqa: E402
+from selavpr_ros.map.index import tune_index, write_index  # noqa: E402
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[100000])
+    parser.add_argument("--dim", type=int, default=1024)
+    parser.add_argument("--target", type=float, default=0.95)
+    parser.add_argument("--k", type=int, default=100)
+    parser.add_argument("--queries", type=int, default=200)
+    args = parser.parse_args()
+    rows = []
+    for n in args.sizes:
+        rng = np.random.default_rng(n)
+        t0 = time.perf_counter()
+        db = synthetic_map(n, args.dim, rng)
+        queries = queries_from(db, args.queries, rng)
+        print(f"map {n} x {args.dim} in {time.perf_counter() - t0:.0f} s", flush=True)
+        t0 = time.perf_counter()
+        index, tuned = tune_index(db, args.target, k=args.k)
+        build_s = time.perf_counter() - t0
+        spec = tuned.spec
+        print(f"tuned {spec.kind} nlist {spec.nlist} nprobe {spec.nprobe}: held-out recall "
+              f"{spec.tuned_recall:.4f}, {build_s:.0f} s", flush=True)
+        _, exact = faiss.knn(queries, db, args.k, metric=faiss.METRIC_INNER_PRODUCT)
+        latency, ids = time_queries(index, queries, args.k)
+        with tempfile.TemporaryDirectory() as tmp:
+            write_index(index, Path(tmp) / "index.faiss")
+            index_bytes = (Path(tmp) / "index.faiss").stat().st_size
+        rows.append({
+            "places": n, "kind": spec.kind, "nlist": spec.nlist, "nprobe": spec.nprobe,
+            "coarse": spec.coarse, "target": args.target, "held_out_recall": spec.tuned_recall,
+            "query_ms": latency * 1e3, "recall_at_k": recall(ids, exact), "k": args.k,
+            "index_bytes": index_bytes, "index_bytes_per_place": index_bytes / n,
+            "build_s": build_s, "train_add_s": tuned.build_s,
+            "sweep": [{"nprobe": p, "recall": r, "ms": ms} for p, r, ms in tuned.sweep],
+            "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        })
+        print(json.dumps(rows[-1]), flush=True)
+        del index, db
+    print(json.dumps({"bench": "search_auto", "dim": args.dim, "k": args.k,
+                      "threads": faiss.omp_get_max_threads(), "rows": rows}))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,227 @@
+"""Compact local formats (int8, PCA, grid stride), version-1 maps, and the tuned index.
+
+Bounds are stated against the lossless fp16 map built from the same features, never against
+bit patterns: int8 codes are within half a quantisation step, PCA features within the energy
+the projection drops, and MNN counts within a stated fraction of the fp16 counts.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from selavpr_ros.cli import main as cli
+from selavpr_ros.errors import ConfigError, MapFormatError
+from selavpr_ros.extractors.base import ExtractorInfo, Features
+from selavpr_ros.map import IndexSpec, PlaceInfo, PlaceMap
+from selavpr_ros.map import index as idx
+from selavpr_ros.map.local_format import LocalFormat, dequantize, quantize
+from selavpr_ros.matching import mnn_scores
+
+GRID = (8, 8)
+C = 32
+INFO = ExtractorInfo("fake-grid", "weights-a", global_dim=16, local_count=64, local_dim=C,
+                     local_grid=GRID)
+FORMATS = ["fp16", "int8", "pca16", "pca16-int8"]
+
+
+def unit(x: np.ndarray) -> np.ndarray:
+    return (x / np.linalg.norm(x, axis=-1, keepdims=True)).astype(np.float32)
+
+
+def route_features(n: int, seed: int = 0) -> Features:
+    """Make local features near a 12-d subspace of C=32 (as learned features are).
+
+    PCA to 16 then keeps what matters; each place is its own random draw.
+    """
+    rng = np.random.default_rng(seed)
+    basis = np.linalg.qr(np.random.default_rng(99).standard_normal((C, 12)))[0].T
+    latent = rng.standard_normal((n, GRID[0] * GRID[1], 12))
+    local = unit(latent @ basis + 0.05 * rng.standard_normal((n, GRID[0] * GRID[1], C)))
+    return Features(unit(rng.standard_normal((n, 16))), local)
+
+
+def places(n: int, start: int = 0) -> list[PlaceInfo]:
+    return [PlaceInfo(stamp_ns=10**9 * (start + i), position=(float(start + i), 0.0, 0.0),
+                      orientation=(0.0, 0.0, 0.0, 1.0), source="drive", source_ref=str(i))
+            for i in range(n)]
+
+
+def make_map(path: Path, fmt: str, feats: Features, stride: int = 1) -> PlaceMap:
+    pm = PlaceMap.create(path, INFO, local_format=LocalFormat.parse(fmt, stride))
+    pm.append(feats, places(len(feats)))
+    return pm
+
+
+def test_format_names_and_bad_formats() -> None:
+    assert LocalFormat.parse("pca64-int8") == LocalFormat("int8", 64, 1)
+    assert LocalFormat.parse("int8", 2).name == "int8/stride2"
+    with pytest.raises(ConfigError, match="unknown local format"):
+        LocalFormat.parse("pca-int4")
+    classical = ExtractorInfo("c", "f", 16, 50, 32, variable_local_count=True)
+    with pytest.raises(ConfigError, match="dense grid"):
+        LocalFormat.parse("fp16", 2).check(classical)
+    with pytest.raises(ConfigError, match="more dims"):
+        LocalFormat.parse("pca32").check(classical)
+
+
+def test_quantize_is_within_half_a_step() -> None:
+    x = unit(np.random.default_rng(1).standard_normal((200, 64)))
+    codes, scale = quantize(x)
+    assert codes.dtype == np.int8 and scale.dtype == np.float16
+    error = np.abs(dequantize(codes, scale, "float32") - x)
+    assert np.all(error <= 0.5 * scale[:, None].astype(np.float32) * 1.01 + 1e-6)
+    # a scale is the peak over 127 (up to fp16 rounding): codes use the full int8 range
+    assert np.all(np.abs(codes).max(axis=1) >= 126)
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_each_format_round_trips_and_passes_verify(tmp_path: Path, fmt: str) -> None:
+    feats = route_features(30)
+    make_map(tmp_path / "m", fmt, feats).close()
+    with PlaceMap.open(tmp_path / "m", verify=True) as pm:
+        assert pm.local_format == LocalFormat.parse(fmt)
+        codec = pm.codec
+        want = np.stack([codec.query(f)[0] for f in feats.local])  # the stored space
+        got = pm.features(range(30)).local.astype(np.float32)
+        dim = 16 if "pca" in fmt else C
+        assert got.shape == (30, 64, dim)
+        # fp16 rounding (<= 2^-11 relative), plus half an int8 step (<= 1/254 of the peak)
+        bound = 1e-3 + (1 / 254 + 1e-3 if "int8" in fmt else 0.0)
+        assert np.abs(got - want).max() <= bound
+        np.testing.assert_array_equal(pm.global_descriptors(), feats.global_desc)
+        if "pca" in fmt:  # the projection keeps most of what a 12-d subspace holds
+            kept = np.linalg.norm(feats.local.reshape(-1, C) @ codec.components, axis=1)
+            assert kept.min() > 0.9
+    assert cli(["map-info", str(tmp_path / "m"), "--verify"]) == 0
+
+
+def test_pca_projection_is_checksummed(tmp_path: Path) -> None:
+    make_map(tmp_path / "m", "pca16-int8", route_features(10)).close()
+    path = tmp_path / "m" / "codec" / "pca_components.npy"
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 0x01
+    path.write_bytes(bytes(data))
+    with pytest.raises(MapFormatError, match="pca_components.npy: checksum mismatch"):
+        PlaceMap.open(tmp_path / "m", verify=True)
+    with PlaceMap.open(tmp_path / "m") as pm, pytest.raises(MapFormatError, match="checksum"):
+        pm.codec  # noqa: B018 - reading the projection checks it
+
+
+@pytest.mark.parametrize("fmt, stride, tolerance", [
+    ("int8", 1, 0.05), ("pca16", 1, 0.10), ("pca16-int8", 1, 0.10), ("fp16", 2, 0.0),
+])
+def test_reranking_stays_close_to_fp16(tmp_path: Path, fmt: str, stride: int,
+                                       tolerance: float) -> None:
+    """Compact maps' MNN counts stay within ``tolerance`` of fp16 counts.
+
+    Relative, summed over candidates; and the best candidate is the same place.
+    """
+    feats = route_features(12, seed=3)
+    rng = np.random.default_rng(4)
+    query = unit(feats.local[5] + 0.08 * rng.standard_normal(feats.local[5].shape))
+    with make_map(tmp_path / "ref", "fp16", feats, stride) as ref, \
+            make_map(tmp_path / "c", fmt, feats, stride) as pm:
+        ids = np.arange(12)
+        ref_codes, _, _ = ref.local_codes(ids)
+        q_ref, _ = ref.codec.query(query)
+        codes, scale, _ = pm.local_codes(ids)
+        q, _ = pm.codec.query(query)
+        assert codes.dtype == (np.int8 if "int8" in fmt else np.float16)
+        base = mnn_scores(q_ref, ref_codes)
+        counts = mnn_scores(q, codes, candidate_scale=scale)
+        chunked = mnn_scores(q, codes, candidate_scale=scale, method="chunked")
+    np.testing.assert_array_equal(counts, chunked)  # both methods apply the scales alike
+    assert counts.argmax() == base.argmax() == 5
+    if stride == 1:
+        assert np.abs(counts - base).sum() <= tolerance * base.sum()
+    else:  # a stride-2 grid keeps a quarter of the features on both sides
+        assert base.max() <= 16 and pm.local_format.stored_count(INFO) == 16
+
+
+def write_v1_map(path: Path, feats: Features) -> None:
+    """Write a map as the previous release did.
+
+    Its manifest has no local format, codec or provenance and says format_version 1 (the
+    data files were already the same).
+    """
+    make_map(path, "fp16", feats).close()
+    manifest_path = path / "manifest.json"
+    data = json.loads(manifest_path.read_text())
+    for key in ("local_codec", "provenance"):
+        del data[key]
+    for key in ("format", "stored_count", "stored_dim"):
+        del data["local"][key]
+    for key in ("coarse", "train_max", "target_recall", "tuned_recall"):
+        del data["index"]["spec"][key]
+    data["format_version"] = 1
+    manifest_path.write_text(json.dumps(data, indent=2))
+
+
+def test_version_1_map_opens_unchanged_and_upgrades_on_commit(tmp_path: Path) -> None:
+    feats = route_features(6)
+    write_v1_map(tmp_path / "old", feats)
+    before = (tmp_path / "old" / "manifest.json").read_bytes()
+    with PlaceMap.open(tmp_path / "old", verify=True) as pm:
+        assert pm.manifest.format_version == 1 and pm.local_format == LocalFormat("float16")
+        np.testing.assert_array_equal(pm.features([2]).local[0],
+                                      feats.local[2].astype(np.float16))
+        assert pm.search(feats.global_desc[3], 1).ids[0, 0] == 3
+    assert (tmp_path / "old" / "manifest.json").read_bytes() == before  # read, not rewritten
+    with PlaceMap.open(tmp_path / "old", writable=True) as pm:
+        pm.append(route_features(2, seed=8), places(2, 6))
+    data = json.loads((tmp_path / "old" / "manifest.json").read_text())
+    assert data["format_version"] == 2 and data["local"]["format"]["name"] == "fp16"
+    with PlaceMap.open(tmp_path / "old", verify=True) as pm:
+        assert pm.count == 8
+
+
+def test_auto_index_reaches_its_target_on_held_out_places() -> None:
+    rng = np.random.default_rng(5)
+    centres = unit(rng.standard_normal((40, 32)))
+    vectors = unit(centres[rng.integers(0, 40, 3000)] + 0.4 * rng.standard_normal((3000, 32)))
+    index, result = idx.tune_index(vectors, 0.95, k=20, flat_max=1000, compare_exact=False)
+    spec = result.spec
+    assert spec.kind == "ivfsq8" and spec.coarse == "hnsw"
+    assert spec.target_recall == 0.95 and spec.tuned_recall >= 0.95
+    assert result.sweep[-1][0] == spec.nprobe and result.sweep[-1][1] == spec.tuned_recall
+    assert all(r < 0.95 for _, r, _ in result.sweep[:-1])  # the smallest nprobe that reached
+    # fresh queries (perturbed places, not the tuning sample) see about the same recall
+    queries = unit(vectors[rng.integers(0, 3000, 100)] + 0.1 * rng.standard_normal((100, 32)))
+    exact = np.argsort(-(queries.astype(np.float64) @ vectors.T.astype(np.float64)), axis=1)
+    found = index.search(queries, 20)[1]
+    hits = sum(len(set(f) & set(e[:20])) for f, e in zip(found, exact, strict=True))
+    assert hits / found.size >= 0.9
+    small, small_result = idx.tune_index(vectors[:500], 0.95, flat_max=1000)
+    assert small_result.spec.kind == "flat" and small_result.spec.tuned_recall == 1.0
+
+
+
+def test_exact_search_is_chosen_when_ivf_is_no_faster(monkeypatch) -> None:
+    monkeypatch.setattr(idx, "_exact_ms", lambda *args: 0.0)
+    vectors = unit(np.random.default_rng(7).standard_normal((1500, 32)))
+    index, result = idx.tune_index(vectors, 0.95, k=20, flat_max=1000)
+    assert result.spec.kind == "flat" and result.spec.tuned_recall == 1.0
+    assert result.sweep and index.ntotal == 1500
+
+
+def test_tuned_index_is_stored_and_used(tmp_path: Path, monkeypatch, capsys) -> None:
+    monkeypatch.setattr(idx, "FLAT_MAX_PLACES", 200)
+    monkeypatch.setattr(idx, "_exact_ms", lambda *args: float("inf"))  # as on a large map
+    rng = np.random.default_rng(6)
+    n = 1200
+    g = unit(rng.standard_normal((n, 16)))
+    feats = Features(g, unit(rng.standard_normal((n, 64, C))).astype(np.float16))
+    with PlaceMap.create(tmp_path / "m", INFO, index=IndexSpec("flat")) as pm:
+        pm.append(feats, places(n))
+        result = pm.tune_index(0.9)
+    with PlaceMap.open(tmp_path / "m", verify=True) as pm:
+        spec = pm.index_spec
+        assert spec == result.spec and spec.kind == "ivfsq8" and spec.tuned_recall >= 0.9
+        assert pm.search(g[7], 1).ids[0, 0] == 7
+    assert cli(["map-info", str(tmp_path / "m")]) == 0
+    out = capsys.readouterr().out
+    assert f"nprobe {spec.nprobe}, coarse hnsw; tuned for recall@100 0.900" in out
