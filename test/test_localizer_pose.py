@@ -17,6 +17,7 @@ from selavpr_ros.geometry import CameraModel
 from selavpr_ros.io.poses import rotation_angle
 from selavpr_ros.localizer import Localizer, LocalizerConfig
 from selavpr_ros.map import PlaceInfo, PlaceMap
+from selavpr_ros.map.local_format import LocalFormat
 from selavpr_ros.synthetic import Camera, RouteConfig
 from selavpr_ros.synthetic.pose_scene import PoseScene, PoseSceneConfig, build_pose_scene
 
@@ -31,9 +32,11 @@ def scene() -> PoseScene:
     return build_pose_scene(replace(config, extractor=replace(config.extractor, long_side=320)))
 
 
-def make_map(scene: PoseScene, path: Path, camera: bool, points: bool) -> PlaceMap:
+def make_map(scene: PoseScene, path: Path, camera: bool, points: bool,
+             local_format: str = "fp16") -> PlaceMap:
     assert scene.fitted is not None
-    pm = PlaceMap.create(path, scene.fitted, camera=scene.camera if camera else None)
+    pm = PlaceMap.create(path, scene.fitted, camera=scene.camera if camera else None,
+                         local_format=LocalFormat.parse(local_format))
     places = [PlaceInfo(stamp_ns=f.stamp_ns, frame_id="camera", position=f.position,
                         orientation=f.orientation) for f in scene.map_frames]
     pm.append(scene.map_features, places, points=scene.map_points if points else None)
@@ -61,6 +64,16 @@ def test_pnp_from_a_map_with_depth(scene: PoseScene, tmp_path: Path) -> None:
     with make_map(scene, tmp_path / "m", camera=True, points=True) as pm:
         sources, t_err, r_err = errors(scene, Localizer(pm, scene.fitted, CONFIG), scene.camera)
     assert sources.count("pnp") == len(QUERIES), sources
+    assert np.median(t_err) < 0.5 and np.median(r_err) < 2.0, (t_err, r_err)
+
+
+@pytest.mark.parametrize("local_format", ["int8", "pca32-int8"])
+def test_pnp_from_a_compact_map(scene: PoseScene, tmp_path: Path, local_format: str) -> None:
+    # places decoded, the query projected like re-ranking's: pairs and PnP as with fp16
+    with make_map(scene, tmp_path / "m", True, True, local_format) as pm:
+        assert pm.local_format.name == local_format
+        sources, t_err, r_err = errors(scene, Localizer(pm, scene.fitted, CONFIG), scene.camera)
+    assert sources.count("pnp") >= len(QUERIES) - 1, sources
     assert np.median(t_err) < 0.5 and np.median(r_err) < 2.0, (t_err, r_err)
 
 
