@@ -88,7 +88,7 @@ def test_final_order_counts_then_similarity_then_id(scene) -> None:
     assert result.accepted and result.matched.place_id == 1
     assert result.matched.position == (40.0, 0.0, 0.0) and result.matched.has_pose
     assert result.map_id == pm.map_id and result.map_frame == "map"
-    assert list(result.timings_ms) == ["extract", "search", "fetch", "rerank", "decide"]
+    assert list(result.timings_ms) == ["extract", "search", "fetch", "rerank", "decide", "pose"]
     assert all(v >= 0 for v in result.timings_ms.values())
     assert result.total_ms == pytest.approx(sum(result.timings_ms.values()))
 

@@ -24,7 +24,9 @@ def start_localizer(start_process, world, *extra: str, map_path=None, topic="/ca
     argv = [ros_harness.executable(NODE), "--ros-args",
             "-p", f"map_path:={map_path or world['map_a']}",
             "-p", f"checkpoint:={world['checkpoint']}",
-            "-p", f"image_topic:={topic}", "-p", "top_k:=5", "-p", "publish_loop_closure:=true"]
+            "-p", f"image_topic:={topic}", "-p", "top_k:=5", "-p", "publish_loop_closure:=true",
+            # a /pose per accepted frame, as these tests check (the gate: test_localizer_node_pose)
+            "-p", "consistent_frames:=1", "-p", "relocalization_rate:=0.0"]
     for item in extra:
         argv += ["-p", item]
     node = start_process(argv)

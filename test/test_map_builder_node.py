@@ -128,3 +128,47 @@ def test_bad_parameter_stops_the_node_with_one_line(tmp_path: Path, start_proces
     node = start_process(node_args(tmp_path / "live", "x.safetensors", pose_type="imu"))
     assert node.proc.wait(timeout=30) == 1
     assert "pose_type must be one of" in node.output()
+
+
+def test_live_camera_info_and_depth_equal_the_offline_build(tmp_path: Path, ros_probe,
+                                                            start_process) -> None:
+    from selavpr_ros.synthetic import Camera, RouteConfig
+    from selavpr_ros.synthetic.depth import camera_info, render_traversal_depth
+    from selavpr_ros.synthetic.route import render_traversal, route_world
+    from selavpr_ros.synthetic.writers import write_bag
+
+    route = RouteConfig(seed=5, frames=6, spacing_m=2.0, camera=Camera(width=160, height=120))
+    world = route_world(route)
+    depths = list(render_traversal_depth(route, 0, world))
+    depths[3] = depths[3].astype(np.float32)[:40]  # wrong size: logged, stored without points
+    bag = tmp_path / "drive"
+    write_bag(list(render_traversal(route, 0, world)), bag, depths=depths,
+              camera_info=camera_info(route.camera))
+    checkpoint = make_checkpoint(tmp_path / "tiny.safetensors")
+    common = ["--image-topic", "/camera/image_raw", "--depth-topic", "/camera/depth/image_raw",
+              "--min-distance", "0", "--checkpoint", str(checkpoint), "--no-progress"]
+    assert cli(["build-map", str(tmp_path / "offline"), "--bag", str(bag), *common]) == 0
+    node = start_process(node_args(tmp_path / "live", checkpoint, min_distance=0.0,
+                                   depth_topic="/camera/depth/image_raw",
+                                   pose_tolerance=0.01))
+    node.wait_for_output("map_builder_node started")
+    for topic in ("/camera/image_raw", "/odom", "/camera/depth/image_raw", "/camera/camera_info"):
+        ros_probe.wait_for_subscribers(topic)
+    publisher = start_process([sys.executable, PUBLISHER, str(bag)])
+    publisher.wait_for_output("done", timeout=120)
+    ros_harness.wait_until(lambda: node.output().count(" queued") >= route.frames, 60,
+                           "every image queued")
+    node.proc.send_signal(signal.SIGTERM)
+    assert node.proc.wait(timeout=120) == 0, node.output()
+    assert node.output().count("stored without depth") == 1
+    with PlaceMap.open(tmp_path / "offline", verify=True) as off, \
+            PlaceMap.open(tmp_path / "live", verify=True) as live:
+        assert live.count == off.count == route.frames
+        assert live.camera is not None and off.camera is not None
+        assert live.camera.same_as(off.camera)
+        a, b = off.points(range(off.count)), live.points(range(live.count))
+        assert np.all(np.isnan(b[3])) and np.all(np.isnan(a[3]))
+        # the same depth pixels at the same feature pixels: identical fp16 values
+        assert np.array_equal(np.isnan(a), np.isnan(b))
+        assert np.array_equal(a[~np.isnan(a)], b[~np.isnan(b)])
+        assert np.isfinite(b).mean() > 0.3

@@ -82,6 +82,8 @@ def test_package_xml_declares_exactly_the_ros_packages_the_code_imports():
                 imported |= {a.name.split(".")[0] for a in node.names}
             elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
                 imported.add(node.module.split(".")[0])
+    if "tf2_ros" in imported:  # the Python tf2_ros module is the package tf2_ros_py
+        imported.add("tf2_ros_py")
     xml = (ros_harness.REPO_ROOT / "package.xml").read_text()
     declared = set(re.findall(r"<exec_depend>([^<]+)</exec_depend>", xml))
     assert imported & ros_packages <= declared, imported & ros_packages - declared

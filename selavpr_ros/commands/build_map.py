@@ -69,6 +69,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                      help="places per atomic commit (default 100)")
     out.add_argument("--map-frame", default="",
                      help="frame of the map's poses (default: the pose topic's frame, or map)")
+    out.add_argument("--camera-info", metavar="YAML",
+                     help="ROS camera-calibration YAML of the images (stored in the map for "
+                          "query poses; a bag's CameraInfo topic is used without it)")
     out.add_argument("--index", default="flat",
                      choices=("flat", "ivf", "ivfpq", "ivfsq8", "hnsw", "auto"),
                      help="faiss index of a new map (default flat); auto: chosen and tuned "
@@ -129,6 +132,10 @@ def _open_map(args: argparse.Namespace, spec: ExtractorSpec,
     if frame and frame != place_map.map_frame:
         log.warning("poses are in frame '%s' but map %s is in '%s'", frame, args.map,
                     place_map.map_frame)
+    if place_map.map_frame == "odom":
+        log.warning("building map %s in 'odom': odometry drifts and restarts at zero, so its "
+                    "poses do not hold in a later session; record poses in 'map' (SLAM or "
+                    "localisation) for re-localisation", args.map)
     return place_map, extractor
 
 
@@ -143,6 +150,7 @@ def _places_in(path: Path) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
+    from selavpr_ros.geometry.camera import CameraModel
     from selavpr_ros.mapping.builder import BuildConfig, MapBuilder, build
     from selavpr_ros.mapping.keyframes import KeyframeConfig
 
@@ -158,6 +166,13 @@ def run(args: argparse.Namespace) -> int:
         try:
             place_map, extractor = _open_map(args, spec, opened.pose_frame)
             with place_map:
+                camera = (CameraModel.from_yaml(args.camera_info) if args.camera_info
+                          else opened.camera)
+                if camera is not None:
+                    place_map.set_camera(camera)
+                elif args.depth_folder or args.depth_topic:
+                    raise ConfigError("depth needs the camera model: give --camera-info (or "
+                                      "a CameraInfo topic in the bag)")
                 builder = MapBuilder(place_map, extractor, config)
                 summary = build(opened.frames, builder, progress=not args.no_progress,
                                 total=opened.total)

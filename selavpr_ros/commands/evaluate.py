@@ -154,7 +154,7 @@ def run(args: argparse.Namespace) -> int:
                     records = [replace(r, image_hw=sizes.get(r.stamp_ns)) for r in records]
             else:
                 offline = run_offline(localizer, frames, total=total,
-                                      progress=not args.no_progress)
+                                      progress=not args.no_progress, camera=opened.camera)
                 records, wall_s = offline.records, offline.wall_s
         if not records:
             raise ConfigError("the query source gave no frames")

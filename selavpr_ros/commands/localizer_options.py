@@ -24,7 +24,11 @@ def add_localizer_arguments(parser: argparse.ArgumentParser, title: str) -> None
         extra: dict[str, Any] = {}
         if s.name == "margin_mode":
             extra["choices"] = ("ratio", "difference")
-        group.add_argument(flag(s.name), dest=s.name, type=kind, default=s.default,
+        if isinstance(s.default, bool):  # --pose-refine / --no-pose-refine
+            extra["action"] = argparse.BooleanOptionalAction
+        else:
+            extra["type"] = kind
+        group.add_argument(flag(s.name), dest=s.name, default=s.default,
                            help=f"{s.description} (default {s.default})", **extra)
 
 

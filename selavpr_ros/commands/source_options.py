@@ -33,6 +33,12 @@ def add_source_arguments(parser: argparse.ArgumentParser, title: str, *,
                          help="frame rate for stamps of a folder without timestamps "
                               f"(default {DEFAULT_RATE_HZ})")
         src.add_argument("--frame-id", default="camera", help="camera frame of folder images")
+    src.add_argument("--camera-info-topic", help="the bag's sensor_msgs/CameraInfo topic "
+                                                 "(default: the only one, if any)")
+    src.add_argument("--depth-topic", help="the bag's registered depth image topic (16UC1 "
+                                           "mm or 32FC1 m), matched to images by stamp")
+    src.add_argument("--depth-folder", help="registered depth images named like the images "
+                                            "(16-bit PNG mm, float32 TIFF/.npy m)")
     src.add_argument("--stride", type=int, default=1, metavar="N",
                      help="use every N-th frame of the source")
     src.add_argument("--limit", type=int, default=0, metavar="N",
@@ -46,4 +52,7 @@ def source_from_args(args: argparse.Namespace, *, folder_timing: bool = True) ->
                        poses=args.poses, spacing=args.spacing,
                        rate_hz=args.rate if folder_timing else DEFAULT_RATE_HZ,
                        frame_id=args.frame_id if folder_timing else "camera",
-                       stride=args.stride, limit=args.limit)
+                       stride=args.stride, limit=args.limit,
+                       camera_info_topic=getattr(args, "camera_info_topic", None),
+                       depth_folder=getattr(args, "depth_folder", None),
+                       depth_topic=getattr(args, "depth_topic", None))

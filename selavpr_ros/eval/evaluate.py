@@ -114,6 +114,12 @@ class QueryRecord:
     timings_ms: dict[str, float] = field(default_factory=dict)
     latency_ms: float = math.nan
     error: str = ""
+    orientation: tuple[float, float, float, float] | None = None  # ground truth, if known
+    pose_source: str = "none"  # how the query pose was obtained (see PlaceRecognition)
+    pose_position: tuple[float, float, float] | None = None
+    pose_orientation: tuple[float, float, float, float] | None = None
+    keyframe_position: tuple[float, float, float] | None = None  # the matched place's pose
+    keyframe_orientation: tuple[float, float, float, float] | None = None
 
     @property
     def answered(self) -> bool:
@@ -137,7 +143,8 @@ class QueryRecord:
                 data[key] = math.nan
         for key in ("ids", "global_ids"):
             data[key] = tuple(data.get(key, ()))
-        for key in ("position", "image_hw"):
+        for key in ("position", "image_hw", "orientation", "pose_position", "pose_orientation",
+                    "keyframe_position", "keyframe_orientation"):
             if data.get(key) is not None:
                 data[key] = tuple(data[key])
         return QueryRecord(**data)
@@ -148,7 +155,14 @@ def record_from_result(frame: Frame, index: int, result: Any, image_hw: tuple[in
     """Make a :class:`QueryRecord` from a core ``LocalizationResult``."""
     cands = result.candidates
     top = cands[0] if cands else None
+    pose, matched = result.pose, result.matched
     return QueryRecord(
+        orientation=frame.pose.orientation if frame.pose is not None else None,
+        pose_source=pose.source if pose is not None else "none",
+        pose_position=pose.position if pose is not None else None,
+        pose_orientation=pose.orientation if pose is not None else None,
+        keyframe_position=matched.position if matched is not None else None,
+        keyframe_orientation=matched.orientation if matched is not None else None,
         index=index, stamp_ns=frame.stamp_ns, source_ref=frame.source_ref,
         frame_index=frame_index_of(frame.source_ref),
         position=frame.pose.position if frame.pose is not None else None,
@@ -178,8 +192,12 @@ class OfflineRun:
 
 
 def run_offline(localizer: Any, frames: Iterable[Frame], *, total: int | None = None,
-                progress: bool = True, only_stamps: set[int] | None = None) -> OfflineRun:
-    """Answer every frame (or those stamped in ``only_stamps``) with ``localizer``."""
+                progress: bool = True, only_stamps: set[int] | None = None,
+                camera: Any = None) -> OfflineRun:
+    """Answer every frame (or those stamped in ``only_stamps``) with ``localizer``.
+
+    ``camera``: the query camera's model (for metric query poses).
+    """
     from tqdm import tqdm
 
     records: list[QueryRecord] = []
@@ -197,7 +215,7 @@ def run_offline(localizer: Any, frames: Iterable[Frame], *, total: int | None = 
                 records.append(failed_record(frame, index, f"undecodable: {err}"))
                 continue
             t1 = time.perf_counter()
-            result = localizer.query(rgb)
+            result = localizer.query(rgb, camera=camera)
             t2 = time.perf_counter()
             timings = {"decode": (t1 - t0) * 1e3, **result.timings_ms}
             records.append(record_from_result(frame, index, result, rgb.shape[:2], timings,

@@ -209,4 +209,28 @@ def write_plots(report: dict[str, Any], map_positions: np.ndarray, out_dir: Path
                        ("recall_at_n", plot_recall_at_n), ("latency", plot_latency)):
         out[name] = draw(report, out_dir / f"{name}.png").name
     out["trajectory"] = plot_trajectory(report, map_positions, out_dir / "trajectory.png").name
+    if report.get("pose"):
+        out["pose_errors"] = plot_pose_cdf(report, out_dir / "pose_errors.png").name
     return out
+
+
+def plot_pose_cdf(report: dict[str, Any], path: Path) -> Path:
+    """Plot CDFs of the query poses' errors per source, the keyframe baseline beside."""
+    plt = _pyplot()
+    errors = report["pose"]["errors"]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    sources = sorted({e["source"] for e in errors})
+    for ax, key, unit in ((axes[0], "translation_m", "m"), (axes[1], "rotation_deg", "deg")):
+        series = [(s, [e[key] for e in errors if e["source"] == s]) for s in sources]
+        series.append(("keyframe baseline", [e[f"keyframe_{key}"] for e in errors]))
+        for label, values in series:
+            v = np.sort([x for x in values if x is not None])
+            if v.size:
+                ax.step(v, np.arange(1, v.size + 1) / v.size, where="post",
+                        label=f"{label} ({v.size})")
+        ax.set_xlabel(f"{key.split('_')[0]} error ({unit})")
+        ax.set_ylabel("fraction of accepted frames")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(_title(report))
+    return _save(fig, path)

@@ -121,6 +121,11 @@ def build_report(
     }
     if live is not None:
         report["live"] = live
+    from selavpr_ros.eval.pose_errors import pose_errors
+
+    poses = pose_errors(records)
+    if poses is not None:
+        report["pose"] = poses
     report["queries"] = [
         {**r.to_dict(), "outcome": scores.outcomes.get(r.index, "unanswered"),
          "positives": list(scores.positives.get(r.index, ()))}
@@ -214,6 +219,10 @@ def markdown(report: dict[str, Any], plots: dict[str, str] | None = None) -> str
               f"{lat_['wall_s']:.1f} s; peak memory {_ms(lat_['peak_rss_mb'])} MiB resident"
               + (f", {lat_['peak_cuda_mb']:.0f} MiB CUDA" if lat_.get("peak_cuda_mb") else "")
               + "."]
+    if report.get("pose"):
+        from selavpr_ros.eval.pose_errors import markdown_lines
+
+        lines += markdown_lines(report["pose"])
     live = report.get("live")
     if live:
         lines += ["", "## Live replay through the node", "",

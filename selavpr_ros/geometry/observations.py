@@ -31,6 +31,8 @@ class ImageFeatures:
         keypoints: (L, 2) pixel coordinates for keypoint extractors, or None.
         image_hw: the original image's (height, width).
         points: (L, 3) optical-frame points from depth (NaN rows: none), or None.
+        grid_index: (L,) the extractor-grid index of each feature when a map stores a
+            subsampled grid (``--local-stride``), or None (feature i is grid cell i).
     """
 
     local: np.ndarray
@@ -38,17 +40,24 @@ class ImageFeatures:
     keypoints: np.ndarray | None
     image_hw: tuple[int, int]
     points: np.ndarray | None = None
+    grid_index: np.ndarray | None = None
 
     @classmethod
     def from_features(cls, features: Features, index: int, image_hw: tuple[int, int],
-                      points: np.ndarray | None = None) -> ImageFeatures:
+                      points: np.ndarray | None = None,
+                      grid_index: np.ndarray | None = None) -> ImageFeatures:
         return cls(
             features.local[index],
             None if features.local_mask is None else features.local_mask[index],
             None if features.keypoints is None else features.keypoints[index],
             (int(image_hw[0]), int(image_hw[1])),
             points,
+            grid_index,
         )
+
+    def grid_cells(self, indices: np.ndarray) -> np.ndarray:
+        """Extractor-grid indices of features ``indices`` (the stored grid may be subsampled)."""
+        return indices if self.grid_index is None else self.grid_index[indices]
 
 
 def observe_place(
@@ -70,11 +79,13 @@ def observe_place(
     """
     pairs = mnn_pairs(query.local, place.local, query_mask=query.mask, place_mask=place.mask,
                       rerank=rerank or info.rerank)
+    query_cells = query.grid_cells(pairs.query)
     if refine_query is not None and len(pairs):
-        query_px = refine_query(pairs.query, np.asarray(place.local)[pairs.place])
+        query_px = refine_query(query_cells, np.asarray(place.local)[pairs.place])
     else:
-        query_px = feature_pixels(info, query.image_hw, pairs.query, query.keypoints)
-    place_px = feature_pixels(info, place.image_hw, pairs.place, place.keypoints)
+        query_px = feature_pixels(info, query.image_hw, query_cells, query.keypoints)
+    place_px = feature_pixels(info, place.image_hw, place.grid_cells(pairs.place),
+                              place.keypoints)
     points = None
     if place.points is not None:
         points = np.asarray(place.points, np.float32)[pairs.place]

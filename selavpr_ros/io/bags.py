@@ -167,6 +167,37 @@ class BagFrames(Closing):
                         topic)
         return track, frame_id
 
+    def read_camera_info(self, topic: str | None = None) -> tuple[Any, str]:
+        """Return the camera model of ``topic`` (or the only CameraInfo topic) and the topic.
+
+        (None, "") when no topic is named and the bag has no CameraInfo topic; the first
+        valid message is used (a calibration does not change during a drive).
+
+        Raises:
+            BagReadError: a named topic is missing, or no message holds a valid calibration.
+        """
+        from selavpr_ros.geometry.camera import CameraModel, CameraModelError
+
+        types = ("sensor_msgs/msg/CameraInfo",)
+        if not topic and not any(m in types for m, _ in self.topics.values()):
+            return None, ""
+        topic, _ = self.topic_of(topic, types, "camera info")
+        last_error = "no messages"
+        records = self._reader.messages(connections=self._connections(topic))
+        for index, (conn, _, raw) in enumerate(records):
+            msg, _why = self._deserialize(raw, conn.msgtype, topic, index)
+            if msg is None:
+                continue
+            fields = {"width": int(msg.width), "height": int(msg.height),
+                      "distortion_model": str(msg.distortion_model),
+                      "d": list(msg.d), "k": list(msg.k), "r": list(msg.r), "p": list(msg.p),
+                      "binning_x": int(msg.binning_x), "binning_y": int(msg.binning_y)}
+            try:
+                return CameraModel.from_camera_info(fields), topic
+            except CameraModelError as err:
+                last_error = str(err)
+        raise BagReadError(f"{self.path}: {topic} holds no valid calibration ({last_error})")
+
     def _deserialize(
         self, raw: bytes, msgtype: str, topic: str, index: int
     ) -> tuple[Any | None, str]:
@@ -220,6 +251,82 @@ class BagFrames(Closing):
 
     def count(self, topic: str) -> int:
         return self.topics.get(topic, ("", 0))[1]
+
+    def with_depth(self, frames: Iterator[Frame], depth_topic: str,
+                   tolerance_ns: int) -> Iterator[Frame]:
+        """Attach the depth image of ``depth_topic`` with each frame's stamp.
+
+        The nearest within ``tolerance_ns``; depth messages are read alongside, only a short
+        window of them kept in memory.
+        """
+        import dataclasses
+
+        depth_topic, _ = self.topic_of(depth_topic, (IMAGE,), "depth")
+        depths: dict[int, Any] = {}
+        reader = self._reader.messages(connections=self._connections(depth_topic))
+        latest = -1
+        exhausted = False
+        for index, frame in enumerate(frames):
+            # read depth until past this frame's stamp (plus the tolerance)
+            while not exhausted and latest <= frame.stamp_ns + tolerance_ns:
+                record = next(reader, None)
+                if record is None:
+                    exhausted = True
+                    break
+                conn, record_ns, raw = record
+                msg, _ = self._deserialize(raw, conn.msgtype, depth_topic, index)
+                if msg is None:
+                    continue
+                try:
+                    latest = header_stamp_ns(msg, record_ns)
+                except ValueError:
+                    continue
+                depths[latest] = msg
+            for stamp in [s for s in depths if s < frame.stamp_ns - tolerance_ns]:
+                del depths[stamp]
+            near = [s for s in depths if abs(s - frame.stamp_ns) <= tolerance_ns]
+            if not near or frame.damaged:
+                yield dataclasses.replace(frame, depth=_no_depth(depth_topic, frame.stamp_ns))
+                continue
+            msg = depths[min(near, key=lambda s: abs(s - frame.stamp_ns))]
+            yield dataclasses.replace(frame, depth=_depth_decoder(msg))
+
+
+def _no_depth(topic: str, stamp_ns: int) -> Callable[[], tuple[np.ndarray, str]]:
+    def load() -> tuple[np.ndarray, str]:
+        from selavpr_ros.geometry.depth import DepthImageError
+
+        raise DepthImageError(f"no {topic} message near the image stamp {stamp_ns}")
+
+    return load
+
+
+def depth_decoder(msg: Any) -> Callable[[], tuple[np.ndarray, str]]:
+    """Return a loader of a depth ``sensor_msgs/Image`` (rosbags or rclpy message)."""
+    return _depth_decoder(msg)
+
+
+def _depth_decoder(msg: Any) -> Callable[[], tuple[np.ndarray, str]]:
+    def load() -> tuple[np.ndarray, str]:
+        from selavpr_ros.geometry.depth import DEPTH_ENCODINGS, DepthImageError
+
+        encoding = str(msg.encoding)
+        if encoding not in DEPTH_ENCODINGS:
+            raise DepthImageError(f"depth encoding must be 16UC1 (mm) or 32FC1 (m), got "
+                                  f"{encoding!r}")
+        dtype = np.dtype(np.uint16 if encoding == "16UC1" else np.float32)
+        dtype = dtype.newbyteorder(">" if msg.is_bigendian else "<")
+        h, w, step = int(msg.height), int(msg.width), int(msg.step)
+        raw = msg.data
+        data = (np.frombuffer(raw, np.uint8) if isinstance(raw, (bytes, bytearray, memoryview))
+                else np.asarray(raw, np.uint8))
+        if h < 1 or w < 1 or step < w * dtype.itemsize or data.size < h * step:
+            raise DepthImageError(f"depth message of {data.size} bytes does not hold "
+                                  f"{w}x{h} {encoding} (step {step})")
+        rows = data[: h * step].reshape(h, step)[:, : w * dtype.itemsize]
+        return rows.copy().view(dtype).reshape(h, w).astype(dtype.newbyteorder("=")), encoding
+
+    return load
 
 
 def _undecodable() -> np.ndarray:
@@ -284,6 +391,30 @@ class BagWriter(Closing):
             data=np.frombuffer(data, dtype=np.uint8),
         )
         self._write(topic, IMAGE, stamp_ns, msg)
+
+    def write_depth(self, topic: str, stamp_ns: int, depth: np.ndarray, frame_id: str,
+                    encoding: str = "16UC1") -> None:
+        """Write a depth ``sensor_msgs/Image``: 16UC1 (uint16 mm) or 32FC1 (float32 m)."""
+        array = np.ascontiguousarray(depth, np.uint16 if encoding == "16UC1" else np.float32)
+        msg = self._ts.types[IMAGE](
+            header=self._header(stamp_ns, frame_id), height=array.shape[0],
+            width=array.shape[1], encoding=encoding, is_bigendian=0,
+            step=array.shape[1] * array.itemsize, data=array.reshape(-1).view(np.uint8))
+        self._write(topic, IMAGE, stamp_ns, msg)
+
+    def write_camera_info(self, topic: str, stamp_ns: int, info: dict[str, Any],
+                          frame_id: str) -> None:
+        """Write a ``sensor_msgs/CameraInfo`` from its fields (size, distortion, K, R, P)."""
+        types = self._ts.types
+        roi = types["sensor_msgs/msg/RegionOfInterest"](x_offset=0, y_offset=0, height=0,
+                                                        width=0, do_rectify=False)
+        msg = types["sensor_msgs/msg/CameraInfo"](
+            header=self._header(stamp_ns, frame_id), height=int(info["height"]),
+            width=int(info["width"]), distortion_model=str(info["distortion_model"]),
+            d=np.asarray(info["d"], np.float64), k=np.asarray(info["k"], np.float64),
+            r=np.asarray(info.get("r", np.eye(3).reshape(-1)), np.float64),
+            p=np.asarray(info["p"], np.float64), binning_x=0, binning_y=0, roi=roi)
+        self._write(topic, "sensor_msgs/msg/CameraInfo", stamp_ns, msg)
 
     def write_compressed_image(
         self,

@@ -20,6 +20,7 @@ an image are an error.
 from __future__ import annotations
 
 import csv
+import glob
 import math
 import re
 from collections.abc import Callable, Iterator
@@ -169,6 +170,8 @@ class FolderOptions:
         rate_hz: frame rate for stamps when the CSV has no timestamps (or there is no CSV).
         start_ns: stamp of the first frame in that case.
         frame_id: camera frame recorded for every image.
+        depth_folder: registered depth images named like the colour images (any extension;
+            16-bit PNG = 16UC1 millimetres, float32 TIFF or .npy = 32FC1 metres).
     """
 
     poses: Path | None = None
@@ -176,6 +179,7 @@ class FolderOptions:
     rate_hz: float = DEFAULT_RATE_HZ
     start_ns: int = 0
     frame_id: str = "camera"
+    depth_folder: Path | None = None
 
     def __post_init__(self) -> None:
         if not 0 < self.spacing < math.inf:
@@ -223,7 +227,38 @@ def folder_frames(folder: str | Path, options: FolderOptions = FolderOptions()) 
             source=source,
             source_ref=file.name,
             frame_id=options.frame_id,
+            depth=None if options.depth_folder is None else _depth_reader(
+                options.depth_folder, file.stem),
         )
+
+
+def _depth_reader(folder: Path, stem: str) -> Callable[[], tuple[np.ndarray, str]]:
+    def load() -> tuple[np.ndarray, str]:
+        import cv2
+
+        from selavpr_ros.geometry.depth import DepthImageError
+
+        found = sorted(p for p in folder.glob(f"{glob.escape(stem)}.*") if p.is_file())
+        if not found:
+            raise DepthImageError(f"no depth image {stem}.* in {folder}")
+        path = found[0]
+        if path.suffix == ".npy":
+            try:
+                depth = np.load(path, allow_pickle=False)
+            except (OSError, ValueError) as err:
+                raise DepthImageError(f"{path} is not a readable .npy array: {err}") from err
+        else:
+            depth = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+            if depth is None:
+                raise DepthImageError(f"{path} is not a readable image")
+        encoding = {np.dtype(np.uint16): "16UC1", np.dtype(np.float32): "32FC1"}.get(
+            depth.dtype)
+        if encoding is None:
+            raise DepthImageError(f"{path}: depth must be uint16 (mm) or float32 (m), got "
+                                  f"{depth.dtype}")
+        return depth, encoding
+
+    return load
 
 
 def _reader(path: Path) -> Callable[[], np.ndarray]:

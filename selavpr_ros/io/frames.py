@@ -30,6 +30,8 @@ class Frame:
         frame_id: the camera frame of the image.
         damaged: why the frame's record could not be read at all (a corrupt bag message);
             empty for a readable frame. A damaged frame is skipped as undecodable.
+        depth: returns the registered depth image and its encoding (16UC1 / 32FC1), or
+            raises DepthImageError; None when the source has no depth.
     """
 
     stamp_ns: int
@@ -39,6 +41,7 @@ class Frame:
     source_ref: str
     frame_id: str = ""
     damaged: str = ""
+    depth: Callable[[], tuple[np.ndarray, str]] | None = None
 
     @staticmethod
     def of_array(rgb: np.ndarray) -> Callable[[], np.ndarray]:

@@ -50,6 +50,14 @@ class LocalizerConfig:
     Confidence:
         confidence_full_fraction: score fraction at which the evidence term of the confidence
             saturates at 1 (see :func:`selavpr_ros.localizer.decision.confidence`).
+
+    Query pose (accepted frames only, :mod:`selavpr_ros.localizer.pose`):
+        pose_places: best re-ranked places given to the pose estimator (PnP uses those with
+            depth, two-view needs >= 2); 0 = the keyframe pose only.
+        pose_refine: sub-grid query pixels for two-view, classical extractor (needs the image;
+            PnP on map points does as well without).
+        camera_info_file: ROS camera-calibration YAML of the query camera; the node uses
+            CameraInfo instead when it has one.
     """
 
     top_k: int = field(default=100, metadata=setting(
@@ -81,6 +89,12 @@ class LocalizerConfig:
         "acceptance: minimum global cosine similarity", -1.0, 1.0))
     confidence_full_fraction: float = field(default=0.25, metadata=setting(
         "score fraction at which confidence saturates", 1e-6, 1.0))
+    pose_places: int = field(default=5, metadata=setting(
+        "query pose: best places given to PnP / two-view (0: keyframe pose only)", 0, 100))
+    pose_refine: bool = field(default=True, metadata=setting(
+        "query pose: sub-grid query pixels for two-view (classical extractor)"))
+    camera_info_file: str = field(default="", metadata=setting(
+        "query camera calibration YAML (the node prefers CameraInfo)", live=False))
 
     def __post_init__(self) -> None:
         if self.top_k < 1:
@@ -140,10 +154,10 @@ class Setting:
     live: bool
 
 
-def settings(node_only: bool = False) -> list[Setting]:
-    """Return the LocalizerConfig fields with their metadata, in declaration order."""
+def settings(node_only: bool = False, config_class: type = LocalizerConfig) -> list[Setting]:
+    """Return a config dataclass's fields (LocalizerConfig's by default) with their metadata."""
     out = []
-    for f in fields(LocalizerConfig):
+    for f in fields(config_class):
         meta = f.metadata
         if node_only and not meta["node"]:
             continue

@@ -18,16 +18,18 @@ import numpy as np
 import torch
 
 from selavpr_ros.extractors.base import Extractor, Features
+from selavpr_ros.geometry import CameraModel, PoseConfig, PoseEstimate
 from selavpr_ros.localizer.cache import LocalFeatureCache
 from selavpr_ros.localizer.config import LocalizerConfig
 from selavpr_ros.localizer.decision import decide
+from selavpr_ros.localizer.pose import QueryPose
 from selavpr_ros.map import Place, PlaceMap, check_extractor
 from selavpr_ros.matching import mnn_scores
 from selavpr_ros.matching.mnn import auto_memory_budget
 
 log = logging.getLogger(__name__)
 
-STAGES = ("extract", "search", "fetch", "rerank", "decide")
+STAGES = ("extract", "search", "fetch", "rerank", "decide", "pose")
 Tensorish = np.ndarray | torch.Tensor
 
 
@@ -53,8 +55,9 @@ class LocalizationResult:
     """The answer for one query (maps onto ``selavpr_msgs/PlaceRecognition``).
 
     ``timings_ms`` holds the stages in order (extract, search, fetch = reading candidates'
-    local features from the map, rerank, decide); ``total_ms`` covers all of them.
-    ``score_fraction`` and ``margin`` are the raw statistics behind the decision.
+    local features from the map, rerank, decide, pose); ``total_ms`` covers all of them.
+    ``score_fraction`` and ``margin`` are the raw statistics behind the decision. ``pose`` is
+    the query camera's pose for an accepted frame (None when rejected).
     """
 
     map_id: str
@@ -69,6 +72,7 @@ class LocalizationResult:
     query_feature_count: int = 0
     score_fraction: float = 0.0
     margin: float = 0.0
+    pose: PoseEstimate | None = None
 
     @property
     def stages(self) -> list[tuple[str, float]]:
@@ -92,11 +96,12 @@ class Localizer:
         extractor: Extractor,
         config: LocalizerConfig | None = None,
         feature_cache: LocalFeatureCache | Literal[False] | None = None,
+        pose_config: PoseConfig | None = None,
     ) -> None:
         """Check that the extractor fits the map and load its index.
 
         ``feature_cache``: a cache to use, None = automatic (CUDA, fits the budget), False =
-        none.
+        none. The query camera comes from ``config.camera_info_file`` (when set) or per query.
         """
         check_extractor(place_map.extractor_info, extractor.info, place_map.path)
         self.place_map = place_map
@@ -115,17 +120,31 @@ class Localizer:
             self._memory_budget = max(self._memory_budget, auto_memory_budget(device))
         self._fetch_buffer: np.ndarray | None = None  # (rerank_k, L, C), reused per query
         self._fetch_lock = threading.Lock()
+        self.pose = QueryPose(place_map, extractor, pose_config)
+        self.camera: CameraModel | None = None
+        if cfg.camera_info_file:
+            self.camera = CameraModel.from_yaml(cfg.camera_info_file)
 
-    def query(self, image: np.ndarray | Features) -> LocalizationResult:
-        """Localise one (H, W, 3) uint8 RGB image (or a batch-of-one :class:`Features`)."""
+    def query(self, image: np.ndarray | Features,
+              camera: CameraModel | None = None) -> LocalizationResult:
+        """Localise one (H, W, 3) uint8 RGB image (or a batch-of-one :class:`Features`).
+
+        ``camera``: the query camera's model (else the configured one).
+        """
         if isinstance(image, Features):
-            return self.query_features(image)
+            return self.query_features(image, camera=camera)
         start = time.perf_counter()
         features = self.extractor.extract([image])
-        return self.query_features(features, extract_ms=(time.perf_counter() - start) * 1e3)
+        return self.query_features(features, extract_ms=(time.perf_counter() - start) * 1e3,
+                                   camera=camera, image=image)
 
-    def query_features(self, features: Features, extract_ms: float = 0.0) -> LocalizationResult:
-        """Localise from the features of one image (batch of one)."""
+    def query_features(self, features: Features, extract_ms: float = 0.0,
+                       camera: CameraModel | None = None,
+                       image: np.ndarray | None = None) -> LocalizationResult:
+        """Localise from the features of one image (batch of one).
+
+        ``image`` (optional) refines the query pixels of the pose estimate.
+        """
         if len(features) != 1:
             raise ValueError(f"query_features takes one image's features, got {len(features)}")
         features.check_against(self.place_map.extractor_info)
@@ -189,7 +208,13 @@ class Localizer:
             config=cfg,
             reranked=k > 0,
         )
-        timings["decide"] = (time.perf_counter() - t1) * 1e3
+        t2 = time.perf_counter()
+        timings["decide"] = (t2 - t1) * 1e3
+        pose = None
+        if decision.accepted:
+            pose = self.pose.estimate(candidates, features, camera or self.camera,
+                                      cfg.pose_places, image, cfg.pose_refine)
+        timings["pose"] = (time.perf_counter() - t2) * 1e3
         return LocalizationResult(
             map_id=self.place_map.map_id,
             map_frame=self.place_map.map_frame,
@@ -203,6 +228,7 @@ class Localizer:
             query_feature_count=n_query,
             score_fraction=decision.score_fraction,
             margin=decision.margin,
+            pose=pose,
         )
 
     def _fetch(self, ids: np.ndarray, use_buffer: bool) -> tuple[Tensorish, Tensorish | None,

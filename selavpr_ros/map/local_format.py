@@ -186,15 +186,21 @@ class LocalCodec:
         return {} if self.components is None else {PCA_KEY: self.components}
 
     # ------------------------------------------------------------------ transforms
+    def kept_indices(self) -> np.ndarray | None:
+        """Flat grid index of each stored local feature; None when every feature is kept."""
+        stride, grid = self.format.stride, self.info.local_grid
+        if stride == 1 or grid is None:
+            return None
+        h, w = grid
+        return np.arange(h * w).reshape(h, w)[::stride, ::stride].reshape(-1)
+
     def subsample(self, local: np.ndarray, mask: np.ndarray | None,
                   keypoints: np.ndarray | None
                   ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
         """Every ``stride``-th row and column of a dense grid; (..., L, ...) arrays."""
-        stride, grid = self.format.stride, self.info.local_grid
-        if stride == 1 or grid is None:
+        keep = self.kept_indices()
+        if keep is None:
             return local, mask, keypoints
-        h, w = grid
-        keep = np.arange(h * w).reshape(h, w)[::stride, ::stride].reshape(-1)
         return (local[..., keep, :], None if mask is None else mask[..., keep],
                 None if keypoints is None else keypoints[..., keep, :])
 

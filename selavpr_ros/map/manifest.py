@@ -33,6 +33,7 @@ READABLE_VERSIONS = (1, 2)
 MANIFEST_NAME = "manifest.json"
 METADATA_NAME = "places.sqlite"
 ARRAY_KINDS = ("global", "local", "scale", "mask", "keypoints")
+OPTIONAL_KINDS = ("points",)  # per segment, may be absent: 3-D points at local features
 STATE_DIR = "extractor"
 
 
@@ -94,6 +95,7 @@ class Manifest:
     segments: tuple[Segment, ...] = ()
     extractor_state: dict[str, FileEntry] = field(default_factory=dict)  # array name -> file
     format_version: int = FORMAT_VERSION
+    camera: dict[str, Any] | None = None  # CameraModel.to_dict() of the map's camera, optional
     local_format: LocalFormat = LocalFormat()
     local_codec: dict[str, FileEntry] = field(default_factory=dict)  # e.g. the PCA projection
     provenance: tuple[dict[str, Any], ...] = ()  # merged maps: where each id range came from
@@ -144,6 +146,7 @@ class Manifest:
             "extractor_state": {k: e.to_dict() for k, e in self.extractor_state.items()},
             "provenance": list(self.provenance),
             "files": self.data_files(),
+            **({"camera": self.camera} if self.camera is not None else {}),
         }
 
 
@@ -325,6 +328,7 @@ def _parse(path: Path, data: dict[str, Any]) -> Manifest:
             str(key): _file_entry(path, entry, f"extractor_state.{key}")
             for key, entry in _Fields(path, state, "extractor_state").items()
         },
+        camera=_camera(path, data.get("camera")),
         format_version=int(data["format_version"]),
         local_format=fmt,
         local_codec={
@@ -333,6 +337,18 @@ def _parse(path: Path, data: dict[str, Any]) -> Manifest:
         },
         provenance=tuple(provenance),
     )
+
+
+def _camera(path: Path, data: Any) -> dict[str, Any] | None:
+    """Check the optional ``camera`` key (a CameraModel.to_dict() form)."""
+    if data is None:
+        return None
+    from selavpr_ros.geometry.camera import CameraModel, CameraModelError
+
+    try:
+        return CameraModel.from_dict(data).to_dict()
+    except CameraModelError as err:
+        raise MapFormatError(f"{path}: invalid field 'camera': {err}") from err
 
 
 def _check_consistency(path: Path, manifest: Manifest) -> None:

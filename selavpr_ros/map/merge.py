@@ -69,6 +69,7 @@ def check_mergeable(maps: list[PlaceMap]) -> None:
             f"extractor settings {b.to_dict()} (first map: {a.to_dict()})",
             _differs("map frame", fm.map_frame, om.map_frame),
             _differs("local format", fm.local_format.name, om.local_format.name),
+            _differs("camera model", fm.camera, om.camera),
             _differs("extractor state",
                      {k: e.sha256 for k, e in fm.extractor_state.items()},
                      {k: e.sha256 for k, e in om.extractor_state.items()}),
@@ -121,10 +122,13 @@ def _join_segments(source: PlaceMap, kind: str, target: Path) -> FileEntry:
 
     One segment per input map, so the merged map opens as fast as a freshly built one.
     """
-    entries = [seg.files[kind] for seg in source.manifest.segments]
-    first = np.load(source._file(entries[0].name), mmap_mode="r", allow_pickle=False)
+    segments = source.manifest.segments
+    entries = [seg.files.get(kind) for seg in segments]  # ``points`` may be absent: NaN rows
+    present = next(e for e in entries if e is not None)
+    first = np.load(source._file(present.name), mmap_mode="r", allow_pickle=False)
     header = {"descr": np.lib.format.dtype_to_descr(first.dtype), "fortran_order": False,
               "shape": (source.count, *first.shape[1:])}
+    row_shape, row_dtype = first.shape[1:], first.dtype
     del first
     out_digest = hashlib.sha256()
     with open(target, "wb") as dst:
@@ -132,7 +136,12 @@ def _join_segments(source: PlaceMap, kind: str, target: Path) -> FileEntry:
         dst.flush()
         with open(target, "rb") as head:
             out_digest.update(head.read())
-        for entry in entries:  # one read of each input: checked and copied as it streams
+        for seg, entry in zip(segments, entries, strict=True):  # read once, checked
+            if entry is None:
+                block = np.full((seg.rows, *row_shape), np.nan, row_dtype).tobytes()
+                out_digest.update(block)
+                dst.write(block)
+                continue
             path = source._file(entry.name)
             digest = hashlib.sha256()
             with open(path, "rb") as src:
@@ -239,8 +248,9 @@ def _write_merged(tmp: Path, maps: list[PlaceMap], progress: bool) -> Manifest:
             if not m.count:
                 continue
             generation += 1
+            kinds = dict.fromkeys(k for seg in m.manifest.segments for k in seg.files)
             files = {kind: _join_segments(m, kind, tmp / segment_file_name(kind, generation))
-                     for kind in m.manifest.segments[0].files}
+                     for kind in kinds}
             bar.update(len(m.manifest.segments))
             _check_rows(m)
             rows_sha = store.copy_rows(m._file(METADATA_NAME), m.count)
@@ -268,7 +278,7 @@ def _write_merged(tmp: Path, maps: list[PlaceMap], progress: bool) -> Manifest:
         map_frame=fm.map_frame, extractor=fm.extractor, local_dtype=fm.local_dtype,
         count=offset, index={"spec": spec.to_dict(), "file": index_entry.to_dict()},
         segments=tuple(segments), extractor_state=state, local_format=fm.local_format,
-        local_codec=codec, provenance=tuple(provenance),
+        local_codec=codec, provenance=tuple(provenance), camera=fm.camera,
     )
     fsync_dir(tmp)
     write_manifest(tmp, manifest)

@@ -11,11 +11,16 @@ Layout of ``<name>.selavpr/`` (format version 2; version 1 maps open unchanged):
     scale-<gen>.npy          float16 (n, L), per-feature scales, only for int8 local features
     mask-<gen>.npy           bool (n, L), only for extractors with a variable feature count
     keypoints-<gen>.npy      float32 (n, L, 2), only for extractors with keypoints
+    points-<gen>.npy         float16 (n, L, 3), optional per commit: the 3-D point (camera
+                             optical frame, metres, NaN = no depth) at each local feature
     index-<gen>.faiss        the faiss index over all global descriptors at commit <gen>
     extractor/<name>.npy     the extractor's learned state (e.g. a VLAD vocabulary), written
                              once by :meth:`PlaceMap.create`; only for extractors with state
     codec/pca_components.npy the PCA projection of a PCA local format, fitted on the first
                              commit's features (or given to create) and never changed
+
+The manifest's optional ``camera`` holds the map camera's model (CameraInfo fields); maps
+without it or without points still open (their query poses fall back to keyframe poses).
 
 Commits: new files are written and fsynced, metadata rows are inserted in one SQLite
 transaction, then ``manifest.json`` is replaced atomically. Killing the process at any point
@@ -46,11 +51,13 @@ import numpy as np
 from selavpr_ros.closing import Closing
 from selavpr_ros.errors import MapFormatError
 from selavpr_ros.extractors.base import Extractor, ExtractorInfo, Features
+from selavpr_ros.geometry.camera import CameraModel
 from selavpr_ros.map import index as idx
 from selavpr_ros.map.fsutil import WriteLock, fsync_dir, sha256_file
 from selavpr_ros.map.local_format import CODEC_DIR, LocalCodec, LocalFormat, dequantize
 from selavpr_ros.map.manifest import (
     METADATA_NAME,
+    OPTIONAL_KINDS,
     STATE_DIR,
     FileEntry,
     Manifest,
@@ -73,7 +80,7 @@ from selavpr_ros.map.segments import (
 log = logging.getLogger(__name__)
 
 _DATA_FILE = re.compile(
-    r"^(global|local|scale|mask|keypoints)-\d{6}\.npy$|^index-\d{6}\.faiss$"
+    r"^(global|local|scale|mask|keypoints|points)-\d{6}\.npy$|^index-\d{6}\.faiss$"
 )
 _READER_ATTEMPTS = 20  # opens retried while writers commit in between
 _STATE_KEY = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
@@ -160,6 +167,7 @@ class PlaceMap(Closing):
                 self._file(METADATA_NAME), manifest.count, writable=writable
             )
             self._arrays = {kind: SegmentArrays() for kind in self._kinds}
+            self._points: list[tuple[int, np.ndarray | None]] = []  # (start, array) per segment
             for segment in manifest.segments:
                 self._open_segment(segment)
             self._check_state_files()
@@ -178,6 +186,7 @@ class PlaceMap(Closing):
         map_frame: str = "map",
         local_dtype: str = "float16",
         extractor_state: dict[str, np.ndarray] | None = None,
+        camera: CameraModel | None = None,
         local_format: LocalFormat | None = None,
         local_codec_state: dict[str, np.ndarray] | None = None,
     ) -> PlaceMap:
@@ -189,7 +198,8 @@ class PlaceMap(Closing):
 
         ``extractor_state`` (arrays the extractor learned, e.g. a VLAD vocabulary) is stored
         under ``extractor/`` with checksums and never changes afterwards; by default it is
-        ``extractor.state()`` when an :class:`Extractor` is given, else none.
+        ``extractor.state()`` when an :class:`Extractor` is given, else none. ``camera``: the
+        mapping camera's model (see also :meth:`set_camera`).
         """
         path = Path(path)
         info = extractor.info if isinstance(extractor, Extractor) else extractor
@@ -221,6 +231,7 @@ class PlaceMap(Closing):
             count=0,
             index={"spec": (index or idx.IndexSpec()).to_dict(), "file": None},
             extractor_state=state_files,
+            camera=None if camera is None else camera.to_dict(),
             local_format=fmt,
             local_codec=codec_files,
         )
@@ -339,6 +350,17 @@ class PlaceMap(Closing):
         return self._manifest.extractor
 
     @property
+    def camera(self) -> CameraModel | None:
+        """The mapping camera's model, None for maps built without camera info."""
+        data = self._manifest.camera
+        return None if data is None else CameraModel.from_dict(data)
+
+    @property
+    def has_points(self) -> bool:
+        """True when some places have 3-D points at their local features (depth at mapping)."""
+        return any(a is not None for _, a in self._points)
+
+    @property
     def index_spec(self) -> idx.IndexSpec:
         return idx.IndexSpec.from_dict(self._manifest.index["spec"])
 
@@ -356,7 +378,15 @@ class PlaceMap(Closing):
     # ---------------------------------------------------------------- reading
     def _open_segment(self, segment: Segment) -> None:
         m, info = self._manifest, self._manifest.extractor
-        check_segment_files(segment, self._kinds, str(self.path / "manifest.json"))
+        check_segment_files(segment, self._kinds, str(self.path / "manifest.json"),
+                            OPTIONAL_KINDS)
+        points = None
+        if "points" in segment.files:
+            shape, dtype = expected_shapes("points", segment.rows, info.global_dim,
+                                           m.local_format.stored_count(info), info.local_dim,
+                                           m.local_dtype)
+            points = open_array(self.path, segment.files["points"], shape, dtype)
+        self._points.append((segment.start, points))
         for kind in self._kinds:
             shape, dtype = expected_shapes(
                 kind, segment.rows, info.global_dim, m.local_format.stored_count(info),
@@ -463,6 +493,24 @@ class PlaceMap(Closing):
                 self._arrays["keypoints"].gather(ids) if "keypoints" in self._arrays else None
             ),
         )
+
+    def points(self, ids: Sequence[int] | np.ndarray) -> np.ndarray:
+        """(len(ids), L, 3) float16 camera-frame points of places' local features.
+
+        NaN where a place has no depth (or its commit stored no points).
+        """
+        ids = np.asarray(ids, dtype=np.int64)
+        if ids.size and (ids.min() < 0 or ids.max() >= self.count):
+            raise IndexError(f"place ids out of range 0..{self.count - 1}: {ids}")
+        count = self.local_format.stored_count(self.extractor_info)
+        out = np.full((len(ids), count, 3), np.nan, np.float16)
+        starts = np.asarray([start for start, _ in self._points], np.int64)
+        for row, place in enumerate(ids.tolist()):
+            seg = int(np.searchsorted(starts, place, side="right")) - 1
+            start, array = self._points[seg]
+            if array is not None:
+                out[row] = array[place - start]
+        return out
 
     def local_codes(
         self, ids: Sequence[int] | np.ndarray, out: np.ndarray | None = None
@@ -583,8 +631,28 @@ class PlaceMap(Closing):
         if dropped:
             log.info("removed %d metadata rows of an unfinished commit", dropped)
 
-    def append(self, features: Features, places: Sequence[PlaceInfo]) -> range:
-        """Add places with their features in one atomic commit; return their ids."""
+    def set_camera(self, camera: CameraModel) -> None:
+        """Record the mapping camera's model in a new commit (once; another one is refused)."""
+        self._require_writable()
+        current = self.camera
+        if current is not None:
+            if not current.same_as(camera):
+                raise MapFormatError(
+                    f"map {self.path} was built with another camera model "
+                    f"({current.width}x{current.height}, fx {current.fx:g}); one map holds "
+                    "one camera")
+            return
+        self.load_index()  # the commit hands the in-memory index on
+        self._commit(replace(self._manifest, modified=_now(), camera=camera.to_dict()),
+                     self._index)
+
+    def append(self, features: Features, places: Sequence[PlaceInfo],
+               points: np.ndarray | None = None) -> range:
+        """Add places with their features in one atomic commit; return their ids.
+
+        ``points``: (n, L, 3) camera-frame points at the local features (NaN: no depth),
+        stored as float16.
+        """
         self._require_writable()
         info = self.extractor_info
         if len(features) != len(places):
@@ -609,6 +677,13 @@ class PlaceMap(Closing):
         keypoints = features.keypoints if "keypoints" in self._kinds else None
         arrays = {"global": features.global_desc,
                   **codec.encode(features.local, mask, keypoints)}
+        if points is not None:
+            shape = (len(places), info.local_count, 3)
+            if np.shape(points) != shape:
+                raise ValueError(f"points are {np.shape(points)}, expected {shape}")
+            # stored on the local features' stored grid (every stride-th row and column)
+            stored_points = codec.subsample(np.asarray(points), None, None)[0]
+            arrays["points"] = stored_points.astype(np.float16)
         generation = self._manifest.generation + 1
         files = {
             kind: write_array(self.path / segment_file_name(kind, generation), array)

@@ -1,9 +1,9 @@
 """Append-only ``.npy`` segments of per-place arrays, memory-mapped for reading.
 
 Each commit writes one file per array kind (``global``, ``local``, optionally ``scale``,
-``mask`` and ``keypoints``) holding only the places it adds, so an append never rewrites old
-data and opening a map maps the files instead of reading them. ``.npy`` has no pickle
-(``allow_pickle=False``).
+``mask`` and ``keypoints``, and ``points`` when the commit's places have depth) holding only the
+places it adds, so an append never rewrites old data and opening a map maps the files instead of
+reading them. ``.npy`` has no pickle (``allow_pickle=False``).
 """
 
 from __future__ import annotations
@@ -135,6 +135,8 @@ def expected_shapes(
         return (rows, local_count), np.dtype(np.bool_)
     if kind == "keypoints":
         return (rows, local_count, 2), np.dtype(np.float32)
+    if kind == "points":  # camera-frame 3-D point at each local feature, NaN = no depth
+        return (rows, local_count, 3), np.dtype(np.float16)
     raise MapFormatError(f"unknown segment array kind {kind!r}")
 
 
@@ -151,9 +153,10 @@ def segment_kinds(
     return tuple(kinds)
 
 
-def check_segment_files(segment: Segment, kinds: tuple[str, ...], manifest_name: str) -> None:
+def check_segment_files(segment: Segment, kinds: tuple[str, ...], manifest_name: str,
+                        optional: tuple[str, ...] = ()) -> None:
     missing = set(kinds) - set(segment.files)
-    extra = set(segment.files) - set(kinds)
+    extra = set(segment.files) - set(kinds) - set(optional)
     if missing or extra:
         raise MapFormatError(
             f"{manifest_name}: segment at {segment.start} has files {sorted(segment.files)}, "

@@ -26,6 +26,8 @@ import numpy as np
 
 from selavpr_ros.errors import CheckpointError, ConfigError, ImageDecodeError, MapFormatError
 from selavpr_ros.extractors.base import Extractor, Features
+from selavpr_ros.geometry.depth import DepthImageError, feature_points
+from selavpr_ros.geometry.pixels import feature_pixels
 from selavpr_ros.io.folders import natural_key
 from selavpr_ros.io.frames import Frame
 from selavpr_ros.io.poses import Pose
@@ -75,6 +77,8 @@ class BuildSummary:
     seconds: float = 0.0
     extract_seconds: float = 0.0
     interrupted: bool = False
+    places_with_depth: int = 0  # places stored with 3-D points
+    depth_failures: int = 0  # places whose depth could not be used (logged, stored without)
 
     @property
     def images_per_s(self) -> float:
@@ -98,6 +102,8 @@ class BuildSummary:
             "images_per_s": round(self.images_per_s, 2),
             "frames_per_s": round(self.frames_per_s, 2),
             "interrupted": self.interrupted,
+            "places_with_depth": self.places_with_depth,
+            "depth_failures": self.depth_failures,
         }
 
     def lines(self) -> list[str]:
@@ -110,7 +116,8 @@ class BuildSummary:
             + (f" ({skipped})" if skipped else ""),
             f"size on disk {format_bytes(self.bytes_on_disk)}, time {self.seconds:.1f} s, "
             f"{self.images_per_s:.1f} images/s extracted, {self.frames_per_s:.1f} frames/s read",
-        ]
+        ] + ([f"places with depth {self.places_with_depth}, without (depth unusable) "
+              f"{self.depth_failures}"] if self.places_with_depth or self.depth_failures else [])
 
 
 def format_bytes(size: int) -> str:
@@ -141,9 +148,13 @@ class MapBuilder:
         self.summary = BuildSummary(str(place_map.path), map_places=place_map.count)
         self._selectors: dict[str, KeyframeSelector] = {}
         self._resume_after: dict[str, list[object] | None] = {}
-        self._queued: list[tuple[np.ndarray, PlaceInfo]] = []  # decoded, not yet extracted
+        # decoded, not yet extracted: pixels, place, depth (image, encoding) or None
+        self._queued: list[tuple[np.ndarray, PlaceInfo, tuple[np.ndarray, str] | None]] = []
         self._features: list[Features] = []  # extracted, not yet committed
         self._places: list[PlaceInfo] = []
+        self._points: list[np.ndarray | None] = []  # per pending place: (L, 3) or None
+        self.camera = place_map.camera
+        self._said_no_camera = False
         self._start = time.monotonic()
 
     # ------------------------------------------------------------------ feeding
@@ -201,6 +212,11 @@ class MapBuilder:
             log.warning("%s %s: skipping undecodable image: %s", frame.source, frame.source_ref,
                         err)
             return UNDECODABLE
+        if self.camera is not None and rgb.shape[:2] != (self.camera.height, self.camera.width):
+            raise ConfigError(
+                f"the map's camera model is {self.camera.width}x{self.camera.height} but "
+                f"{frame.source} {frame.source_ref} is {rgb.shape[1]}x{rgb.shape[0]}")
+        depth = self._depth(frame)
         selector.accept(pose)
         info = PlaceInfo(
             stamp_ns=frame.stamp_ns,
@@ -210,13 +226,45 @@ class MapBuilder:
             source=frame.source,
             source_ref=frame.source_ref,
         )
-        self._queued.append((rgb, info))
+        self._queued.append((rgb, info, depth))
         # extract a full batch, or early so that commits hold exactly commit_every places
         if len(self._queued) >= self.config.batch_size or self.pending >= self.config.commit_every:
             self.extract_pending()
         if len(self._places) >= self.config.commit_every:
             self.commit()
         return None
+
+    def _depth(self, frame: Frame) -> tuple[np.ndarray, str] | None:
+        """Read the frame's depth image; None without one, a camera model, or when unreadable."""
+        if frame.depth is None:
+            return None
+        if self.camera is None:
+            if not self._said_no_camera:
+                self._said_no_camera = True
+                log.warning("depth is ignored: the map has no camera model (give camera info)")
+            return None
+        try:
+            return frame.depth()
+        except DepthImageError as err:
+            self.summary.depth_failures += 1
+            log.warning("%s %s: stored without depth: %s", frame.source, frame.source_ref, err)
+            return None
+
+    def _feature_points(self, features: Features, row: int, rgb: np.ndarray,
+                        depth: tuple[np.ndarray, str] | None, info: PlaceInfo,
+                        ) -> np.ndarray | None:
+        if depth is None or self.camera is None:
+            return None
+        keypoints = None if features.keypoints is None else features.keypoints[row]
+        pixels = feature_pixels(self.map.extractor_info, rgb.shape[:2], keypoints=keypoints)
+        try:
+            points = feature_points(depth[0], depth[1], pixels, self.camera)
+        except DepthImageError as err:
+            self.summary.depth_failures += 1
+            log.warning("%s %s: stored without depth: %s", info.source, info.source_ref, err)
+            return None
+        self.summary.places_with_depth += 1
+        return points
 
     # ------------------------------------------------------------------ extraction, commits
     @property
@@ -231,7 +279,7 @@ class MapBuilder:
         while self._queued:
             batch = self._queued[: self.config.batch_size]
             t0 = time.monotonic()
-            features = self.extractor.extract([rgb for rgb, _ in batch])
+            features = self.extractor.extract([rgb for rgb, _, _ in batch])
             self.summary.extract_seconds += time.monotonic() - t0
             if not np.isfinite(features.global_desc).all():
                 raise CheckpointError(
@@ -247,7 +295,9 @@ class MapBuilder:
                 keypoints=features.keypoints,
             )
             self._features.append(features)
-            self._places.extend(info for _, info in batch)
+            self._places.extend(info for _, info, _ in batch)
+            self._points.extend(self._feature_points(features, row, rgb, depth, info)
+                                for row, (rgb, info, depth) in enumerate(batch))
             del self._queued[: len(batch)]
 
     def commit(self) -> int:
@@ -256,8 +306,15 @@ class MapBuilder:
         if not self._places:
             return 0
         features = _concatenate(self._features)
+        points = None
+        if any(p is not None for p in self._points):
+            info = self.map.extractor_info
+            points = np.full((len(self._places), info.local_count, 3), np.nan, np.float16)
+            for row, p in enumerate(self._points):
+                if p is not None:
+                    points[row] = p
         try:
-            ids = self.map.append(features, self._places)
+            ids = self.map.append(features, self._places, points=points)
         except (OSError, sqlite3.Error, ValueError, OverflowError) as err:
             # the places stay pending: a caller may retry; the map keeps its last commit
             raise MapFormatError(
@@ -265,7 +322,7 @@ class MapBuilder:
                 f"the map keeps its last commit ({self.map.count} places)"
             ) from err
         added = len(ids)
-        self._features, self._places = [], []
+        self._features, self._places, self._points = [], [], []
         self.summary.places_added += added
         self.summary.map_places = self.map.count
         log.info("committed %d places to %s (%d in total)", added, self.map.path, self.map.count)

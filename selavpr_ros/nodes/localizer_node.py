@@ -12,9 +12,13 @@ stops, cleanup releases the map and the model's memory.
 
 Topics (relative names resolve in the node's namespace; remap as usual):
     subscribes  ``image_topic`` (parameter): sensor_msgs/Image or CompressedImage
-    publishes   ``place_recognition`` (selavpr_msgs/PlaceRecognition), one per processed frame
-                ``pose`` (geometry_msgs/PoseWithCovarianceStamped) for accepted matches
-                (``publish_pose``); remap to /initialpose for re-localisation
+                ``camera_info_topic`` (sensor_msgs/CameraInfo), matched to images by stamp
+    publishes   ``place_recognition`` (selavpr_msgs/PlaceRecognition), one per processed frame,
+                with the query pose (pnp / two_view / keyframe, see pose_source)
+                ``pose`` (geometry_msgs/PoseWithCovarianceStamped): consistent estimates with
+                an orientation (``publish_pose``, ``relocalization_mode``); remap to
+                /initialpose for Nav2
+                ``/tf`` map -> odom (``publish_tf``), held between estimates
                 ``loop_closure`` (std_msgs/Float64MultiArray [query s, place s])
                 (``publish_loop_closure``)
                 ``candidate_markers`` (visualization_msgs/MarkerArray) (``publish_markers``)
@@ -22,10 +26,15 @@ Topics (relative names resolve in the node's namespace; remap as usual):
 Services:   ``~/reload_map`` (std_srvs/Trigger): reopen ``map_path`` with the current
             parameters and swap it in once no query uses the old one; a failed reload, whatever
             the cause, keeps the current map and says why.
+            ``~/relocalize`` (std_srvs/Trigger): publish the next consistent estimate once
+            (``relocalization_mode`` on_request).
+TF (tf2_ros, from apt on a robot) is needed only with ``base_frame`` or ``publish_tf``.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import re
 import sys
 import threading
 import time
@@ -35,7 +44,7 @@ from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import PoseWithCovarianceStamped
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
-from sensor_msgs.msg import CompressedImage, Image
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import Float64MultiArray
 from std_srvs.srv import Trigger
 from visualization_msgs.msg import MarkerArray
@@ -44,17 +53,32 @@ from selavpr_msgs.msg import PlaceRecognition
 from selavpr_ros import __version__
 from selavpr_ros.errors import ConfigError, ImageDecodeError
 from selavpr_ros.extractors.factory import ExtractorSpec, extractor_for_map
+from selavpr_ros.geometry import PoseEstimate
+from selavpr_ros.geometry.pose import refused
+from selavpr_ros.geometry.transforms import matrix_to_pose
 from selavpr_ros.io.images import decode_image_message
 from selavpr_ros.localizer import Localizer, LocalizerConfig
 from selavpr_ros.localizer.config import config_from_values, settings
+from selavpr_ros.localizer.pose import robot_pose
+from selavpr_ros.localizer.relocalization import (
+    ConsistencyGate,
+    jump_too_large,
+    map_to_odom,
+    relocalization_config,
+    relocalization_settings,
+)
 from selavpr_ros.map import PlaceMap
 from selavpr_ros.ros import diagnostics as diag
+from selavpr_ros.ros.camera_info import CameraInfoCache
 from selavpr_ros.ros.conversions import (
     candidate_markers,
+    has_publishable_pose,
     loop_closure_msg,
     pose_msg,
     result_to_msg,
     stamp_to_ns,
+    transform_matrix,
+    transform_msg,
 )
 from selavpr_ros.ros.latest_frame import LatestFrameSlot
 from selavpr_ros.ros.params import Param, declare, from_settings, on_live_update
@@ -84,11 +108,8 @@ PARAMS = [
           0.0, 1000.0),
     Param("map_frame", "", "frame of published poses (empty: the map's own frame)"),
     Param("max_candidates", 10, "candidates listed in each PlaceRecognition", 0, 10000),
-    Param("position_variance", 4.0, "pose covariance: x/y/z variance (m^2) at confidence 1",
-          0.0, 1e9),
-    Param("orientation_variance", 0.1, "pose covariance: roll/pitch/yaw variance (rad^2) at "
-          "confidence 1", 0.0, 1e9),
-    Param("publish_pose", True, "publish PoseWithCovarianceStamped for accepted matches"),
+    Param("publish_pose", True, "publish PoseWithCovarianceStamped of consistent estimates"),
+    *from_settings(relocalization_settings()),
     Param("publish_loop_closure", False, "publish [query time, place time] for accepted matches"),
     Param("publish_markers", False, "publish candidate markers for RViz"),
     Param("stale_after_s", 3.0, "diagnostics: input is STALE after this long without a frame "
@@ -148,6 +169,13 @@ class LocalizerNode(LifecycleNode):
         super().__init__("localizer_node")
         self.values = declare(self, PARAMS)
         self.config = localizer_config(self.values)
+        self.reloc = relocalization_config(self.values)
+        self.gate = ConsistencyGate(self.reloc)
+        self.camera_infos = CameraInfoCache()
+        self._camera_info_sub: Any = None
+        self._tf: dict[str, Any] = {}  # buffer, listener, broadcaster when TF is used
+        self.map_to_odom: Any = None  # held 4x4 map <- odom (publish_tf)
+        self._last_pose_note = ""
         self.spec = extractor_spec(self.values)
         self.image_msg_type = (CompressedImage if is_compressed(
             self.values["image_topic"], self.values["image_type"]) else Image)
@@ -177,6 +205,8 @@ class LocalizerNode(LifecycleNode):
         service_group = MutuallyExclusiveCallbackGroup()
         self.create_service(Trigger, "~/reload_map", self._reload_map,
                             callback_group=service_group)
+        self.create_service(Trigger, "~/relocalize", self._relocalize,
+                            callback_group=service_group)
         self.create_timer(1.0, self._publish_diagnostics,
                           callback_group=MutuallyExclusiveCallbackGroup())
         if self.values["autostart"]:
@@ -188,9 +218,12 @@ class LocalizerNode(LifecycleNode):
     # --- parameters ---------------------------------------------------------------------
     def _check_update(self, proposed: dict[str, Any]) -> None:
         localizer_config(proposed)  # raises ConfigError naming what is wrong
+        relocalization_config(proposed)
 
     def _apply_update(self, values: dict[str, Any]) -> None:
         self.config = localizer_config(values)
+        self.reloc = relocalization_config(values)
+        self.gate.configure(self.reloc)
         self.failures.horizon_s = self.processed.horizon_s = float(values["error_window_s"])
 
     # --- lifecycle ----------------------------------------------------------------------
@@ -201,6 +234,14 @@ class LocalizerNode(LifecycleNode):
         except Exception as err:  # noqa: BLE001 - any failure leaves the node unconfigured
             self.failure_reason = f"cannot open map '{path}': {describe_error(err)}"
             self.get_logger().error(f"configure failed: {self.failure_reason}")
+            return FAILURE
+        try:
+            self._start_tf()
+        except ImportError as err:
+            self.failure_reason = (f"base_frame / publish_tf need tf2_ros (apt: "
+                                   f"ros-jazzy-tf2-ros): {err}")
+            self.get_logger().error(f"configure failed: {self.failure_reason}")
+            localizer.place_map.close()
             return FAILURE
         with self._query_lock:
             self.localizer, self.map_info = localizer, map_summary(localizer)
@@ -223,6 +264,11 @@ class LocalizerNode(LifecycleNode):
         self._subscription = self.create_subscription(
             self.image_msg_type, self.values["image_topic"], self._on_frame, self.qos,
             callback_group=MutuallyExclusiveCallbackGroup())
+        info_topic = self.camera_info_topic()
+        if info_topic:
+            self._camera_info_sub = self.create_subscription(
+                CameraInfo, info_topic, self._on_camera_info, 10,
+                callback_group=MutuallyExclusiveCallbackGroup())
         self._worker = threading.Thread(target=self._work, name="localizer_worker", daemon=True)
         self._worker.start()
         self.state_label = "active"
@@ -261,6 +307,9 @@ class LocalizerNode(LifecycleNode):
         if self._subscription is not None:
             self.destroy_subscription(self._subscription)
             self._subscription = None
+        if self._camera_info_sub is not None:
+            self.destroy_subscription(self._camera_info_sub)
+            self._camera_info_sub = None
         self.slot.close()
         if self._worker is not None:
             self._worker.join(timeout=30.0)
@@ -282,6 +331,9 @@ class LocalizerNode(LifecycleNode):
                 torch.cuda.empty_cache()
 
     # --- worker -------------------------------------------------------------------------
+    def _on_camera_info(self, msg: Any) -> None:
+        self.camera_infos.add(stamp_to_ns(msg.header.stamp), msg)
+
     def _on_frame(self, msg: Any) -> None:
         self._last_frame = time.monotonic()
         self.slot.put(msg)
@@ -314,31 +366,147 @@ class LocalizerNode(LifecycleNode):
         t0 = time.perf_counter()
         rgb = decode_image_message(msg)
         decode_ms = (time.perf_counter() - t0) * 1e3
+        stamp_ns = stamp_to_ns(msg.header.stamp)
+        camera, camera_note = None, ""
+        if self.camera_info_topic():
+            camera, camera_note = self.camera_infos.lookup(stamp_ns)
         with self._query_lock:
             localizer = self.localizer
             if localizer is None:
                 return
             localizer.config = self.config
-            result = localizer.query(rgb)
+            result = localizer.query(rgb, camera=camera)
+        estimate, pose_frame = result.pose, ""
+        if estimate is not None and camera is None and camera_note \
+                and estimate.source == "keyframe" and localizer.camera is None:
+            estimate = dataclasses.replace(estimate, reason=camera_note)
+        if estimate is not None and estimate.position is not None and self.reloc.base_frame:
+            estimate, pose_frame = self._robot_pose(estimate, msg.header.frame_id, stamp_ns)
+        if estimate is not None and estimate.source in ("keyframe", "none") and estimate.reason:
+            self._note_pose(estimate)
         v = self.values
         now_ns = self.get_clock().now().nanoseconds
         processing_ms = (time.monotonic() - received) * 1e3
         out = result_to_msg(
             result, msg.header, max_candidates=int(v["max_candidates"]),
-            covariance_diagonal=[v["position_variance"]] * 3 + [v["orientation_variance"]] * 3,
-            map_frame=v["map_frame"] or None, extra_stages=[("decode", decode_ms)],
-            processing_ms=processing_ms,
-            latency_ms=(now_ns - stamp_to_ns(msg.header.stamp)) / 1e6)
-        self._publish(out)
+            map_frame=v["map_frame"] or None, pose=estimate, pose_frame=pose_frame,
+            extra_stages=[("decode", decode_ms)], processing_ms=processing_ms,
+            latency_ms=(now_ns - stamp_ns) / 1e6)
+        gated, new_map_to_odom = None, None
+        if estimate is not None and has_publishable_pose(out):
+            gated = estimate
+            if self.reloc.publish_tf:  # agreement of map -> odom: the robot's motion removed
+                new_map_to_odom = self._map_to_odom(estimate, pose_frame or msg.header.frame_id,
+                                                    stamp_ns)
+                gated = None
+                if new_map_to_odom is not None:
+                    position, orientation = matrix_to_pose(new_map_to_odom)
+                    gated = dataclasses.replace(estimate, position=position,
+                                                orientation=orientation)
+        release = self.gate.add(gated, time.monotonic())
+        self._publish(out, release)
+        if release and new_map_to_odom is not None:
+            self._update_map_to_odom(new_map_to_odom)
         self.processed.add()
         self.stats.add(processing_ms)
 
-    def _publish(self, out: PlaceRecognition) -> None:
+    # --- pose, TF and re-localisation -------------------------------------------------
+    def camera_info_topic(self) -> str:
+        topic = str(self.values["camera_info_topic"])
+        if topic == "none":
+            return ""
+        if topic:
+            return topic
+        image_topic = str(self.values["image_topic"])
+        if image_topic.endswith("/compressed"):
+            image_topic = image_topic[: -len("/compressed")]
+        head = image_topic.rsplit("/", 1)[0] if "/" in image_topic else ""
+        return f"{head}/camera_info" if head else "camera_info"
+
+    def _note_pose(self, estimate: PoseEstimate) -> None:
+        """Log why a frame's pose fell back, once per kind of reason (not per frame)."""
+        note = f"{estimate.source} pose: {estimate.reason}"
+        kind = re.sub(r"\d+(\.\d+)?", "#", note)  # "5 inliers" and "7 inliers" are one kind
+        if kind != self._last_pose_note:
+            self._last_pose_note = kind
+            self.get_logger().warning(f"query pose falls back to {note}")
+
+    def _start_tf(self) -> None:
+        if not (self.reloc.base_frame or self.reloc.publish_tf) or self._tf:
+            return
+        from tf2_ros import Buffer, TransformBroadcaster, TransformListener
+
+        buffer = Buffer()
+        self._tf = {"buffer": buffer, "listener": TransformListener(buffer, self),
+                    "broadcaster": TransformBroadcaster(self)}
+        self.create_timer(0.1, self._broadcast_map_to_odom,
+                          callback_group=MutuallyExclusiveCallbackGroup())
+
+    def _lookup(self, target: str, source: str, stamp_ns: int) -> Any:
+        from rclpy.duration import Duration
+        from rclpy.time import Time
+
+        if "buffer" not in self._tf:
+            self._start_tf()
+        return transform_matrix(self._tf["buffer"].lookup_transform(
+            target, source, Time(nanoseconds=stamp_ns), timeout=Duration(seconds=0.3)))
+
+    def _robot_pose(self, estimate: PoseEstimate, camera_frame: str,
+                    stamp_ns: int) -> tuple[PoseEstimate, str]:
+        base = self.reloc.base_frame
+        try:
+            camera_in_base = self._lookup(base, camera_frame, stamp_ns)
+        except Exception as err:  # noqa: BLE001 - tf2 raises several unrelated types
+            return refused(f"no transform {base} <- {camera_frame} at the image stamp: "
+                           f"{describe_error(err)}", estimate.places), base
+        return robot_pose(estimate, camera_in_base), base
+
+    def _map_to_odom(self, estimate: PoseEstimate, robot_frame: str, stamp_ns: int) -> Any:
+        """Return the map <- odom this estimate implies (None without odom in TF: logged)."""
+        odom = self.reloc.odom_frame
+        try:
+            robot_in_odom = self._lookup(odom, robot_frame, stamp_ns)
+        except Exception as err:  # noqa: BLE001 - tf2 raises several unrelated types
+            self.get_logger().warning(
+                f"map -> odom not updated: no transform {odom} <- {robot_frame} at the image "
+                f"stamp: {describe_error(err)}", throttle_duration_sec=5.0)
+            return None
+        return map_to_odom(estimate.matrix(), robot_in_odom)
+
+    def _update_map_to_odom(self, new: Any) -> None:
+        why = jump_too_large(self.map_to_odom, new, self.reloc)
+        if why:
+            self.get_logger().warning(f"map -> odom not updated: {why}",
+                                      throttle_duration_sec=5.0)
+            return
+        self.map_to_odom = new
+        self._broadcast_map_to_odom()
+
+    def _broadcast_map_to_odom(self) -> None:
+        held, broadcaster = self.map_to_odom, self._tf.get("broadcaster")
+        if held is None or broadcaster is None or not self.reloc.publish_tf:
+            return
+        frame = self.values["map_frame"] or (
+            self.localizer.place_map.map_frame if self.localizer is not None else "map")
+        broadcaster.sendTransform(transform_msg(
+            held, frame, self.reloc.odom_frame, self.get_clock().now().to_msg()))
+
+    def _relocalize(self, _request: Trigger.Request,
+                    response: Trigger.Response) -> Trigger.Response:
+        self.gate.request()
+        response.success = True
+        response.message = (
+            "the next consistent estimate will be published once"
+            if self.reloc.relocalization_mode == "on_request"
+            else "relocalization_mode is continuous: estimates are published anyway")
+        return response
+
+    def _publish(self, out: PlaceRecognition, release: bool) -> None:
         pubs, v = self._outputs, self.values
         if not pubs:
             return
         pubs["result"].publish(out)
-        if out.accepted and v["publish_pose"]:
+        if release and v["publish_pose"]:
             pubs["pose"].publish(pose_msg(out))
         if out.accepted and v["publish_loop_closure"]:
             pubs["loop"].publish(loop_closure_msg(out))

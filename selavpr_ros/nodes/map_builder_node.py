@@ -35,7 +35,7 @@ from nav_msgs.msg import Odometry
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.qos import QoSProfile
-from sensor_msgs.msg import CompressedImage, Image
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_srvs.srv import Trigger
 
 from selavpr_ros import __version__
@@ -48,6 +48,7 @@ from selavpr_ros.io.poses import Pose, PoseTrack
 from selavpr_ros.mapping.builder import NO_POSE, BuildConfig, MapBuilder
 from selavpr_ros.mapping.keyframes import KeyframeConfig
 from selavpr_ros.mapping.open_map import map_exists, new_extractor, open_existing
+from selavpr_ros.ros.camera_info import CameraInfoCache
 from selavpr_ros.ros.conversions import stamp_to_ns
 from selavpr_ros.ros.params import Param, declare
 from selavpr_ros.ros.runtime import autostart, describe_error, run_node
@@ -85,6 +86,10 @@ PARAMS = [
     _ro("min_interval", -1.0, "seconds passed for a new place (negative: off)", -1.0, 1e6),
     _ro("commit_every", 100, "places per atomic commit", 1, 10**6),
     _ro("map_frame", "", "frame of the map's poses (default: the pose topic's frame)"),
+    _ro("camera_info_topic", "", "CameraInfo topic stored as the map's camera model ('': "
+        "camera_info beside the image topic; 'none': no camera model)"),
+    _ro("depth_topic", "", "registered depth images (16UC1 mm / 32FC1 m) matched to images "
+        "by stamp: 3-D points per place (''; none; needs camera info)"),
     _ro("index", "flat", "faiss index of a new map: flat, ivf, ivfpq, hnsw"),
     _ro("qos_reliability", "best_effort", "best_effort (matches any publisher) or reliable"),
     _ro("qos_depth", 10, "subscription queue depth", 1, 10000),
@@ -118,6 +123,8 @@ class Settings:
     map_frame: str
     index: str
     qos: QoSProfile
+    camera_info_topic: str = ""
+    depth_topic: str = ""
 
     @classmethod
     def from_params(cls, p: dict[str, Any]) -> Settings:
@@ -147,7 +154,20 @@ class Settings:
             map_frame=p["map_frame"],
             index=p["index"],
             qos=subscription_qos(p["qos_reliability"], p["qos_depth"]),
+            camera_info_topic=_camera_info_topic(p["camera_info_topic"], p["image_topic"]),
+            depth_topic=p["depth_topic"],
         )
+
+
+def _camera_info_topic(topic: str, image_topic: str) -> str:
+    """'' = camera_info beside the image topic, 'none' = no subscription ('')."""
+    if topic == "none":
+        return ""
+    if topic:
+        return topic
+    base = image_topic[: -len("/compressed")] if image_topic.endswith("/compressed") \
+        else image_topic
+    return base.rsplit("/", 1)[0] + "/camera_info" if "/" in base else "camera_info"
 
 
 class MapBuilderNode(LifecycleNode):
@@ -170,6 +190,8 @@ class MapBuilderNode(LifecycleNode):
         self._worker: threading.Thread | None = None
         self._subscriptions_: list[Any] = []
         self._source = f"topic:{self.resolve_topic_name(self.settings.image_topic)}"
+        self.camera_infos = CameraInfoCache()
+        self._depths: dict[int, Any] = {}  # stamp -> depth message (a short window)
         self.create_service(Trigger, "~/save", self._on_save,
                             callback_group=MutuallyExclusiveCallbackGroup())
         if values["autostart"]:
@@ -202,6 +224,12 @@ class MapBuilderNode(LifecycleNode):
             self.create_subscription(image_type, s.image_topic, self._on_image, s.qos),
             self.create_subscription(POSE_TYPES[s.pose_type], s.pose_topic, self._on_pose,
                                      s.qos)]
+        if s.camera_info_topic:
+            self._subscriptions_.append(self.create_subscription(
+                CameraInfo, s.camera_info_topic, self._on_camera_info, s.qos))
+        if s.depth_topic:
+            self._subscriptions_.append(self.create_subscription(
+                Image, s.depth_topic, self._on_depth, s.qos))
         self._stopping = False
         self._worker = threading.Thread(target=self._work, name="map_builder", daemon=True)
         self._worker.start()
@@ -266,6 +294,16 @@ class MapBuilderNode(LifecycleNode):
             self._cond.notify()
         self.get_logger().debug(f"image {stamp} queued")
 
+    def _on_camera_info(self, msg: Any) -> None:
+        self.camera_infos.add(stamp_to_ns(msg.header.stamp), msg)
+
+    def _on_depth(self, msg: Any) -> None:
+        with self._cond:
+            self._depths[stamp_to_ns(msg.header.stamp)] = msg
+            while len(self._depths) > 64:
+                del self._depths[min(self._depths)]
+            self._cond.notify()
+
     def _on_pose(self, msg: Any) -> None:
         p = msg.pose.pose if hasattr(msg.pose, "pose") else msg.pose
         try:
@@ -309,6 +347,11 @@ class MapBuilderNode(LifecycleNode):
             place_map = PlaceMap.create(s.map_path, self._extractor,
                                         index=IndexSpec(kind=kind), map_frame=frame)
             self.get_logger().info(f"created map {s.map_path} in frame '{frame}'")
+            if frame == "odom":
+                self.get_logger().warning(
+                    "building the map in 'odom': odometry drifts and restarts at zero, so its "
+                    "poses do not hold in a later session; use poses in 'map' (SLAM or "
+                    "localisation) for re-localisation")
             self._builder = MapBuilder(place_map, self._extractor, s.build)
         return self._builder
 
@@ -326,7 +369,45 @@ class MapBuilderNode(LifecycleNode):
         self._poses.drop_before(stamp - self.settings.tolerance_ns)
         return Frame(stamp_ns=stamp, load=lambda: decode_image_message(msg), pose=pose,
                      source=self._source, source_ref=str(stamp),
-                     frame_id=str(msg.header.frame_id))
+                     frame_id=str(msg.header.frame_id), depth=self._depth_of(stamp))
+
+    def _take_camera(self, stamp: int) -> None:
+        """Record the first valid camera info as the map's camera model (once)."""
+        b = self._builder
+        if b is None or b.camera is not None or not self.settings.camera_info_topic:
+            return
+        camera, why = self.camera_infos.lookup(stamp)
+        if camera is None:
+            if why != "no camera info received" or self.settings.depth_topic:
+                self.get_logger().warning(f"no camera model yet: {why}",
+                                          throttle_duration_sec=10.0)
+            return
+        b.map.set_camera(camera)
+        b.camera = camera
+        self.get_logger().info(f"map camera model: {camera.width}x{camera.height}, "
+                               f"fx {camera.fx:g}")
+
+    def _depth_of(self, stamp: int) -> Any:
+        """Return the depth loader of an image stamp (None without a depth topic).
+
+        The depth message is looked up when the builder reads it (a keyframe), so a depth
+        image that arrives after its colour image is still found.
+        """
+        if not self.settings.depth_topic:
+            return None
+        from selavpr_ros.geometry.depth import DepthImageError
+        from selavpr_ros.io.bags import depth_decoder
+
+        def load() -> Any:
+            tol = self.settings.tolerance_ns
+            with self._cond:
+                near = [s for s in self._depths if abs(s - stamp) <= tol]
+                msg = self._depths[min(near, key=lambda s: abs(s - stamp))] if near else None
+            if msg is None:
+                raise DepthImageError(f"no depth image within {tol / 1e9:g} s of {stamp}")
+            return depth_decoder(msg)()
+
+        return load
 
     def _status(self, committed: int) -> str:
         b = self._builder
@@ -409,6 +490,7 @@ class MapBuilderNode(LifecycleNode):
             builder = self._ensure_builder()
             if builder is None:
                 return
+            self._take_camera(frame.stamp_ns)
             reason = builder.add(frame)
         except (SelaVPRError, OSError, ValueError, RuntimeError) as err:
             self.get_logger().error(f"cannot add frame {frame.stamp_ns}: {err}")

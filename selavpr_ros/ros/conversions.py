@@ -9,12 +9,23 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+import numpy as np
 from builtin_interfaces.msg import Time
-from geometry_msgs.msg import Point, Pose, PoseWithCovarianceStamped, Quaternion
+from geometry_msgs.msg import (
+    Point,
+    Pose,
+    PoseWithCovarianceStamped,
+    Quaternion,
+    TransformStamped,
+    Vector3,
+)
 from std_msgs.msg import Float64MultiArray, Header
 from visualization_msgs.msg import Marker, MarkerArray
 
 from selavpr_msgs.msg import PlaceCandidate, PlaceRecognition, StageTiming
+from selavpr_ros.geometry import PoseEstimate
+from selavpr_ros.geometry.pose import UNKNOWN_VARIANCE
+from selavpr_ros.geometry.transforms import matrix_to_pose, pose_matrix
 from selavpr_ros.localizer import Candidate, LocalizationResult
 
 
@@ -53,25 +64,36 @@ def candidate_msg(candidate: Candidate) -> PlaceCandidate:
     )
 
 
-def scaled_covariance(base_diagonal: Sequence[float], confidence: float,
-                      min_confidence: float = 0.05) -> list[float]:
-    """Row-major 6x6 covariance: the configured diagonal divided by the confidence.
+def estimate_pose(estimate: PoseEstimate) -> tuple[Pose, list[float]]:
+    """Return a pose estimate as a Pose and its row-major 6x6 covariance.
 
-    A confident match keeps the configured uncertainty; a weak one is inflated (at most by
-    ``1 / min_confidence``), so a consumer that weights by covariance trusts it less.
+    An unknown orientation becomes the identity with rotation variances UNKNOWN_VARIANCE.
     """
-    scale = 1.0 / max(float(confidence), min_confidence)
+    pose = Pose()
+    if estimate.position is not None:
+        x, y, z = estimate.position
+        pose.position = Point(x=float(x), y=float(y), z=float(z))
+    if estimate.orientation is not None:
+        qx, qy, qz, qw = estimate.orientation
+        pose.orientation = Quaternion(x=float(qx), y=float(qy), z=float(qz), w=float(qw))
     covariance = [0.0] * 36
-    for i, value in enumerate(base_diagonal):
-        covariance[i * 7] = float(value) * scale
-    return covariance
+    if estimate.covariance is not None:
+        covariance = [float(v) for v in estimate.covariance.reshape(-1)]
+    if estimate.orientation is None:
+        for i in range(3, 6):
+            covariance[i * 7] = UNKNOWN_VARIANCE
+    return pose, covariance
 
 
 def result_to_msg(result: LocalizationResult, header: Header, *, max_candidates: int,
-                  covariance_diagonal: Sequence[float], map_frame: str | None = None,
-                  extra_stages: Sequence[tuple[str, float]] = (), processing_ms: float = 0.0,
-                  latency_ms: float = 0.0) -> PlaceRecognition:
-    """Return the PlaceRecognition of one processed frame (header = the image's header)."""
+                  map_frame: str | None = None, pose: PoseEstimate | None = None,
+                  pose_frame: str = "", extra_stages: Sequence[tuple[str, float]] = (),
+                  processing_ms: float = 0.0, latency_ms: float = 0.0) -> PlaceRecognition:
+    """Return the PlaceRecognition of one processed frame (header = the image's header).
+
+    ``pose`` replaces the result's own estimate (the node's robot pose); ``pose_frame`` is the
+    frame it places (default: the image's frame).
+    """
     msg = PlaceRecognition()
     msg.header = header
     msg.map_id = result.map_id
@@ -80,11 +102,21 @@ def result_to_msg(result: LocalizationResult, header: Header, *, max_candidates:
     msg.accepted = bool(result.accepted)
     msg.confidence = float(result.confidence)
     msg.reject_reason = result.reject_reason
+    msg.pose_source = PlaceRecognition.POSE_NONE
+    msg.pose_reprojection_error = math.nan
     if result.matched is not None:
         msg.matched_place_id = int(result.matched.place_id)
         msg.matched_place_stamp = ns_to_stamp(result.matched.place_stamp_ns)
-        msg.matched_pose.pose = candidate_pose(result.matched)
-        msg.matched_pose.covariance = scaled_covariance(covariance_diagonal, result.confidence)
+    estimate = pose or result.pose
+    if result.matched is not None and estimate is not None:
+        msg.pose_source = estimate.source
+        msg.pose_reason = estimate.reason
+        msg.pose_inliers = int(estimate.inliers)
+        msg.pose_reprojection_error = float(estimate.reprojection_error_px)
+        if estimate.position is not None:
+            msg.matched_pose.pose, msg.matched_pose.covariance = estimate_pose(estimate)
+            msg.pose_has_orientation = estimate.orientation is not None
+            msg.pose_frame = pose_frame or header.frame_id
     msg.stages = [StageTiming(stage=name, ms=float(ms))
                   for name, ms in (*extra_stages, *result.stages)]
     msg.processing_ms = float(processing_ms)
@@ -92,12 +124,36 @@ def result_to_msg(result: LocalizationResult, header: Header, *, max_candidates:
     return msg
 
 
+def has_publishable_pose(recognition: PlaceRecognition) -> bool:
+    """Tell whether the message carries a full pose (never one of unknown orientation)."""
+    return (recognition.accepted and recognition.pose_source != PlaceRecognition.POSE_NONE
+            and recognition.pose_has_orientation)
+
+
 def pose_msg(recognition: PlaceRecognition) -> PoseWithCovarianceStamped:
-    """Return the accepted place's pose, stamped with the query's time, in the map frame."""
+    """Return the query's pose, stamped with the query's time, in the map frame."""
     out = PoseWithCovarianceStamped()
     out.header.stamp = recognition.header.stamp
     out.header.frame_id = recognition.map_frame
     out.pose = recognition.matched_pose
+    return out
+
+
+def transform_matrix(transform: TransformStamped) -> np.ndarray:
+    """Return a TransformStamped as the 4x4 parent <- child matrix."""
+    t, q = transform.transform.translation, transform.transform.rotation
+    return pose_matrix((t.x, t.y, t.z), (q.x, q.y, q.z, q.w))
+
+
+def transform_msg(matrix: np.ndarray, parent: str, child: str, stamp: Time) -> TransformStamped:
+    """Return a 4x4 parent <- child matrix as a TransformStamped."""
+    (x, y, z), (qx, qy, qz, qw) = matrix_to_pose(matrix)
+    out = TransformStamped()
+    out.header.stamp = stamp
+    out.header.frame_id = parent
+    out.child_frame_id = child
+    out.transform.translation = Vector3(x=x, y=y, z=z)
+    out.transform.rotation = Quaternion(x=qx, y=qy, z=qz, w=qw)
     return out
 
 

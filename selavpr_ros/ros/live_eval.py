@@ -98,6 +98,8 @@ def node_parameters(options: LiveOptions, image_type: str = "auto") -> list[str]
         values["extractor"] = spec.kind
     args: list[str] = []
     for name, value in values.items():
+        if value == "":  # rcl cannot parse "name:=" (and "" is every text default)
+            continue
         text = repr(value) if isinstance(value, float) else str(value).lower() if isinstance(
             value, bool) else str(value)
         args += ["-p", f"{name}:={text}"]
@@ -108,7 +110,21 @@ def record_from_message(frame: Frame, index: int, msg: Any, latency_ms: float) -
     """Return the :class:`QueryRecord` of a ``PlaceRecognition`` (score fraction unknown)."""
     cands = list(msg.candidates)
     top = cands[0] if cands else None
+    has_pose = bool(msg.accepted) and msg.pose_source != "none"
+    p, q = msg.matched_pose.pose.position, msg.matched_pose.pose.orientation
+    matched = next((c for c in cands if c.place_id == msg.matched_place_id), None)
     return QueryRecord(
+        orientation=frame.pose.orientation if frame.pose is not None else None,
+        pose_source=str(msg.pose_source) if has_pose else "none",
+        pose_position=(p.x, p.y, p.z) if has_pose else None,
+        pose_orientation=(q.x, q.y, q.z, q.w) if has_pose and msg.pose_has_orientation
+        else None,
+        keyframe_position=(matched.pose.position.x, matched.pose.position.y,
+                           matched.pose.position.z)
+        if msg.accepted and matched is not None and matched.has_pose else None,
+        keyframe_orientation=(matched.pose.orientation.x, matched.pose.orientation.y,
+                              matched.pose.orientation.z, matched.pose.orientation.w)
+        if msg.accepted and matched is not None and matched.has_pose else None,
         index=index, stamp_ns=frame.stamp_ns, source_ref=frame.source_ref,
         frame_index=frame_index_of(frame.source_ref),
         position=frame.pose.position if frame.pose is not None else None,

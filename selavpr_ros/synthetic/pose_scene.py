@@ -71,6 +71,7 @@ class PoseScene:
     query_frames: list[SyntheticFrame]  # with images (the refinement reads them)
     query_features: Features
     extractor: ClassicalConfig
+    fitted: ClassicalExtractor | None = None  # the extractor itself (to build a real map)
 
 
 @dataclass(frozen=True)
@@ -110,7 +111,7 @@ def build_pose_scene(config: PoseSceneConfig, progress: bool = False) -> PoseSce
                              map_features.keypoints, strict=True)
     ])
     return PoseScene(config, camera, extractor.info, _drop_images(mapped), map_features,
-                     points, queries, query_features, extractor.config)
+                     points, queries, query_features, extractor.config, extractor)
 
 
 def retrieve(scene: PoseScene, index: int) -> np.ndarray:

@@ -66,10 +66,16 @@ def write_bag(
     odom_frame: str = "odom",
     child_frame: str = "base_link",
     storage: str = "sqlite3",
+    depths: Iterable[np.ndarray] | None = None,
+    camera_info: dict | None = None,
+    depth_topic: str = "/camera/depth/image_raw",
+    camera_info_topic: str = "/camera/camera_info",
 ) -> int:
     """Write a rosbag2 with an image and an odometry message per frame; return the frame count.
 
     ``compressed`` = "" writes raw rgb8 ``Image``; "png" or "jpeg" writes ``CompressedImage``.
+    ``depths`` (float32 metres per frame) adds 16UC1 depth images with the frames' stamps,
+    ``camera_info`` (CameraInfo fields) a CameraInfo per frame.
     """
     from selavpr_ros.io.bags import BagWriter
     from selavpr_ros.io.poses import Pose
@@ -77,8 +83,15 @@ def write_bag(
     if compressed not in ("", "png", "jpeg"):
         raise ConfigError(f"compressed must be '', 'png' or 'jpeg', got {compressed!r}")
     count = 0
+    depth_iter = iter(depths) if depths is not None else None
     with BagWriter(path, storage=storage) as writer:
         for frame in frames:
+            if camera_info is not None:
+                writer.write_camera_info(camera_info_topic, frame.stamp_ns, camera_info,
+                                         camera_frame)
+            if depth_iter is not None:
+                writer.write_depth(depth_topic, frame.stamp_ns, _depth_mm(next(depth_iter)),
+                                   camera_frame)
             if compressed:
                 writer.write_compressed_image(image_topic, frame.stamp_ns, frame.image,
                                               camera_frame, fmt=compressed)
@@ -138,3 +151,44 @@ def write_route(
 def positions(frames: Iterable[SyntheticFrame]) -> np.ndarray:
     """(N, 3) positions of frames (for ground truth by distance)."""
     return np.array([f.position for f in frames], np.float64).reshape(-1, 3)
+
+
+def _depth_mm(depth: np.ndarray) -> np.ndarray:
+    """Turn metres into 16UC1 millimetres; no reading (inf, beyond 65.535 m) is 0."""
+    ok = np.isfinite(depth) & (depth > 0) & (depth < 65.535)
+    return np.where(ok, np.rint(depth * 1000.0), 0).astype(np.uint16)
+
+
+def write_depth_folder(frames: Iterable[SyntheticFrame], depths: Iterable[np.ndarray],
+                       folder: str | Path) -> int:
+    """Write 16-bit PNG depth (16UC1 mm, 0 = none) named like the frames' images.
+
+    ``depths`` are float32 metres (``synthetic.depth.render_traversal_depth``); sky (inf) and
+    depths beyond 65.535 m become 0, "no reading", as a depth camera gives them.
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    count = 0
+    for frame, depth in zip(frames, depths, strict=True):
+        if not cv2.imwrite(str(folder / frame.name), _depth_mm(depth)):
+            raise ConfigError(f"cannot write {folder / frame.name}")
+        count += 1
+    return count
+
+
+def write_camera_yaml(info: dict, path: str | Path) -> None:
+    """Write CameraInfo fields as a ROS camera-calibration YAML (camera_calibration's)."""
+    def matrix(rows: int, cols: int, data: list[float]) -> dict:
+        return {"rows": rows, "cols": cols, "data": [float(v) for v in data]}
+
+    import yaml
+
+    Path(path).write_text(yaml.safe_dump({
+        "image_width": int(info["width"]), "image_height": int(info["height"]),
+        "camera_name": str(info.get("name", "synthetic")),
+        "camera_matrix": matrix(3, 3, info["k"]),
+        "distortion_model": str(info["distortion_model"]),
+        "distortion_coefficients": matrix(1, len(info["d"]), info["d"]),
+        "rectification_matrix": matrix(3, 3, info["r"]),
+        "projection_matrix": matrix(3, 4, info["p"]),
+    }, sort_keys=False), encoding="utf-8")

@@ -1,0 +1,158 @@
+"""When a query pose may re-localise the robot: agreement over frames, rate, requests, TF jumps.
+
+A single frame's estimate can be wrong (a repeated facade, a wrong place accepted), and Nav2's
+AMCL resets its particles on every ``/initialpose``. So an estimate is released only after
+``consistent_frames`` consecutive estimates (with orientation) agree within ``consistent_m``
+and ``consistent_deg`` of the newest; in ``continuous`` mode at most ``relocalization_rate``
+times per second, in ``on_request`` mode once per request. With ``publish_tf`` the node compares
+the ``map -> odom`` each estimate implies (odometry removes the robot's motion between frames),
+otherwise the poses themselves (a robot moving fast between processed frames then needs a larger
+``consistent_m``). ``map -> odom`` updates that jump more than ``tf_max_jump_m`` /
+``tf_max_jump_deg`` from the held one are refused.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+
+from selavpr_ros.errors import ConfigError
+from selavpr_ros.geometry import PoseEstimate
+from selavpr_ros.geometry.transforms import invert, rotation_angle_deg
+from selavpr_ros.localizer.config import setting, settings
+
+
+@dataclass(frozen=True)
+class RelocalizationConfig:
+    """How the node turns accepted estimates into published poses and TF (see module doc)."""
+
+    relocalization_mode: Literal["continuous", "on_request"] = field(
+        default="continuous", metadata=setting(
+            "publish the pose 'continuous' (rate-limited) or 'on_request' (~/relocalize)"))
+    relocalization_rate: float = field(default=1.0, metadata=setting(
+        "continuous mode: at most this many published poses per second (0: no limit)",
+        0.0, 1000.0))
+    consistent_frames: int = field(default=3, metadata=setting(
+        "publish only after this many consecutive estimates agree", 1, 1000))
+    consistent_m: float = field(default=1.0, metadata=setting(
+        "agreement: position difference (m)", 0.0, 1e6))
+    consistent_deg: float = field(default=5.0, metadata=setting(
+        "agreement: orientation difference (deg)", 0.0, 180.0))
+    base_frame: str = field(default="", metadata=setting(
+        "robot frame: publish its pose (camera -> base from TF at the image stamp); empty: "
+        "the camera's", live=False))
+    publish_tf: bool = field(default=False, metadata=setting(
+        "publish map -> odom from consistent estimates (needs odom -> robot in TF)", live=False))
+    odom_frame: str = field(default="odom", metadata=setting("odometry frame (publish_tf)",
+                                                                   live=False))
+    tf_max_jump_m: float = field(default=5.0, metadata=setting(
+        "refuse map -> odom updates that move it further (m; 0: no limit)", 0.0, 1e6))
+    tf_max_jump_deg: float = field(default=30.0, metadata=setting(
+        "refuse map -> odom updates that turn it further (deg; 0: no limit)", 0.0, 180.0))
+    camera_info_topic: str = field(default="", metadata=setting(
+        "CameraInfo topic ('': camera_info beside the image topic; 'none': no camera info)",
+        live=False))
+
+    def __post_init__(self) -> None:
+        if self.relocalization_mode not in ("continuous", "on_request"):
+            raise ConfigError("relocalization_mode must be 'continuous' or 'on_request', got "
+                              f"{self.relocalization_mode!r}")
+        if self.consistent_frames < 1:
+            raise ConfigError(f"consistent_frames must be >= 1, got {self.consistent_frames}")
+        for name in ("consistent_m", "consistent_deg", "relocalization_rate", "tf_max_jump_m",
+                     "tf_max_jump_deg"):
+            if not getattr(self, name) >= 0:
+                raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.publish_tf and not self.odom_frame:
+            raise ConfigError("publish_tf needs an odom_frame")
+
+
+def relocalization_settings() -> list[Any]:
+    """Return RelocalizationConfig's fields as settings (node parameters)."""
+    return settings(config_class=RelocalizationConfig)
+
+
+def relocalization_config(values: dict[str, Any]) -> RelocalizationConfig:
+    """Return the RelocalizationConfig of parameter values by field name."""
+    kwargs: dict[str, Any] = {}
+    for s in relocalization_settings():
+        if s.name in values:
+            value = values[s.name]
+            kwargs[s.name] = float(value) if isinstance(s.default, float) else value
+    return RelocalizationConfig(**kwargs)
+
+
+class ConsistencyGate:
+    """Releases an estimate when the last ``consistent_frames`` ones agree; see module doc."""
+
+    def __init__(self, config: RelocalizationConfig) -> None:
+        self.config = config
+        self._recent: deque[PoseEstimate] = deque()
+        self._last_release: float | None = None
+        self._requested = False
+
+    def configure(self, config: RelocalizationConfig) -> None:
+        self.config = config
+
+    def request(self) -> None:
+        """Ask for the next consistent estimate (on_request mode)."""
+        self._requested = True
+
+    @property
+    def requested(self) -> bool:
+        return self._requested
+
+    def _agree(self, a: PoseEstimate, b: PoseEstimate) -> bool:
+        assert a.position is not None and b.position is not None
+        if math.dist(a.position, b.position) > self.config.consistent_m:
+            return False
+        ra, rb = a.matrix()[:3, :3], b.matrix()[:3, :3]
+        return rotation_angle_deg(ra, rb) <= self.config.consistent_deg
+
+    def add(self, estimate: PoseEstimate | None, now_s: float) -> bool:
+        """Record one frame's estimate (None: rejected frame); True when it is to be published."""
+        cfg = self.config
+        if estimate is None or estimate.position is None or estimate.orientation is None:
+            self._recent.clear()  # a frame without a full pose breaks the run
+            return False
+        self._recent.append(estimate)
+        while len(self._recent) > cfg.consistent_frames:
+            self._recent.popleft()
+        if len(self._recent) < cfg.consistent_frames or not all(
+                self._agree(e, estimate) for e in self._recent):
+            if len(self._recent) == cfg.consistent_frames:
+                self._recent.popleft()
+            return False
+        if cfg.relocalization_mode == "on_request":
+            if not self._requested:
+                return False
+            self._requested = False
+        elif cfg.relocalization_rate > 0 and self._last_release is not None \
+                and now_s - self._last_release < 1.0 / cfg.relocalization_rate:
+            return False
+        self._last_release = now_s
+        return True
+
+
+def map_to_odom(robot_in_map: np.ndarray, robot_in_odom: np.ndarray) -> np.ndarray:
+    """Return map <- odom from the robot's pose in both frames (REP 105)."""
+    return np.asarray(robot_in_map, np.float64) @ invert(robot_in_odom)
+
+
+def jump_too_large(held: np.ndarray | None, new: np.ndarray,
+                   config: RelocalizationConfig) -> str:
+    """Say why ``new`` map <- odom jumps too far from ``held`` ('' when acceptable)."""
+    if held is None:
+        return ""
+    moved = float(np.linalg.norm(new[:3, 3] - held[:3, 3]))
+    turned = rotation_angle_deg(held[:3, :3], new[:3, :3])
+    if config.tf_max_jump_m > 0 and moved > config.tf_max_jump_m:
+        return f"map -> odom would move {moved:.2f} m (limit {config.tf_max_jump_m:g} m)"
+    if config.tf_max_jump_deg > 0 and turned > config.tf_max_jump_deg:
+        return f"map -> odom would turn {turned:.1f} deg (limit {config.tf_max_jump_deg:g} deg)"
+    return ""
+
