@@ -231,6 +231,10 @@ def plot_pose_cdf(report: dict[str, Any], path: Path) -> Path:
         ax.set_xlabel(f"{key.split('_')[0]} error ({unit})")
         ax.set_ylabel("fraction of accepted frames")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8)
+        else:
+            ax.text(0.5, 0.5, "no pose with ground truth", ha="center", va="center",
+                    transform=ax.transAxes)
     fig.suptitle(_title(report))
     return _save(fig, path)
