@@ -40,7 +40,6 @@ import threading
 import time
 from typing import Any
 
-from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import PoseWithCovarianceStamped
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
@@ -82,7 +81,12 @@ from selavpr_ros.ros.conversions import (
 )
 from selavpr_ros.ros.latest_frame import LatestFrameSlot
 from selavpr_ros.ros.params import Param, declare, from_settings, on_live_update
-from selavpr_ros.ros.runtime import autostart, describe_error, run_node
+from selavpr_ros.ros.runtime import (
+    autostart,
+    describe_error,
+    publish_diagnostics_every_second,
+    run_node,
+)
 from selavpr_ros.ros.stats import EventWindow, RollingStats
 from selavpr_ros.ros.topics import is_compressed, subscription_qos
 
@@ -201,19 +205,13 @@ class LocalizerNode(LifecycleNode):
         self._last_frame: float | None = None
         self._last_bad_log = 0.0
 
-        self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         service_group = MutuallyExclusiveCallbackGroup()
         self.create_service(Trigger, "~/reload_map", self._reload_map,
                             callback_group=service_group)
         self.create_service(Trigger, "~/relocalize", self._relocalize,
                             callback_group=service_group)
-        self.create_timer(1.0, self._publish_diagnostics,
-                          callback_group=MutuallyExclusiveCallbackGroup())
-        if self.values["autostart"]:
-            autostart(self, lambda: self.failure_reason)
-        else:
-            self.get_logger().info("localizer_node started unconfigured (autostart false): "
-                                   "waiting for configure")
+        publish_diagnostics_every_second(self, self.diagnostic_statuses)
+        autostart(self, bool(self.values["autostart"]), lambda: self.failure_reason)
 
     # --- parameters ---------------------------------------------------------------------
     def _check_update(self, proposed: dict[str, Any]) -> None:
@@ -547,11 +545,6 @@ class LocalizerNode(LifecycleNode):
         response.message = f"loaded {path} ({self.map_info['map_places']} places)"
         self.get_logger().info(response.message)
         return response
-
-    def _publish_diagnostics(self) -> None:
-        array = DiagnosticArray(status=self.diagnostic_statuses())
-        array.header.stamp = self.get_clock().now().to_msg()
-        self.diag_pub.publish(array)
 
     def diagnostic_statuses(self) -> list[Any]:
         v, now = self.values, time.monotonic()

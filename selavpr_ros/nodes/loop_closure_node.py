@@ -27,7 +27,6 @@ import time
 from collections import deque
 from typing import Any
 
-from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import Pose as PoseMsg
 from nav_msgs.msg import Odometry
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
@@ -50,7 +49,12 @@ from selavpr_ros.map import PlaceMap
 from selavpr_ros.ros import diagnostics as diag
 from selavpr_ros.ros.conversions import ns_to_stamp, stamp_to_ns
 from selavpr_ros.ros.params import Param, declare, from_settings, on_live_update
-from selavpr_ros.ros.runtime import autostart, describe_error, run_node
+from selavpr_ros.ros.runtime import (
+    autostart,
+    describe_error,
+    publish_diagnostics_every_second,
+    run_node,
+)
 from selavpr_ros.ros.stats import EventWindow, RollingStats
 from selavpr_ros.ros.topics import is_compressed, subscription_qos
 
@@ -199,16 +203,10 @@ class LoopClosureNode(LifecycleNode):
                                      "odom_gaps", "odom_rejected"), 0)
         self._last_frame: float | None = None
 
-        self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self.create_service(Trigger, "~/save", self._on_save,
                             callback_group=MutuallyExclusiveCallbackGroup())
-        self.create_timer(1.0, self._publish_diagnostics,
-                          callback_group=MutuallyExclusiveCallbackGroup())
-        if self.values["autostart"]:
-            autostart(self, lambda: self.failure_reason)
-        else:
-            self.get_logger().info("loop_closure_node started unconfigured (autostart false): "
-                                   "waiting for configure")
+        publish_diagnostics_every_second(self, self.diagnostic_statuses)
+        autostart(self, bool(self.values["autostart"]), lambda: self.failure_reason)
 
     # --- parameters ---------------------------------------------------------------------
     def _check_update(self, proposed: dict[str, Any]) -> None:
@@ -478,11 +476,6 @@ class LoopClosureNode(LifecycleNode):
         return response
 
     # --- diagnostics --------------------------------------------------------------------
-    def _publish_diagnostics(self) -> None:
-        array = DiagnosticArray(status=self.diagnostic_statuses())
-        array.header.stamp = self.get_clock().now().to_msg()
-        self.diag_pub.publish(array)
-
     def diagnostic_statuses(self) -> list[Any]:
         v, now = self.values, time.monotonic()
         last = self._last_frame

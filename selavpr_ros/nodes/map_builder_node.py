@@ -194,11 +194,7 @@ class MapBuilderNode(LifecycleNode):
         self._depths: dict[int, Any] = {}  # stamp -> depth message (a short window)
         self.create_service(Trigger, "~/save", self._on_save,
                             callback_group=MutuallyExclusiveCallbackGroup())
-        if values["autostart"]:
-            autostart(self, lambda: self._error or "")
-        else:
-            self.get_logger().info("map_builder_node started unconfigured (autostart false): "
-                                   "waiting for configure")
+        autostart(self, bool(values["autostart"]), lambda: self._error or "")
 
     # ------------------------------------------------------------------ lifecycle
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:

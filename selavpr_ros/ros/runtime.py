@@ -12,6 +12,8 @@ import sys
 from collections.abc import Callable, Sequence
 
 import rclpy
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
 from rclpy.node import Node
@@ -23,12 +25,32 @@ class StartError(Exception):
     """Raised by :func:`autostart` when configure or activate failed (the reason is logged)."""
 
 
-def autostart(node: LifecycleNode, reason: Callable[[], str]) -> None:
-    """Configure and activate ``node`` like a lifecycle manager would (``autostart:=true``)."""
+def autostart(node: LifecycleNode, enabled: bool, reason: Callable[[], str]) -> None:
+    """Configure and activate ``node`` like a lifecycle manager would (``autostart:=true``).
+
+    Without ``enabled`` the node only says that it waits for a lifecycle manager.
+    """
+    if not enabled:
+        node.get_logger().info(f"{node.get_name()} started unconfigured (autostart false): "
+                               "waiting for configure")
+        return
     if node.trigger_configure() != SUCCESS:
         raise StartError(reason() or "configure failed")
     if node.trigger_activate() != SUCCESS:
         raise StartError(reason() or "activate failed")
+
+
+def publish_diagnostics_every_second(node: Node,
+                                     statuses: Callable[[], list[DiagnosticStatus]]) -> None:
+    """Publish ``statuses()`` on /diagnostics once a second, in its own callback group."""
+    publisher = node.create_publisher(DiagnosticArray, "/diagnostics", 10)
+
+    def publish() -> None:
+        array = DiagnosticArray(status=statuses())
+        array.header.stamp = node.get_clock().now().to_msg()
+        publisher.publish(array)
+
+    node.create_timer(1.0, publish, callback_group=MutuallyExclusiveCallbackGroup())
 
 
 def spin_guarded(executor: MultiThreadedExecutor, node: Node) -> None:
