@@ -181,5 +181,9 @@ def test_bad_camera_info_falls_back_in_one_line(street, ros_probe, start_process
     for msg in got.values():
         assert msg.accepted and msg.pose_source == "keyframe"
         assert "camera info refused" in msg.pose_reason and "not calibrated" in msg.pose_reason
-    assert node.output().count("query pose falls back to") == 1
+    # once for the refusal however many frames carry it (a frame that beat the first camera info
+    # over DDS may add one "no camera info" line: a different reason, logged once too)
+    lines = [line for line in node.output().splitlines() if "query pose falls back to" in line]
+    assert sum("camera info refused" in line for line in lines) == 1, lines
+    assert len(lines) <= 2, lines
     assert node.returncode is None  # still answering
