@@ -259,6 +259,57 @@ def test_tiling_check_refuses_blocks_that_change_the_sums(
     assert np.array_equal(mnn_scores(q, cands, method="tiled"), reference_mnn_scores(q, cands))
 
 
+@pytest.mark.parametrize("workers", [1, 2])
+def test_tiled_ratio_filter_matches_chunked(monkeypatch: pytest.MonkeyPatch,
+                                            workers: int) -> None:
+    """The ratio filter on row blocks (merged top-2 per column) equals the chunked reference."""
+    rng = np.random.default_rng(16)
+    q = unit(rng.standard_normal((300, 16)))
+    cands = unit(q[None] + 0.5 * rng.standard_normal((6, 300, 16))).astype(np.float16)
+    cands[2] = unit(rng.standard_normal((300, 16)))
+    q_mask = rng.random(300) < 0.8
+    c_mask = rng.random((6, 300)) < 0.7
+    scale = rng.uniform(0.5, 1.5, (6, 300)).astype(np.float32)
+    _small_tiles(monkeypatch, 70)  # 5 blocks, the last one short
+    for kwargs in ({}, {"query_mask": q_mask, "candidate_mask": c_mask},
+                   {"candidate_scale": scale}):
+        chunked = mnn_scores(q, cands, match_filter="ratio", ratio=0.9, method="chunked",
+                             **kwargs)
+        tiled = mnn_scores(q, cands, match_filter="ratio", ratio=0.9, method="tiled",
+                           workers=workers, **kwargs)
+        assert np.array_equal(tiled, chunked)
+        assert 0 < tiled.sum() < mnn_scores(q, cands, method="chunked", **kwargs).sum()
+
+
+def test_tiled_ties_in_rows_and_columns_match_reference(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Integer features tie everywhere: every filter must still give the chunked counts."""
+    rng = np.random.default_rng(17)
+    _small_tiles(monkeypatch, 4)
+    for _ in range(10):
+        q = rng.integers(-1, 2, size=(25, 4)).astype(np.float32)
+        cands = rng.integers(-1, 2, size=(6, 30, 4)).astype(np.float32)
+        for kwargs in ({}, {"match_filter": "ratio", "ratio": 0.95},
+                       {"match_filter": "min_similarity", "min_similarity": 1.0}):
+            chunked = mnn_scores(q, cands, method="chunked", **kwargs)
+            tiled = mnn_scores(q, cands, method="tiled", workers=2, **kwargs)
+            assert np.array_equal(tiled, chunked), kwargs
+
+
+def test_tiled_ties_on_real_shapes_match_chunked() -> None:
+    """61x61x128 with duplicated features (exact ties in rows and columns), every filter."""
+    rng = np.random.default_rng(18)
+    q = unit(rng.standard_normal((61 * 61, 128)))
+    cands = unit(q[None] + 0.4 * rng.standard_normal((3, 61 * 61, 128))).astype(np.float16)
+    cands[1, 10] = cands[1, 2000]  # column ties: two candidate features are the same vector
+    cands[2, 5] = cands[2, 6] = cands[2, 3000]
+    q[7] = q[3000]  # row ties: two query features are the same vector
+    for kwargs in ({}, {"match_filter": "ratio", "ratio": 0.9},
+                   {"match_filter": "min_similarity", "min_similarity": 0.5}):
+        got = mnn_scores(q, cands, method="tiled", workers=2, **kwargs)
+        assert np.array_equal(got, mnn_scores(q, cands, method="chunked", **kwargs)), kwargs
+        assert got.sum() > 0
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_matches_reference() -> None:
     rng = np.random.default_rng(11)

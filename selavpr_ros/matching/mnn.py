@@ -13,7 +13,8 @@ block of candidate rows at a time into a small, reused buffer sized to stay in t
 (best query feature of each candidate feature) is final within the block, the column maximum
 (best candidate feature of each query feature) is kept per block and merged at the end, earlier
 block first, so ties still go to the first index. The (L, L) matrix is never written to memory,
-which is what makes the reference's batched product memory-bound. Candidates are shared among
+which is what makes the reference's batched product memory-bound. The ratio filter keeps each
+block's two largest values per column and merges them. Candidates are shared among
 worker threads that each run single-threaded torch ops, which avoids OpenMP barriers on tiny ops
 (costly when the cores are shared with other processes; bench/PERFORMANCE.md).
 
@@ -202,8 +203,7 @@ def mnn_scores(
         chunk_size: candidates per chunk; overrides ``memory_budget`` when given.
         method: "tiled" (CPU, fp32: cache-sized row blocks, no similarity matrix in memory),
             "chunked" (the reference's batched product, chunked over candidates) or "auto":
-            tiled on the CPU when no ``chunk_size`` is given and the match filter is not
-            "ratio", chunked otherwise. Tiled falls back to chunked when its blocks are not
+            tiled on the CPU when no ``chunk_size`` is given, chunked otherwise. Tiled falls back to chunked when its blocks are not
             bit-exact on this machine (see ``tiling_is_exact``).
         workers: threads of the tiled method (default: ``torch.get_num_threads()``). While
             they run, torch's intra-op thread count is 1 and is restored afterwards.
@@ -232,7 +232,8 @@ def mnn_scores(
         if tiling_is_exact(lc, lq, channels, tiles):
             return _tiled_counts(q, candidates, tiles, qm, candidate_mask,
                                  min_similarity if match_filter == "min_similarity" else None,
-                                 workers, candidate_scale)
+                                 workers, candidate_scale,
+                                 ratio if match_filter == "ratio" else None)
 
     if chunk_size is None:
         if memory_budget is None:
@@ -291,10 +292,9 @@ def _resolve_method(method: Method, device: torch.device, chunk_size: int | None
     if method not in ("auto", "tiled", "chunked"):
         raise ConfigError(f"unknown method {method!r}")
     if method == "auto":
-        tiled = device.type == "cpu" and chunk_size is None and match_filter != "ratio"
-        return "tiled" if tiled else "chunked"
-    if method == "tiled" and (device.type != "cpu" or match_filter == "ratio"):
-        raise ConfigError("the tiled method runs on the CPU without the ratio filter")
+        return "tiled" if device.type == "cpu" and chunk_size is None else "chunked"
+    if method == "tiled" and device.type != "cpu":
+        raise ConfigError("the tiled method runs on the CPU")
     return method
 
 
@@ -369,26 +369,24 @@ def _tiled_counts(
     min_similarity: float | None,
     workers: int | None,
     candidate_scale: np.ndarray | torch.Tensor | None = None,
+    ratio: float | None = None,
 ) -> np.ndarray:
     """MNN counts by cache-sized row blocks, candidates shared among single-threaded workers."""
     num, lq, channels = int(candidates.shape[0]), q.shape[0], q.shape[1]
     lc = tiles[-1][1]
     q_t = q.T.contiguous()
-    query_ids = torch.arange(lq)
-    starts = torch.tensor([start for start, _ in tiles])
     counts = np.zeros(num, dtype=np.int64)
     order = iter(range(num))  # next() on a range iterator is atomic under the GIL
     if workers is None:
         workers = torch.get_num_threads()
     workers = max(1, min(int(workers), num))
+    if ratio is not None and lc < 2:
+        ratio = None  # one candidate feature: nothing to compare with (as _ratio_test)
 
     def work(single_threaded: bool) -> None:
         if single_threaded:
             torch.set_num_threads(1)
-        block = torch.empty(max(stop - start for start, stop in tiles), lq)
-        tile_max = torch.empty(len(tiles), lq)  # per block: best similarity of each query
-        tile_arg = torch.empty(len(tiles), lq, dtype=torch.long)  # ... and its row in block
-        best_q = torch.empty(lc, dtype=torch.long)  # best query feature of each cand. feature
+        state = _TileState(tiles, lq, ratio is not None)
         for n in order:
             c = _to_tensor(candidates[n], torch.device("cpu")).reshape(lc, channels)
             c = c.to(torch.float32)
@@ -397,7 +395,7 @@ def _tiled_counts(
             if cm is not None and not bool(cm.any()):
                 continue  # nothing valid: count 0
             for t, (start, stop) in enumerate(tiles):
-                sim = block[: stop - start]
+                sim = state.block[: stop - start]
                 torch.mm(c[start:stop], q_t, out=sim)
                 if cs is not None:
                     sim.mul_(cs[start:stop])
@@ -405,19 +403,8 @@ def _tiled_counts(
                     sim.masked_fill_(~cm[start:stop, None], float("-inf"))
                 if qm is not None:
                     sim.masked_fill_(~qm[None, :], float("-inf"))
-                torch.max(sim, dim=0, out=(tile_max[t], tile_arg[t]))
-                torch.argmax(sim, dim=1, out=best_q[start:stop])
-            # first block holding the column maximum: torch's argmax takes the first index
-            win = torch.argmax(tile_max, dim=0)
-            best_c = tile_arg.gather(0, win[None])[0] + starts[win]
-            mutual = best_q[best_c] == query_ids
-            if qm is not None:
-                mutual &= qm
-            if cm is not None:
-                mutual &= cm[best_c]
-            if min_similarity is not None:
-                mutual &= tile_max.gather(0, win[None])[0] >= min_similarity
-            counts[n] = int(mutual.sum())
+                state.reduce(t, sim)
+            counts[n] = state.count(qm, cm, min_similarity, ratio)
 
     if workers == 1:
         work(False)
@@ -430,6 +417,57 @@ def _tiled_counts(
     finally:
         torch.set_num_threads(threads)
     return counts
+
+
+class _TileState:
+    """One worker's per-candidate reductions of the row blocks, and the merge into a count.
+
+    Per block ``t`` it keeps the column maxima (``tile_max[t]``), for each column the block row
+    holding that maximum (``tile_arg[t]``, first index) and whether that row's own best query
+    feature is the column (``tile_mutual[t]``); with the ratio filter also each column's second
+    largest value in the block (the maximum once the first maximum is taken out, so a tied
+    maximum counts twice, as ``topk`` does).
+    """
+
+    def __init__(self, tiles: Sequence[tuple[int, int]], lq: int, top2: bool) -> None:
+        rows = max(stop - start for start, stop in tiles)
+        self.starts = torch.tensor([start for start, _ in tiles])
+        self.block = torch.empty(rows, lq)
+        self.tile_max = torch.empty(len(tiles), lq)
+        self.tile_arg = torch.empty(len(tiles), lq, dtype=torch.long)
+        self.tile_mutual = torch.empty(len(tiles), lq, dtype=torch.bool)
+        self.tile_second = torch.empty(len(tiles), lq) if top2 else None
+        self.best_q = torch.empty(rows, dtype=torch.long)
+        self.query_ids = torch.arange(lq)
+
+    def reduce(self, t: int, sim: torch.Tensor) -> None:
+        """Reduce block ``t`` (its similarities ``sim``, which may be overwritten)."""
+        best_q = self.best_q[: sim.shape[0]]
+        torch.max(sim, dim=0, out=(self.tile_max[t], self.tile_arg[t]))
+        torch.argmax(sim, dim=1, out=best_q)  # best query feature of each candidate feature
+        torch.eq(best_q[self.tile_arg[t]], self.query_ids, out=self.tile_mutual[t])
+        if self.tile_second is not None:
+            sim[self.tile_arg[t], self.query_ids] = float("-inf")
+            torch.amax(sim, dim=0, out=self.tile_second[t])
+
+    def count(self, qm: torch.Tensor | None, cm: torch.Tensor | None,
+              min_similarity: float | None, ratio: float | None) -> int:
+        """Merge the blocks: the first block holding a column's maximum holds its best row."""
+        win = torch.argmax(self.tile_max, dim=0)  # first index, as torch's argmax over rows
+        mutual = self.tile_mutual.gather(0, win[None])[0]
+        if qm is not None:
+            mutual &= qm
+        if cm is not None:
+            best_c = self.tile_arg.gather(0, win[None])[0] + self.starts[win]
+            mutual &= cm[best_c]
+        if min_similarity is not None:
+            mutual &= self.tile_max.gather(0, win[None])[0] >= min_similarity
+        if ratio is not None and self.tile_second is not None:
+            values = torch.cat([self.tile_max, self.tile_second])
+            top2 = torch.topk(values, 2, dim=0).values  # (2, L_query), as _ratio_test's
+            dist = torch.sqrt(torch.clamp(2.0 - 2.0 * top2, min=0.0))
+            mutual &= dist[0] < ratio * dist[1]
+        return int(mutual.sum())
 
 
 def _cpu_rows(rows: np.ndarray | torch.Tensor | None, n: int, shape: tuple[int, ...],
