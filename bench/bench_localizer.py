@@ -80,7 +80,7 @@ def main() -> int:
                for name, v in stages.items()}
     gpu = torch.cuda.get_device_name() if args.device.startswith("cuda") else "none"
     print(f"{args.backbone} {args.precision} on {args.device} ({gpu}); {args.places} places, "
-          f"top_k {config.top_k}, rerank_k {config.effective_rerank_k}; random weights")
+          f"top_k {config.top_k}, rerank_k {config.rerank_depth(None)}; random weights")
     print(f"render {render_s:.1f} s, map build {build_s:.1f} s")
     print(f"{'stage':<10}{'p50 ms':>10}{'p95 ms':>10}")
     for name, s in summary.items():
@@ -88,7 +88,7 @@ def main() -> int:
     print(json.dumps({"bench": "localizer", "device": args.device, "gpu": gpu,
                       "precision": args.precision, "backbone": args.backbone,
                       "places": args.places, "top_k": config.top_k,
-                      "rerank_k": config.effective_rerank_k, "stages_ms": summary}))
+                      "rerank_k": config.rerank_depth(None), "stages_ms": summary}))
     return 0
 
 

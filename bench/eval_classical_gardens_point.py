@@ -11,6 +11,15 @@ Extraction is timed per image on one thread (OPENBLAS/OMP/torch threads set to 1
 imports); other processes on the machine inflate it, so the median is reported.
 
     python bench/eval_classical_gardens_point.py [--data DIR] [--rerank-k 20 100]
+    python bench/eval_classical_gardens_point.py --sweep 5 10 20 50 100 --threads 2 \
+        [--map day_right --queries night_right]
+
+``--sweep`` (the default filter only, the setting behind ``ClassicalConfig``'s re-ranking
+depth): every query is re-ranked once at the largest K, and Recall@1 at each smaller K comes
+from re-ordering the first K global candidates by the same rule as the localizer (MNN count,
+then global similarity, then place id), since a candidate's count does not depend on K; the
+seconds per query at each K are measured on ``--timing-queries`` real queries at that K
+(extraction median + search + fetch + re-rank + decide).
 """
 
 from __future__ import annotations
@@ -22,6 +31,7 @@ for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
 
 import argparse  # noqa: E402
 import dataclasses  # noqa: E402
+import json  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
@@ -83,6 +93,30 @@ def build_map(path: Path, extractor: ClassicalExtractor, feats: Features) -> Pla
     return place_map
 
 
+def sweep(localizer: Localizer, queries: Features, ks: list[int],
+          step: int) -> dict[int, float]:
+    """Recall@1 at every K in ``ks`` from one pass at the localizer's (largest) K.
+
+    Query ``q`` is image ``q * step`` of its folder (the map has every image).
+    """
+    hits = dict.fromkeys([0, *ks], 0)
+    for q in range(len(queries)):
+        cands = localizer.query_features(queries.select(q)).candidates
+        by_rank = sorted(cands, key=lambda c: c.global_rank)
+        for k in hits:
+            first = min(by_rank[:k], key=lambda c: (-c.rerank_score, -c.global_similarity,
+                                                  c.place_id)) if k else by_rank[0]
+            hits[k] += abs(first.place_id - q * step) <= TOLERANCE
+    return {k: h / len(queries) for k, h in hits.items()}
+
+
+def seconds_per_query(localizer: Localizer, queries: Features, count: int) -> float:
+    """Median seconds of search + fetch + re-rank + decide over ``count`` spread queries."""
+    picks = np.linspace(0, len(queries) - 1, min(count, len(queries))).astype(int)
+    return float(np.median([localizer.query_features(queries.select(int(q))).total_ms
+                            for q in picks])) / 1e3
+
+
 def recall(localizer: Localizer, queries: Features) -> tuple[float, float, float]:
     """R@1, R@5 and the median query time (search + re-rank) in ms."""
     hits1 = hits5 = 0
@@ -112,8 +146,15 @@ def main() -> int:
     parser.add_argument("--rerank-k", type=int, nargs="*", default=[20])
     parser.add_argument("--filters", nargs="*", default=list(FILTERS), choices=list(FILTERS))
     parser.add_argument("--threads", type=int, default=1, help="torch threads for re-ranking")
+    parser.add_argument("--map", default="day_left", help="the map's folder")
+    parser.add_argument("--queries", nargs="+", default=["day_right", "night_right"])
+    parser.add_argument("--sweep", type=int, nargs="*", default=None,
+                        help="Recall@1 and s/query at these K with the default filter")
+    parser.add_argument("--timing-queries", type=int, default=20)
+    parser.add_argument("--query-step", type=int, default=1,
+                        help="--sweep: every N-th query image (the map keeps all)")
     args = parser.parse_args()
-    if not (args.data / "day_left").is_dir():
+    if not (args.data / args.map).is_dir():
         print(f"Gardens Point not found at {args.data}", file=sys.stderr)
         return 2
     cv2.setNumThreads(1)
@@ -124,21 +165,24 @@ def main() -> int:
         bin_sizes=tuple(int(b) for b in args.bin_sizes.split(",")),
         contrast_threshold=args.contrast, local_stride=args.local_stride,
     )
-    db = load(args.data / "day_left", args.limit)
+    db = load(args.data / args.map, args.limit)
     t0 = time.perf_counter()
     extractor = ClassicalExtractor(config).fit(db)
     fit_s = time.perf_counter() - t0
     db_feats, db_ms = extract_all(extractor, db)
     queries = {}
-    for name in ("day_right", "night_right"):
-        queries[name], q_ms = extract_all(extractor, load(args.data / name, args.limit))
+    for name in args.queries:
+        images = load(args.data / name, args.limit)[:: args.query_step if args.sweep else 1]
+        queries[name], q_ms = extract_all(extractor, images)
         print(f"{name}: extraction median {q_ms:.1f} ms/image")
     info = extractor.info
     print(f"extractor {info.name}: global {info.global_dim}-d, {info.local_count} local "
           f"features, fit {fit_s:.1f} s on {len(db)} images, extraction median {db_ms:.1f} ms/"
-          f"image (day_left, one thread), valid local fraction "
+          f"image ({args.map}, one thread), valid local fraction "
           f"{db_feats.local_mask.mean():.3f}")
 
+    if args.sweep:
+        return run_sweep(args, extractor, db_feats, queries, db_ms)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         with build_map(Path(tmp) / "first", extractor, db_feats) as place_map:
@@ -164,6 +208,36 @@ def main() -> int:
     print("|---|---|---|---|---|---|")
     for stage, k, name, r1, r5, ms in rows:
         print(f"| {stage} | {k or '-'} | {name} | {r1:.3f} | {r5:.3f} | {ms:.1f} |")
+    return 0
+
+
+def run_sweep(args: argparse.Namespace, extractor: ClassicalExtractor, db_feats: Features,
+              queries: dict[str, Features], extract_ms: float) -> int:
+    """Recall@1 and seconds per query against the re-ranking depth, default filter."""
+    ks = sorted(set(args.sweep))
+    top_k = max(args.top_k, *ks)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp, \
+            build_map(Path(tmp) / "sweep", extractor, db_feats) as place_map:
+        for name, feats in queries.items():
+            deep = Localizer(place_map, extractor, LocalizerConfig(top_k=top_k, rerank_k=ks[-1]))
+            recalls = sweep(deep, feats, ks, args.query_step)
+            for k in [0, *ks]:
+                loc = Localizer(place_map, extractor, LocalizerConfig(top_k=top_k, rerank_k=k))
+                s = extract_ms / 1e3 + seconds_per_query(loc, feats, args.timing_queries)
+                rows.append((name, k, recalls[k], s))
+                print(*rows[-1], f"load {os.getloadavg()[0]:.1f}", flush=True)
+    print(f"\n| queries (map {args.map}, every {args.query_step}) | rerank K | R@1 | "
+          "s/query (median) |")
+    print("|---|---|---|---|")
+    for name, k, r1, s in rows:
+        print(f"| {name} | {k} | {r1:.3f} | {s:.3f} |")
+    print(json.dumps({"bench": "classical_rerank_sweep", "map": args.map,
+                      "query_step": args.query_step,
+                      "filter": extractor.info.rerank.to_dict(), "top_k": top_k,
+                      "threads": torch.get_num_threads(), "extract_ms": extract_ms,
+                      "rows": [dict(zip(("queries", "k", "r1", "s_per_query"), r, strict=True))
+                               for r in rows], "load_avg": os.getloadavg()}))
     return 0
 
 

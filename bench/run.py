@@ -110,6 +110,19 @@ def _mnn_args(args: argparse.Namespace) -> list[list[str]]:
              "--repeats", str(args.repeats), "--grid", str(args.grid)]]
 
 
+def _mnn_gemm_args(args: argparse.Namespace) -> list[list[str]]:
+    return [["--k", str(max(args.k)), "--repeats", str(args.repeats), "--grid", str(args.grid),
+             "--filter", f] for f in ("none", "ratio")]
+
+
+def _classical_rerank_args(args: argparse.Namespace) -> list[list[str]]:
+    """Classical extractor on Gardens Point: Recall@1 and s/query against the depth."""
+    data = ["--data", str(args.gardens_point)] if args.gardens_point else []
+    sweep = ["--sweep", "5", "10", "20", "50", "100", "--threads", "2", "--timing-queries",
+             "10", "--query-step", str(args.query_step)]
+    return [[*data, *sweep], [*data, *sweep, "--map", "day_right", "--queries", "night_right"]]
+
+
 def _ransac_args(args: argparse.Namespace) -> list[list[str]]:
     return [["--device", args.device, "--k", *map(str, args.k), "--repeats",
              str(args.repeats), "--grid", str(args.grid)]]
@@ -226,6 +239,36 @@ def _mnn_md(report: dict[str, Any], d: dict[str, Any]) -> list[str]:
     return lines + ["", "Reference: one unchunked (K, 3721, 3721) product and two arg-maxima. "
                     "Memory: growth of the peak RSS (CPU) / max allocated (CUDA) during one "
                     "call.", ""]
+
+
+def _mnn_gemm_md(report: dict[str, Any], runs: list[dict[str, Any]]) -> list[str]:
+    lines = ["## Exact fp32 MNN re-ranking vs this CPU's fp32 GEMM (same run, same shapes)", "",
+             "| K | grid | filter | GEMM full GFLOP/s | GEMM blocked GFLOP/s | ours GFLOP/s | "
+             "ours / faster GEMM | load |", "|---|---|---|---|---|---|---|---|"]
+    for d in runs:
+        if "error" in d:
+            lines.append(f"| – | – | – | not measured: {d['error']} | | | | |")
+            continue
+        g = d["gflops"]
+        lines.append(f"| {d['k']} | {d['grid']} | {d['filter']} | {g['gemm_full']:.1f} | "
+                     f"{g['gemm_blocked']:.1f} | {g['ours']:.1f} | {100 * d['ratio']:.0f} % | "
+                     f"{d['load_avg'][0]:.1f}-{d['load_avg'][1]:.1f} |")
+    return lines + ["", "GEMM full: torch.mm per candidate into one (L, L) output; blocked: "
+                    "the tiled method's row blocks, products only.", ""]
+
+
+def _classical_rerank_md(report: dict[str, Any], runs: list[dict[str, Any]]) -> list[str]:
+    lines = ["## Classical extractor: re-ranking depth on Gardens Point (default filter)", "",
+             "| map | queries | K | R@1 | s/query |", "|---|---|---|---|---|"]
+    for d in runs:
+        if "error" in d:
+            lines.append(f"| – | – | – | not measured: {d['error']} | |")
+            continue
+        for r in d["rows"]:
+            lines.append(f"| {d['map']} | {r['queries']} (every {d['query_step']}) | {r['k']} | "
+                         f"{r['r1']:.3f} | {r['s_per_query']:.3f} |")
+    return lines + ["", "s/query: extraction median + search + fetch + re-rank + decide, "
+                    "median over 10 queries per K.", ""]
 
 
 def _ransac_md(report: dict[str, Any], d: dict[str, Any]) -> list[str]:
@@ -375,6 +418,11 @@ TABLE: dict[str, Section] = {
     "feature_error": Section("bench_feature_error.py", _feature_error_args, _feature_error_md,
                              "Reduced-precision feature error"),
     "mnn": Section("bench_matching.py", _mnn_args, _mnn_md, "MNN re-ranking"),
+    "mnn_gemm": Section("bench_mnn_gemm.py", _mnn_gemm_args, _mnn_gemm_md,
+                        "MNN vs GEMM throughput", several=True),
+    "classical_rerank": Section("eval_classical_gardens_point.py", _classical_rerank_args,
+                                _classical_rerank_md, "Classical re-ranking depth",
+                                needs="faiss", timeout_factor=2, several=True),
     "ransac": Section("bench_ransac.py", _ransac_args, _ransac_md,
                       "MNN vs spatial verification"),
     "search": Section("bench_search.py", _search_args, _search_md, "Global search",
@@ -396,8 +444,9 @@ TABLE: dict[str, Section] = {
                     needs="rclpy"),
 }
 # the order the sections run in by default
-SECTIONS = ("extraction", "runner", "feature_error", "mnn", "ransac", "search", "sweep",
-            "localizer", "map", "node", "formats", "search_auto", "merge")
+SECTIONS = ("extraction", "runner", "feature_error", "mnn", "mnn_gemm", "ransac", "search",
+            "sweep", "classical_rerank", "localizer", "map", "node", "formats", "search_auto",
+            "merge")
 NEEDS = {name: section.needs for name, section in TABLE.items() if section.needs}
 
 
@@ -471,6 +520,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--auto-sizes", type=int, nargs="+", default=[100000],
                         help="map sizes of the tuned-index section (e.g. 100000 1000000)")
     parser.add_argument("--merge-places", type=int, default=50000, help="places per input map")
+    parser.add_argument("--gardens-point", type=Path, default=None,
+                        help="Gardens Point Walking folder (default: ../shared/data/...)")
+    parser.add_argument("--query-step", type=int, default=2,
+                        help="classical_rerank: every N-th query image")
     parser.add_argument("--timeout", type=float, default=1800, help="seconds per bench script")
     parser.add_argument("--out", type=Path, default=ROOT / "bench_results")
     args = parser.parse_args(argv)

@@ -197,7 +197,14 @@ def test_config_validation() -> None:
                 {"rerank_k": 0, "min_score": 5}, {"confidence_full_fraction": 0.0}):
         with pytest.raises(ConfigError):
             LocalizerConfig(**bad)
-    assert LocalizerConfig().effective_rerank_k == 100
+    config = LocalizerConfig()
+    assert config.rerank_k is None  # the map's default
+    assert config.rerank_depth(None) == 100  # no default recorded: all of top_k
+    assert config.rerank_depth(20) == 20
+    assert LocalizerConfig(top_k=10).rerank_depth(20) == 10  # never more than top_k
+    assert LocalizerConfig(rerank_k=5).rerank_depth(20) == 5  # the user's value wins
+    with pytest.raises(ConfigError, match="need re-ranking"):
+        LocalizerConfig(min_score=3).check_rerank_depth(0)  # a map default of 0
 
 
 # ------------------------------------------------------------------ with a real SelaVPR model

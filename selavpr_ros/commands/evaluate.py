@@ -125,6 +125,7 @@ def run(args: argparse.Namespace) -> int:
     with PlaceMap.open(args.map) as place_map:
         extractor = extractor_for_map(spec, place_map)
         localizer = Localizer(place_map, extractor, config)
+        print(f"evaluate: {localizer.describe_rerank()}", flush=True)
         live_info = None
         source_info: dict[str, Any] = {"kind": "bag" if args.bag else "images",
                                        **source.describe()}
@@ -165,7 +166,7 @@ def run(args: argparse.Namespace) -> int:
             extractor=extractor_description(extractor, recorded_kind(extractor.info),
                                             spec.checkpoint, spec.device,
                                             spec.precision),
-            localizer_config=config,
+            localizer_config=localizer.effective_config,
             eval_config=eval_config, source=source_info,
             records=records, scores=scores, latency=latency_summary(records, wall_s),
             live=live_info)

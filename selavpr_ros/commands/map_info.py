@@ -96,6 +96,7 @@ def _index(spec: dict[str, Any]) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    from selavpr_ros.extractors.base import RerankSettings
     from selavpr_ros.mapping.builder import format_bytes
 
     info = map_info(args.map, verify=args.verify)
@@ -111,6 +112,7 @@ def run(args: argparse.Namespace) -> int:
         f"{info['generation']}",
         f"created     {info['created']}, modified {info['modified']}",
         f"extractor   {ex['name']} (fingerprint {ex['fingerprint']})",
+        f"re-ranking  {RerankSettings.from_dict(ex.get('rerank', {})).describe()}",
         f"descriptors global {info['global']['dim']} float32; local {grid} x {loc['dim']} "
         f"{loc['dtype']}",
         f"local form  {_local_format(loc)}",

@@ -32,11 +32,18 @@ class RerankSettings:
     query feature's best candidate feature is clearly closer than its second best (Lowe's test on
     Euclidean distances of unit vectors, ``d1 < ratio * d2``); ``"min_similarity"`` keeps it only
     when the cosine similarity is at least ``min_similarity``.
+
+    ``rerank_k`` is the extractor's default re-ranking depth: how many of the global search's
+    candidates a localizer re-ranks when its own ``rerank_k`` is not set (None: all of them).
+    Each extractor sets the depth its features need at an acceptable cost (chosen from
+    measurements, bench/PERFORMANCE.md); maps written before the depth was recorded read as
+    None, which re-ranks all candidates as those maps always did.
     """
 
     match_filter: MatchFilter = "none"
     ratio: float = 0.8
     min_similarity: float = 0.0
+    rerank_k: int | None = None
 
     def __post_init__(self) -> None:
         if self.match_filter not in _MATCH_FILTERS:
@@ -47,20 +54,34 @@ class RerankSettings:
             raise ConfigError(f"ratio must be in (0, 1], got {self.ratio}")
         if not -1.0 <= self.min_similarity <= 1.0:
             raise ConfigError(f"min_similarity must be in [-1, 1], got {self.min_similarity}")
+        if self.rerank_k is not None and (isinstance(self.rerank_k, bool)
+                                          or not isinstance(self.rerank_k, int)
+                                          or self.rerank_k < 0):
+            raise ConfigError(f"rerank_k must be None or an integer >= 0, got {self.rerank_k!r}")
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "match_filter": self.match_filter,
             "ratio": self.ratio,
             "min_similarity": self.min_similarity,
+            "rerank_k": self.rerank_k,
         }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RerankSettings:
-        unknown = set(data) - {"match_filter", "ratio", "min_similarity"}
+        """Read settings as stored; a missing ``rerank_k`` (older maps) reads as None."""
+        unknown = set(data) - {"match_filter", "ratio", "min_similarity", "rerank_k"}
         if unknown:
             raise ConfigError(f"unknown re-rank settings: {sorted(unknown)}")
         return cls(**data)
+
+    def describe(self) -> str:
+        """One line for logs and map-info: the filter and the default depth."""
+        rule = {"none": "plain MNN count",
+                "ratio": f"MNN with a ratio test at {self.ratio:g}",
+                "min_similarity": f"MNN with similarity >= {self.min_similarity:g}"}
+        depth = "all candidates" if self.rerank_k is None else f"the top {self.rerank_k}"
+        return f"{rule[self.match_filter]}, re-ranking {depth} by default"
 
 
 @dataclass(frozen=True)

@@ -56,17 +56,23 @@ class NotFittedError(SelaVPRError):
     """The classical extractor has no vocabulary yet (fit it, or restore it from a map)."""
 
 
+# Re-ranking depth of classical maps: on the 2-core CPU re-ranking costs about 30-50 ms per
+# candidate, and Recall@1 on Gardens Point stops improving well before 100 candidates
+# (bench/eval_classical_gardens_point.py --sweep; figures in bench/PERFORMANCE.md).
+RERANK_K = 20
+
+
 def _default_rerank() -> RerankSettings:
-    return RerankSettings(match_filter="ratio", ratio=0.9)
+    return RerankSettings(match_filter="ratio", ratio=0.9, rerank_k=RERANK_K)
 
 
 @dataclass(frozen=True)
 class ClassicalConfig:
     """Settings of the classical extractor.
 
-    The defaults (all grid features as local features, Lowe's ratio test at 0.9) were chosen
-    on Gardens Point with bench/eval_classical_gardens_point.py; the figures are in
-    bench/PERFORMANCE.md.
+    The defaults (all grid features as local features, Lowe's ratio test at 0.9, re-ranking the
+    top ``RERANK_K`` candidates) were chosen on Gardens Point with
+    bench/eval_classical_gardens_point.py; the figures are in bench/PERFORMANCE.md.
 
     Attributes:
         long_side: the working image size's long side in pixels.
@@ -87,7 +93,8 @@ class ClassicalConfig:
         local_stride: the local features (for re-ranking) are every ``local_stride``-th grid
             point in x and y of each scale; the VLAD descriptor always uses all of them. MNN
             re-ranking costs grow with the square of the feature count.
-        rerank: match filter applied before MNN counting (stored in the map).
+        rerank: match filter applied before MNN counting and the default re-ranking depth
+            (stored in the map).
     """
 
     long_side: int = 320

@@ -87,7 +87,8 @@ class SelaVPRExtractor(Extractor):
             local_count=lh * lw,
             local_dim=config.local_dim,
             local_grid=(lh, lw),
-            rerank=RerankSettings(match_filter="none"),
+            # the paper's plain count over all K = 100 candidates (rerank_k None: all top_k)
+            rerank=RerankSettings(match_filter="none", rerank_k=None),
         )
         self._runner = InferenceRunner(model, device, precision, batch_size)
 

@@ -27,8 +27,11 @@ class LocalizerConfig:
 
     Retrieval and re-ranking:
         top_k: places retrieved by global descriptor (the paper's K = 100).
-        rerank_k: how many of them are re-ranked by MNN count; None = all ``top_k``, 0 = none
-            (the order and the decision then use the global similarity alone).
+        rerank_k: how many of them are re-ranked by MNN count; 0 = none (the order and the
+            decision then use the global similarity alone); None = the map's default (its
+            extractor's ``RerankSettings.rerank_k``: e.g. 20 for the classical extractor, all
+            ``top_k`` for SelaVPR and for maps that predate the recorded default). Always at
+            most ``top_k``: see :meth:`rerank_depth`.
         device, precision: where MNN scores are computed ("cpu", "cuda", "cuda:1"; "fp16" is
             CUDA only).
         rerank_memory_mb: working-memory budget of the MNN re-ranker (sets its chunk size); on
@@ -63,7 +66,8 @@ class LocalizerConfig:
     top_k: int = field(default=100, metadata=setting(
         "places retrieved by global descriptor", 1, 10000))
     rerank_k: int | None = field(default=None, metadata=setting(
-        "how many of top_k are re-ranked by MNN (-1: all, 0: none)", -1, 10000, none=-1))
+        "how many of top_k are re-ranked by MNN (-1: the map's default, 0: none)", -1, 10000,
+        none=-1))
     device: str = field(default="cpu", metadata=setting(
         "cpu, cuda or cuda:N (extraction and re-ranking)", node=False))
     precision: Literal["fp32", "fp16"] = field(default="fp32", metadata=setting(
@@ -133,12 +137,21 @@ class LocalizerConfig:
             raise ConfigError(
                 f"confidence_full_fraction must be in (0, 1], got {self.confidence_full_fraction}"
             )
-        if self.effective_rerank_k == 0 and (self.min_score or self.min_score_fraction):
-            raise ConfigError("min_score and min_score_fraction need re-ranking (rerank_k > 0)")
+        if self.rerank_k == 0:
+            self.check_rerank_depth(0)
 
-    @property
-    def effective_rerank_k(self) -> int:
-        return self.top_k if self.rerank_k is None else self.rerank_k
+    def rerank_depth(self, map_default: int | None) -> int:
+        """Return how many candidates are re-ranked.
+
+        ``rerank_k``, else the map's default, else all ``top_k``; never more than ``top_k``.
+        """
+        k = self.rerank_k if self.rerank_k is not None else map_default
+        return self.top_k if k is None else min(int(k), self.top_k)
+
+    def check_rerank_depth(self, depth: int) -> None:
+        """Raise ConfigError when the acceptance rules need MNN scores but ``depth`` is 0."""
+        if depth == 0 and (self.min_score or self.min_score_fraction):
+            raise ConfigError("min_score and min_score_fraction need re-ranking (rerank_k > 0)")
 
 
 @dataclass(frozen=True)

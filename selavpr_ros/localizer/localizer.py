@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 import numpy as np
@@ -108,10 +108,11 @@ class Localizer:
         self.extractor = extractor
         self.config = cfg = config or LocalizerConfig()
         self._rerank = place_map.extractor_info.rerank
+        cfg.check_rerank_depth(self.rerank_k)
         place_map.load_index()  # load now rather than in the first query
         device = torch.device(cfg.device)
         if feature_cache is None:
-            if device.type == "cuda" and cfg.gpu_cache_mb > 0 and cfg.effective_rerank_k > 0:
+            if device.type == "cuda" and cfg.gpu_cache_mb > 0 and self.rerank_k > 0:
                 feature_cache = LocalFeatureCache.build(
                     place_map, device, int(cfg.gpu_cache_mb * 2**20))
         self.feature_cache: LocalFeatureCache | None = feature_cache or None
@@ -124,6 +125,24 @@ class Localizer:
         self.camera: CameraModel | None = None
         if cfg.camera_info_file:
             self.camera = CameraModel.from_yaml(cfg.camera_info_file)
+
+    @property
+    def rerank_k(self) -> int:
+        """Candidates re-ranked per query: the config's ``rerank_k``, else the map's default."""
+        return self.config.rerank_depth(self._rerank.rerank_k)
+
+    @property
+    def effective_config(self) -> LocalizerConfig:
+        """The config with ``rerank_k`` resolved against the map (what reports record)."""
+        return replace(self.config, rerank_k=self.rerank_k)
+
+    def describe_rerank(self) -> str:
+        """One log line: how many candidates are re-ranked, how, and where that comes from."""
+        source = ("rerank_k" if self.config.rerank_k is not None
+                  else "the map's default" if self._rerank.rerank_k is not None
+                  else "all: the map records no default")
+        return (f"re-ranking the top {self.rerank_k} of {self.config.top_k} candidates "
+                f"({source}; {self._rerank.describe()})")
 
     def query(self, image: np.ndarray | Features,
               camera: CameraModel | None = None) -> LocalizationResult:
@@ -157,7 +176,8 @@ class Localizer:
         t1 = time.perf_counter()
         timings["search"] = (t1 - t0) * 1e3
 
-        k = min(cfg.effective_rerank_k, len(ids))
+        cfg.check_rerank_depth(self.rerank_k)  # the node may swap in another config
+        k = min(self.rerank_k, len(ids))
         # the query in the map's local format (PCA, grid stride) so that like meets like
         query_local, mask = self.place_map.codec.query(
             features.local[0], None if features.local_mask is None else features.local_mask[0])
@@ -243,8 +263,8 @@ class Localizer:
         if use_buffer:
             m = self.place_map
             fmt, info = m.local_format, m.extractor_info
-            shape = (self.config.effective_rerank_k, fmt.stored_count(info), fmt.stored_dim(info))
-            if self._fetch_buffer is None:
+            shape = (self.rerank_k, fmt.stored_count(info), fmt.stored_dim(info))
+            if self._fetch_buffer is None or self._fetch_buffer.shape[0] < len(ids):
                 self._fetch_buffer = np.empty(shape, m.manifest.local_dtype)
             out = self._fetch_buffer[: len(ids)]
         return self.place_map.local_codes(ids, out=out)

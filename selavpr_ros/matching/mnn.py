@@ -203,8 +203,9 @@ def mnn_scores(
         chunk_size: candidates per chunk; overrides ``memory_budget`` when given.
         method: "tiled" (CPU, fp32: cache-sized row blocks, no similarity matrix in memory),
             "chunked" (the reference's batched product, chunked over candidates) or "auto":
-            tiled on the CPU when no ``chunk_size`` is given, chunked otherwise. Tiled falls back to chunked when its blocks are not
-            bit-exact on this machine (see ``tiling_is_exact``).
+            tiled on the CPU when no ``chunk_size`` is given, chunked otherwise. Tiled falls
+            back to chunked when its blocks are not bit-exact on this machine (see
+            ``tiling_is_exact``).
         workers: threads of the tiled method (default: ``torch.get_num_threads()``). While
             they run, torch's intra-op thread count is 1 and is restored afterwards.
 

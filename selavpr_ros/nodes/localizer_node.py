@@ -254,7 +254,7 @@ class LocalizerNode(LifecycleNode):
         m = self.map_info
         self.get_logger().info(
             f"configured: map {m['map_path']} ({m['map_places']} places, {m['extractor']}), "
-            f"device {self.config.device}")
+            f"device {self.config.device}; {localizer.describe_rerank()}")
         return SUCCESS
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
