@@ -47,18 +47,47 @@ def gemm_full(query: torch.Tensor, cands: torch.Tensor) -> None:
         torch.mm(cands[n].float(), q_t, out=out)
 
 
-def gemm_blocked(query: torch.Tensor, cands: torch.Tensor) -> None:
+def cpu_bf16_flags() -> list[str]:
+    """Return the CPU's bf16 instruction sets named in /proc/cpuinfo (e.g. avx512_bf16)."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text().split()
+    except OSError:
+        return []
+    return sorted({f for f in flags if f in ("avx512_bf16", "amx_bf16", "amx_tile")})
+
+
+def bf16_count_agreement(query: torch.Tensor, cands: torch.Tensor, n: int) -> dict[str, float]:
+    """Compare MNN counts from bf16 and fp32 products on the first ``n`` candidates.
+
+    bf16 products are what torch.mm gives on the CPU: bf16 in, bf16 out.
+    """
+    q32, qbf = query.T.contiguous(), query.T.contiguous().bfloat16()
+    diffs, exact = [], []
+    for c in cands[:n]:
+        counts = []
+        for sim in (torch.mm(c.float(), q32), torch.mm(c.bfloat16(), qbf).float()):
+            best_c, best_q = sim.argmax(dim=0), sim.argmax(dim=1)
+            counts.append(int((best_q[best_c] == torch.arange(sim.shape[1])).sum()))
+        exact.append(counts[0])
+        diffs.append(abs(counts[1] - counts[0]))
+    return {"candidates": n, "mean_fp32_count": float(np.mean(exact)),
+            "mean_abs_count_diff": float(np.mean(diffs)),
+            "agreement": 1.0 - float(np.sum(diffs)) / max(1.0, float(np.sum(exact)))}
+
+
+def gemm_blocked(query: torch.Tensor, cands: torch.Tensor,
+                 dtype: torch.dtype = torch.float32) -> None:
     """Compute the same products in the tiled method's row blocks, on its worker threads."""
-    q_t = query.T.contiguous()
+    q_t = query.T.contiguous().to(dtype)
     tiles = mnn.row_tiles(cands.shape[1], query.shape[0])
     order = iter(range(cands.shape[0]))
     workers = max(1, min(torch.get_num_threads(), cands.shape[0]))
 
     def work() -> None:
         torch.set_num_threads(1)
-        block = torch.empty(max(b - a for a, b in tiles), query.shape[0])
+        block = torch.empty(max(b - a for a, b in tiles), query.shape[0], dtype=dtype)
         for n in order:
-            c = cands[n].float()
+            c = cands[n].to(dtype)
             for a, b in tiles:
                 torch.mm(c[a:b], q_t, out=block[: b - a])
 
@@ -79,6 +108,8 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--filter", default="none", choices=["none", "ratio", "min_similarity"],
                         help="match filter of the re-ranking (the classical extractor: ratio)")
+    parser.add_argument("--bf16", action="store_true",
+                        help="also time the blocked products in bf16 and compare MNN counts")
     args = parser.parse_args()
 
     rng = np.random.default_rng(0)
@@ -97,6 +128,8 @@ def main() -> int:
         "ours": lambda: mnn_scores(query, cands, match_filter=args.filter, ratio=0.9,
                                    min_similarity=0.5),
     }
+    if args.bf16:  # the products alone in bf16 (this CPU's bf16 units), for comparison
+        runs["gemm_blocked_bf16"] = lambda: gemm_blocked(q_t, c_t, torch.bfloat16)
     # warm-up: BLAS threads, the tiling check, allocator
     gemm_full(q_t, c_t[:2])
     gemm_blocked(q_t, c_t[:2])
@@ -112,6 +145,11 @@ def main() -> int:
     med = {name: statistics.median(t) for name, t in times.items()}
     gflops = {name: flop / s / 1e9 for name, s in med.items()}
     machine = max(gflops["gemm_full"], gflops["gemm_blocked"])
+    bf16 = None
+    if args.bf16:
+        bf16 = {"cpu_flags": cpu_bf16_flags(),
+                "speedup_over_fp32_blocked": gflops["gemm_blocked_bf16"] / gflops["gemm_blocked"],
+                **bf16_count_agreement(q_t, c_t, min(5, args.k))}
     ratio = gflops["ours"] / machine
     print(f"exact fp32 MNN vs fp32 GEMM, K={args.k}, {args.grid}x{args.grid}x{args.dim}, "
           f"filter {args.filter}, torch threads {torch.get_num_threads()}, "
@@ -120,10 +158,15 @@ def main() -> int:
     for name in runs:
         print(f"{name:>13} {med[name]:>11.3f} {gflops[name]:>8.1f}")
     print(f"ours / the faster GEMM: {100 * ratio:.1f} %")
+    if bf16 is not None:
+        print(f"bf16 ({', '.join(bf16['cpu_flags']) or 'no bf16 flags'}): blocked products "
+              f"{bf16['speedup_over_fp32_blocked']:.2f}x fp32; MNN counts from bf16 "
+              f"similarities differ by {bf16['mean_abs_count_diff']:.1f} on average "
+              f"(agreement {100 * bf16['agreement']:.2f} %)")
     print(json.dumps({"bench": "mnn_gemm", "k": args.k, "grid": args.grid, "dim": args.dim,
                       "filter": args.filter, "threads": torch.get_num_threads(),
                       "gflop": flop / 1e9, "seconds": times, "gflops": gflops,
-                      "ratio": ratio, "load_avg": [min(loads), max(loads)]}))
+                      "ratio": ratio, "bf16": bf16, "load_avg": [min(loads), max(loads)]}))
     return 0
 
 

@@ -112,7 +112,7 @@ def _mnn_args(args: argparse.Namespace) -> list[list[str]]:
 
 def _mnn_gemm_args(args: argparse.Namespace) -> list[list[str]]:
     return [["--k", str(max(args.k)), "--repeats", str(args.repeats), "--grid", str(args.grid),
-             "--filter", f] for f in ("none", "ratio")]
+             "--filter", f, *(["--bf16"] if f == "none" else [])] for f in ("none", "ratio")]
 
 
 def _classical_rerank_args(args: argparse.Namespace) -> list[list[str]]:
@@ -253,8 +253,17 @@ def _mnn_gemm_md(report: dict[str, Any], runs: list[dict[str, Any]]) -> list[str
         lines.append(f"| {d['k']} | {d['grid']} | {d['filter']} | {g['gemm_full']:.1f} | "
                      f"{g['gemm_blocked']:.1f} | {g['ours']:.1f} | {100 * d['ratio']:.0f} % | "
                      f"{d['load_avg'][0]:.1f}-{d['load_avg'][1]:.1f} |")
-    return lines + ["", "GEMM full: torch.mm per candidate into one (L, L) output; blocked: "
-                    "the tiled method's row blocks, products only.", ""]
+    lines += ["", "GEMM full: torch.mm per candidate into one (L, L) output; blocked: "
+              "the tiled method's row blocks, products only.", ""]
+    for d in runs:
+        b = d.get("bf16")
+        if b:
+            lines += [f"bf16 ({', '.join(b['cpu_flags']) or 'no bf16 CPU flags'}): blocked "
+                      f"products {b['speedup_over_fp32_blocked']:.2f}x fp32; MNN counts from "
+                      f"bf16 similarities vs fp32 on {b['candidates']} candidates: mean |diff| "
+                      f"{b['mean_abs_count_diff']:.1f} of {b['mean_fp32_count']:.0f} "
+                      f"(agreement {100 * b['agreement']:.2f} %).", ""]
+    return lines
 
 
 def _classical_rerank_md(report: dict[str, Any], runs: list[dict[str, Any]]) -> list[str]:

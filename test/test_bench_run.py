@@ -47,3 +47,22 @@ def test_merge_section_reports_merge_and_build_times(tmp_path: Path) -> None:
     assert merge["places_per_input"] == 300 and merge["merge_s"] > 0
     assert len(merge["build_s"]) == 2 and merge["merged_bytes"] > 600 * 4096
     assert "## Merging two maps of 300 places" in json_file.with_suffix(".md").read_text()
+
+
+def test_mnn_gemm_and_classical_sections(tmp_path: Path) -> None:
+    """The GEMM comparison reports both GEMMs and the ratio; missing data is a note."""
+    assert bench_run.main(["--sections", "mnn_gemm,classical_rerank", "--k", "2",
+                           "--repeats", "1", "--grid", "9", "--gardens-point",
+                           str(tmp_path / "no_data"), "--out", str(tmp_path)]) == 0
+    (json_file,) = tmp_path.glob("*.json")
+    sections = json.loads(json_file.read_text())["sections"]
+    plain, ratio = sections["mnn_gemm"]
+    assert plain["filter"] == "none" and ratio["filter"] == "ratio"
+    for run in (plain, ratio):
+        assert set(run["gflops"]) >= {"gemm_full", "gemm_blocked", "ours"}
+        best = max(run["gflops"]["gemm_full"], run["gflops"]["gemm_blocked"])
+        assert run["ratio"] == pytest.approx(run["gflops"]["ours"] / best)
+    assert 0.0 <= plain["bf16"]["agreement"] <= 1.0
+    assert all("not found" in run["error"] for run in sections["classical_rerank"])
+    md = json_file.with_suffix(".md").read_text()
+    assert "vs this CPU's fp32 GEMM" in md and "not measured" in md
