@@ -19,7 +19,9 @@ depth): every query is re-ranked once at the largest K, and Recall@1 at each sma
 from re-ordering the first K global candidates by the same rule as the localizer (MNN count,
 then global similarity, then place id), since a candidate's count does not depend on K; the
 seconds per query at each K are measured on ``--timing-queries`` real queries at that K
-(extraction median + search + fetch + re-rank + decide).
+(extraction median + search + fetch + re-rank + decide), in wall time and in this process's
+CPU time divided by the torch threads (an estimate of the wall time on an idle machine, since
+the machine these figures come from is shared).
 """
 
 from __future__ import annotations
@@ -110,11 +112,20 @@ def sweep(localizer: Localizer, queries: Features, ks: list[int],
     return {k: h / len(queries) for k, h in hits.items()}
 
 
-def seconds_per_query(localizer: Localizer, queries: Features, count: int) -> float:
-    """Median seconds of search + fetch + re-rank + decide over ``count`` spread queries."""
+def seconds_per_query(localizer: Localizer, queries: Features,
+                      count: int) -> tuple[float, float]:
+    """Median seconds of search + fetch + re-rank + decide over ``count`` spread queries.
+
+    Returns wall seconds and CPU seconds of this process (all threads), both medians; on a
+    shared machine the CPU seconds divided by the threads estimate the wall time when idle.
+    """
     picks = np.linspace(0, len(queries) - 1, min(count, len(queries))).astype(int)
-    return float(np.median([localizer.query_features(queries.select(int(q))).total_ms
-                            for q in picks])) / 1e3
+    wall, cpu = [], []
+    for q in picks:
+        c0 = time.process_time()
+        wall.append(localizer.query_features(queries.select(int(q))).total_ms / 1e3)
+        cpu.append(time.process_time() - c0)
+    return float(np.median(wall)), float(np.median(cpu))
 
 
 def recall(localizer: Localizer, queries: Features) -> tuple[float, float, float]:
@@ -151,6 +162,8 @@ def main() -> int:
     parser.add_argument("--sweep", type=int, nargs="*", default=None,
                         help="Recall@1 and s/query at these K with the default filter")
     parser.add_argument("--timing-queries", type=int, default=20)
+    parser.add_argument("--timing-only", action="store_true",
+                        help="--sweep: seconds per query only (no Recall@1 pass)")
     parser.add_argument("--query-step", type=int, default=1,
                         help="--sweep: every N-th query image (the map keeps all)")
     args = parser.parse_args()
@@ -221,22 +234,25 @@ def run_sweep(args: argparse.Namespace, extractor: ClassicalExtractor, db_feats:
             build_map(Path(tmp) / "sweep", extractor, db_feats) as place_map:
         for name, feats in queries.items():
             deep = Localizer(place_map, extractor, LocalizerConfig(top_k=top_k, rerank_k=ks[-1]))
-            recalls = sweep(deep, feats, ks, args.query_step)
+            recalls = ({} if args.timing_only else sweep(deep, feats, ks, args.query_step))
             for k in [0, *ks]:
                 loc = Localizer(place_map, extractor, LocalizerConfig(top_k=top_k, rerank_k=k))
-                s = extract_ms / 1e3 + seconds_per_query(loc, feats, args.timing_queries)
-                rows.append((name, k, recalls[k], s))
-                print(*rows[-1], f"load {os.getloadavg()[0]:.1f}", flush=True)
+                wall, cpu = seconds_per_query(loc, feats, args.timing_queries)
+                load = os.getloadavg()[0]
+                rows.append((name, k, recalls.get(k, float("nan")), extract_ms / 1e3 + wall,
+                             extract_ms / 1e3 + cpu / torch.get_num_threads(), load))
+                print(*rows[-1], flush=True)
     print(f"\n| queries (map {args.map}, every {args.query_step}) | rerank K | R@1 | "
-          "s/query (median) |")
-    print("|---|---|---|---|")
-    for name, k, r1, s in rows:
-        print(f"| {name} | {k} | {r1:.3f} | {s:.3f} |")
+          "s/query (median) | CPU s / threads | load |")
+    print("|---|---|---|---|---|---|")
+    for name, k, r1, s, cpu_s, load in rows:
+        print(f"| {name} | {k} | {r1:.3f} | {s:.3f} | {cpu_s:.3f} | {load:.1f} |")
     print(json.dumps({"bench": "classical_rerank_sweep", "map": args.map,
                       "query_step": args.query_step,
                       "filter": extractor.info.rerank.to_dict(), "top_k": top_k,
                       "threads": torch.get_num_threads(), "extract_ms": extract_ms,
-                      "rows": [dict(zip(("queries", "k", "r1", "s_per_query"), r, strict=True))
+                      "rows": [dict(zip(("queries", "k", "r1", "s_per_query",
+                                         "cpu_s_per_thread", "load"), r, strict=True))
                                for r in rows], "load_avg": os.getloadavg()}))
     return 0
 

@@ -268,16 +268,19 @@ def _mnn_gemm_md(report: dict[str, Any], runs: list[dict[str, Any]]) -> list[str
 
 def _classical_rerank_md(report: dict[str, Any], runs: list[dict[str, Any]]) -> list[str]:
     lines = ["## Classical extractor: re-ranking depth on Gardens Point (default filter)", "",
-             "| map | queries | K | R@1 | s/query |", "|---|---|---|---|---|"]
+             "| map | queries | K | R@1 | s/query | CPU s / threads | load |",
+             "|---|---|---|---|---|---|---|"]
     for d in runs:
         if "error" in d:
             lines.append(f"| – | – | – | not measured: {d['error']} | |")
             continue
         for r in d["rows"]:
             lines.append(f"| {d['map']} | {r['queries']} (every {d['query_step']}) | {r['k']} | "
-                         f"{r['r1']:.3f} | {r['s_per_query']:.3f} |")
+                         f"{r['r1']:.3f} | {r['s_per_query']:.3f} | "
+                         f"{r['cpu_s_per_thread']:.3f} | {r['load']:.1f} |")
     return lines + ["", "s/query: extraction median + search + fetch + re-rank + decide, "
-                    "median over 10 queries per K.", ""]
+                    "median over 10 queries per K; CPU s / threads: the same in process CPU "
+                    "time over the torch threads (an idle-machine estimate).", ""]
 
 
 def _ransac_md(report: dict[str, Any], d: dict[str, Any]) -> list[str]:

@@ -72,7 +72,7 @@ def test_the_maps_default_depth_is_used_unless_overridden(tmp_path: Path) -> Non
         assert "the map's default" in default.describe_rerank()
         assert "ratio test at 0.9" in default.describe_rerank()
         override = Localizer(pm, extractor, LocalizerConfig(top_k=PLACES, rerank_k=5))
-        assert reranked(override, query) == 5 and "(rerank_k;" in override.describe_rerank()
+        assert reranked(override, query) == 5 and "(rerank_k)" in override.describe_rerank()
         assert reranked(Localizer(pm, extractor, LocalizerConfig(top_k=2)), query) == 2
         none = Localizer(pm, extractor, LocalizerConfig(top_k=PLACES, rerank_k=0))
         assert reranked(none, query) == 0

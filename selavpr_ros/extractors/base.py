@@ -75,13 +75,17 @@ class RerankSettings:
             raise ConfigError(f"unknown re-rank settings: {sorted(unknown)}")
         return cls(**data)
 
-    def describe(self) -> str:
-        """One line for logs and map-info: the filter and the default depth."""
-        rule = {"none": "plain MNN count",
+    def describe_filter(self) -> str:
+        """Return the match filter in words, e.g. "MNN with a ratio test at 0.9"."""
+        return {"none": "plain MNN count",
                 "ratio": f"MNN with a ratio test at {self.ratio:g}",
-                "min_similarity": f"MNN with similarity >= {self.min_similarity:g}"}
+                "min_similarity": f"MNN with similarity >= {self.min_similarity:g}",
+                }[self.match_filter]
+
+    def describe(self) -> str:
+        """One line for map-info: the filter and the default depth."""
         depth = "all candidates" if self.rerank_k is None else f"the top {self.rerank_k}"
-        return f"{rule[self.match_filter]}, re-ranking {depth} by default"
+        return f"{self.describe_filter()}, re-ranking {depth} by default"
 
 
 @dataclass(frozen=True)

@@ -56,10 +56,10 @@ class NotFittedError(SelaVPRError):
     """The classical extractor has no vocabulary yet (fit it, or restore it from a map)."""
 
 
-# Re-ranking depth of classical maps: on the 2-core CPU re-ranking costs about 30-50 ms per
-# candidate, and Recall@1 on Gardens Point stops improving well before 100 candidates
-# (bench/eval_classical_gardens_point.py --sweep; figures in bench/PERFORMANCE.md).
-RERANK_K = 20
+# Re-ranking depth of classical maps: the smallest depth whose Recall@1 on Gardens Point (day
+# and night queries, two maps) equals re-ranking all 100 candidates, at about half their cost
+# (bench/eval_classical_gardens_point.py --sweep; figures in bench/PERFORMANCE.md, issue 17).
+RERANK_K = 50
 
 
 def _default_rerank() -> RerankSettings:

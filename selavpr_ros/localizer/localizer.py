@@ -142,7 +142,7 @@ class Localizer:
                   else "the map's default" if self._rerank.rerank_k is not None
                   else "all: the map records no default")
         return (f"re-ranking the top {self.rerank_k} of {self.config.top_k} candidates "
-                f"({source}; {self._rerank.describe()})")
+                f"({source}), {self._rerank.describe_filter()}")
 
     def query(self, image: np.ndarray | Features,
               camera: CameraModel | None = None) -> LocalizationResult:
