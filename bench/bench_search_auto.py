@@ -6,15 +6,17 @@ sphere with revisits; D=1024). ``tune_index`` chooses the kind and sets ``nprobe
 sample of the map's own descriptors for a target recall@100; the index is then measured on
 other queries (perturbed revisits, as in ``bench_search.py``): single-query latency, recall@100
 against exact search, index bytes (as written to disk = held in memory), the process's peak
-RSS, and build time (train + add + tuning sweep).
+RSS, build time (train + add + tuning sweep) and the load average around the measurement.
+``--kinds`` limits the kinds tried (``tune_index`` tries ivfsq8, then pqfs).
 
-    python bench/bench_search_auto.py --sizes 100000 [1000000] --target 0.95
+    python bench/bench_search_auto.py --sizes 100000 [1000000] --target 0.95 [--kinds pqfs]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import sys
 import tempfile
@@ -29,7 +31,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from bench_search import queries_from, recall, synthetic_map, time_queries  # noqa: E402
-from selavpr_ros.map.index import tune_index, write_index  # noqa: E402
+from selavpr_ros.map.index import TUNE_KINDS, tune_index, write_index  # noqa: E402
 
 
 def main() -> int:
@@ -39,6 +41,7 @@ def main() -> int:
     parser.add_argument("--target", type=float, default=0.95)
     parser.add_argument("--k", type=int, default=100)
     parser.add_argument("--queries", type=int, default=200)
+    parser.add_argument("--kinds", nargs="+", default=list(TUNE_KINDS), choices=TUNE_KINDS)
     args = parser.parse_args()
     rows = []
     for n in args.sizes:
@@ -48,10 +51,12 @@ def main() -> int:
         queries = queries_from(db, args.queries, rng)
         print(f"map {n} x {args.dim} in {time.perf_counter() - t0:.0f} s", flush=True)
         t0 = time.perf_counter()
-        index, tuned = tune_index(db, args.target, k=args.k)
+        load_before = os.getloadavg()[0]
+        index, tuned = tune_index(db, args.target, k=args.k, kinds=tuple(args.kinds))
         build_s = time.perf_counter() - t0
         spec = tuned.spec
-        print(f"tuned {spec.kind} nlist {spec.nlist} nprobe {spec.nprobe}: held-out recall "
+        print(f"tuned {spec.kind} nlist {spec.nlist} nprobe {spec.nprobe} k_factor "
+              f"{spec.k_factor}: held-out recall "
               f"{spec.tuned_recall:.4f}, {build_s:.0f} s", flush=True)
         _, exact = faiss.knn(queries, db, args.k, metric=faiss.METRIC_INNER_PRODUCT)
         latency, ids = time_queries(index, queries, args.k)
@@ -60,11 +65,14 @@ def main() -> int:
             index_bytes = (Path(tmp) / "index.faiss").stat().st_size
         rows.append({
             "places": n, "kind": spec.kind, "nlist": spec.nlist, "nprobe": spec.nprobe,
+            "k_factor": spec.k_factor, "pq_m": spec.pq_m,
             "coarse": spec.coarse, "target": args.target, "held_out_recall": spec.tuned_recall,
             "query_ms": latency * 1e3, "recall_at_k": recall(ids, exact), "k": args.k,
             "index_bytes": index_bytes, "index_bytes_per_place": index_bytes / n,
             "build_s": build_s, "train_add_s": tuned.build_s,
-            "sweep": [{"nprobe": p, "recall": r, "ms": ms} for p, r, ms in tuned.sweep],
+            "sweep": [{"kind": kd, "setting": v, "recall": r, "ms": ms}
+                      for kd, v, r, ms in tuned.sweep],
+            "load_average": [load_before, *os.getloadavg()],
             "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         })
         print(json.dumps(rows[-1]), flush=True)
