@@ -108,7 +108,10 @@ def main() -> int:
     parser.add_argument("--generators", nargs="*", default=list(GENERATORS))
     parser.add_argument("--no-real", action="store_true")
     args = parser.parse_args()
-    rows = {} if args.no_real else gardens_point(args.data)
+    real = not args.no_real and (args.data / "day_left").is_dir()
+    if not args.no_real and not real:
+        print(f"Gardens Point not found at {args.data}: synthetic statistics only")
+    rows = gardens_point(args.data) if real else {}
     for name in args.generators:
         rng = np.random.default_rng(args.places)
         rows[f"synthetic_{name}_{args.places}"] = synthetic(
