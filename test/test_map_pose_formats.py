@@ -10,6 +10,7 @@ import pytest
 from selavpr_ros.errors import MapFormatError
 from selavpr_ros.extractors.base import ExtractorInfo
 from selavpr_ros.geometry.camera import CameraModel
+from selavpr_ros.geometry.correspondences import mnn_pairs
 from selavpr_ros.geometry.observations import ImageFeatures, observe_place
 from selavpr_ros.geometry.pixels import grid_pixels
 from selavpr_ros.map import PlaceMap
@@ -56,7 +57,8 @@ def test_observations_on_a_strided_grid_use_the_kept_cells() -> None:
     hw = (48, 64)
     query = ImageFeatures(stored, None, None, hw, None, kept)
     place = ImageFeatures(stored, None, None, hw, points, kept)
-    obs = observe_place(info, query, place, 0, (0.0, 0.0, 0.0), (0.0, 0.0, 0.0, 1.0), CAMERA)
+    obs = observe_place(info, query, place, mnn_pairs(stored, stored), 0, (0.0, 0.0, 0.0),
+                        (0.0, 0.0, 0.0, 1.0), CAMERA)
     assert len(obs.query_pixels) >= 20  # identical features: (nearly) every one a mutual pair
     assert obs.place_points is not None
     cells = np.asarray(obs.place_points)[:, 0].astype(np.int64)
