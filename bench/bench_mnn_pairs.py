@@ -45,7 +45,7 @@ def main() -> int:
           f"{os.getloadavg()}")
     for name, (count, options) in cases.items():
         query = unit(rng.standard_normal((count, 128)))
-        cands = unit(query[None] + 0.06 * rng.standard_normal((args.k, count, 128)))
+        cands = unit(query[None] + 0.2 * rng.standard_normal((args.k, count, 128)))
         cands = cands.astype(np.float16)
         runs: dict[str, Callable[[], np.ndarray]] = {
             "scores": lambda q=query, c=cands, o=options: mnn_scores(q, c, **o),
@@ -61,7 +61,7 @@ def main() -> int:
         assert np.array_equal(counts["scores"], counts["matches"]), "counts differ"
         ms = {k: 1e3 * statistics.median(v[1:]) for k, v in times.items()}
         print(f"{name}: scores {ms['scores']:.0f} ms, matches {ms['matches']:.0f} ms "
-              f"(+{100 * (ms['matches'] / ms['scores'] - 1):.1f} %), counts identical, "
+              f"({100 * (ms['matches'] / ms['scores'] - 1):+.1f} %), counts identical, "
               f"mean count {counts['scores'].mean():.0f}")
     print(f"load average {os.getloadavg()}")
     return 0

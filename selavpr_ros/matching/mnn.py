@@ -29,8 +29,8 @@ Project decision (differs from the reference): a candidate with exactly one mutu
 
 :func:`mnn_matches` runs the same computation and also keeps, per candidate, which query
 feature matched which candidate feature: the correspondences of the pose (geometry runs on the
-re-ranking's pairs instead of recomputing them). Keeping them copies one (L_query,) row of
-indices per candidate; :func:`mnn_scores` keeps nothing.
+re-ranking's pairs instead of recomputing them). Keeping them copies three (L_query,) rows
+per candidate (nearest feature, mutual flag, similarity); :func:`mnn_scores` keeps nothing.
 
 This module imports only numpy and torch so that it runs where faiss is not installed.
 """
