@@ -108,22 +108,21 @@ class QueryPose:
                       and isinstance(self.extractor, ClassicalExtractor))
         map_camera = self.map_camera
         map_hw = (map_camera.height, map_camera.width)
-        stored: Features | None = None  # read only when needed (keypoints or refinement)
+        place_keypoints = self.place_map.keypoints(ids)  # None for grid extractors
+        place_local: np.ndarray | None = None  # the places' descriptors: read to refine only
 
         def observe(row: int, refiner: Any) -> Any:
-            nonlocal stored
+            nonlocal place_local
             cand, cand_pairs = used[row]
-            if stored is None and (info.has_keypoints or refiner is not None):
-                stored = self.place_map.features(ids)
+            if refiner is not None and place_local is None:
+                place_local = self.place_map.features(ids).local
             place_points = None
             if points is not None and np.isfinite(points[row]).any():
                 place_points = points[row]
-            if stored is not None:
-                place = ImageFeatures.from_features(stored, row, map_hw, place_points,
-                                                    grid_index)
-            else:  # grid pixels need no stored arrays
-                place = ImageFeatures(np.zeros((0, 0), np.float32), None, None, map_hw,
-                                      place_points, grid_index)
+            place = ImageFeatures(
+                place_local[row] if place_local is not None else np.zeros((0, 0), np.float32),
+                None, None if place_keypoints is None else place_keypoints[row], map_hw,
+                place_points, grid_index)
             return observe_place(info, query, place, cand_pairs, cand.place_id, cand.position,
                                  cand.orientation, map_camera, refiner)
 
