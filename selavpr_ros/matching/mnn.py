@@ -27,6 +27,11 @@ reproduce the full product bit for bit on probe data, and falls back to the chun
 Project decision (differs from the reference): a candidate with exactly one mutual match scores
 1, not 0. Invalid (masked) features are never matched.
 
+:func:`mnn_matches` runs the same computation and also keeps, per candidate, which query
+feature matched which candidate feature: the correspondences of the pose (geometry runs on the
+re-ranking's pairs instead of recomputing them). Keeping them copies three (L_query,) rows
+per candidate (nearest feature, mutual flag, similarity); :func:`mnn_scores` keeps nothing.
+
 This module imports only numpy and torch so that it runs where faiss is not installed.
 """
 
@@ -37,7 +42,8 @@ import logging
 import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Literal
+from dataclasses import dataclass
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -51,6 +57,57 @@ Method = Literal["auto", "tiled", "chunked"]
 DEFAULT_MEMORY_BUDGET = 256 * 2**20  # bytes of working memory per chunk of candidates
 TILE_BYTES = 4 * 2**20  # similarity block of the tiled method: stays in the L3 cache
 MIN_TILE_ROWS = 96  # smaller blocks make MKL switch kernels (and summation order)
+
+
+@dataclass(frozen=True, eq=False)
+class MatchPairs:
+    """N mutual nearest neighbours: query feature, candidate feature, similarity."""
+
+    query: np.ndarray  # (N,) int64 flat query feature indices, ascending
+    place: np.ndarray  # (N,) int64 flat candidate feature indices
+    similarity: np.ndarray  # (N,) float32
+
+    def __len__(self) -> int:
+        return int(self.query.shape[0])
+
+
+@dataclass(frozen=True, eq=False)
+class MnnMatches:
+    """MNN counts of K candidates and the pairs behind them (from :func:`mnn_matches`).
+
+    Row n of ``nearest``/``mutual``/``similarity`` is candidate n: for each query feature its
+    nearest candidate feature, whether that pair counted (mutual, valid, passed the filter)
+    and its similarity. ``counts`` is ``mutual.sum(axis=1)``.
+    """
+
+    counts: np.ndarray  # (K,) int64
+    nearest: np.ndarray  # (K, L_query) int64
+    mutual: np.ndarray  # (K, L_query) bool
+    similarity: np.ndarray  # (K, L_query) float32
+
+    def pairs(self, n: int) -> MatchPairs:
+        """Return the counted pairs of candidate ``n`` (query features in ascending order)."""
+        keep = np.flatnonzero(self.mutual[n])
+        return MatchPairs(keep.astype(np.int64), self.nearest[n, keep].astype(np.int64),
+                          self.similarity[n, keep].astype(np.float32))
+
+
+class _Kept:
+    """Per-candidate buffers that :func:`mnn_matches` fills (one row per candidate)."""
+
+    def __init__(self, num: int, lq: int) -> None:
+        self.nearest = np.zeros((num, lq), np.int64)
+        self.mutual = np.zeros((num, lq), bool)
+        self.similarity = np.zeros((num, lq), np.float32)
+
+    def store(self, rows: slice, nearest: torch.Tensor, mutual: torch.Tensor,
+              similarity: torch.Tensor) -> None:
+        self.nearest[rows] = nearest.cpu().numpy()
+        self.mutual[rows] = mutual.cpu().numpy()
+        self.similarity[rows] = similarity.float().cpu().numpy()
+
+    def result(self, counts: np.ndarray) -> MnnMatches:
+        return MnnMatches(counts, self.nearest, self.mutual, self.similarity)
 
 
 def chunk_size_for_budget(
@@ -211,6 +268,44 @@ def mnn_scores(
     Returns:
         (K,) int64 counts.
     """
+    return _mnn(query, candidates, None, query_mask=query_mask, candidate_mask=candidate_mask,
+                candidate_scale=candidate_scale, match_filter=match_filter, ratio=ratio,
+                min_similarity=min_similarity, device=device, precision=precision,
+                memory_budget=memory_budget, chunk_size=chunk_size, method=method,
+                workers=workers)
+
+
+def mnn_matches(query: np.ndarray | torch.Tensor, candidates: np.ndarray | torch.Tensor,
+                **options: Any) -> MnnMatches:
+    """:func:`mnn_scores` (same arguments, same counts) keeping each candidate's pairs.
+
+    The pairs index the features as given (a map's stored, possibly subsampled, grid).
+    """
+    num = int(candidates.shape[0])
+    lq = int(np.prod(query.shape[:-1]))
+    kept = _Kept(num, lq)
+    return kept.result(_mnn(query, candidates, kept, **options))
+
+
+def _mnn(
+    query: np.ndarray | torch.Tensor,
+    candidates: np.ndarray | torch.Tensor,
+    kept: _Kept | None,
+    *,
+    query_mask: np.ndarray | torch.Tensor | None = None,
+    candidate_mask: np.ndarray | torch.Tensor | None = None,
+    candidate_scale: np.ndarray | torch.Tensor | None = None,
+    match_filter: str = "none",
+    ratio: float = 0.8,
+    min_similarity: float = 0.0,
+    device: str | torch.device | None = None,
+    precision: Precision = "fp32",
+    memory_budget: int | None = DEFAULT_MEMORY_BUDGET,
+    chunk_size: int | None = None,
+    method: Method = "auto",
+    workers: int | None = None,
+) -> np.ndarray:
+    """Return the counts (and fill ``kept`` with the pairs): see :func:`mnn_scores`."""
     _check_options(match_filter, precision)
     device = _compute_device(query, device, precision)
     dtype = torch.float16 if precision == "fp16" else torch.float32
@@ -232,7 +327,7 @@ def mnn_scores(
         if tiling_is_exact(lc, lq, channels, tiles):
             return _tiled_counts(q, candidates, tiles, qm, candidate_mask,
                                  min_similarity if match_filter == "min_similarity" else None,
-                                 workers, candidate_scale)
+                                 workers, candidate_scale, kept)
 
     if chunk_size is None:
         if memory_budget is None:
@@ -241,7 +336,7 @@ def mnn_scores(
     if chunk_size < 1:
         raise ConfigError(f"chunk_size must be >= 1, got {chunk_size}")
     return _chunked_counts(q, candidates, qm, candidate_mask, chunk_size, match_filter,
-                           ratio, min_similarity, candidate_scale)
+                           ratio, min_similarity, candidate_scale, kept)
 
 
 def _check_options(match_filter: str, precision: str) -> None:
@@ -308,6 +403,7 @@ def _chunked_counts(
     ratio: float,
     min_similarity: float,
     candidate_scale: np.ndarray | torch.Tensor | None = None,
+    kept: _Kept | None = None,
 ) -> np.ndarray:
     """MNN counts by the reference's batched product, ``chunk_size`` candidates at a time."""
     device, dtype = q.device, q.dtype
@@ -331,13 +427,19 @@ def _chunked_counts(
             mutual &= qm
         if cm is not None:
             mutual &= torch.gather(cm, 1, best_c)
+        best_sim = None
+        if match_filter == "min_similarity" or kept is not None:
+            best_sim = torch.gather(sim, 1, best_c[:, None, :])[:, 0, :].float()
         if match_filter == "min_similarity":
-            best_sim = torch.gather(sim, 1, best_c[:, None, :])[:, 0, :]
-            mutual &= best_sim.float() >= min_similarity
+            assert best_sim is not None
+            mutual &= best_sim >= min_similarity
         elif match_filter == "ratio":
             mutual &= _ratio_test(sim, ratio)
         device_counts[start:stop] = mutual.sum(dim=1)
-        del sim, best_c, best_q, mutual
+        if kept is not None:
+            assert best_sim is not None
+            kept.store(slice(start, stop), best_c, mutual, best_sim)
+        del sim, best_c, best_q, mutual, best_sim
     return device_counts.cpu().numpy()
 
 
@@ -369,6 +471,7 @@ def _tiled_counts(
     min_similarity: float | None,
     workers: int | None,
     candidate_scale: np.ndarray | torch.Tensor | None = None,
+    kept: _Kept | None = None,
 ) -> np.ndarray:
     """MNN counts by cache-sized row blocks, candidates shared among single-threaded workers."""
     num, lq, channels = int(candidates.shape[0]), q.shape[0], q.shape[1]
@@ -399,12 +502,7 @@ def _tiled_counts(
             for t, (start, stop) in enumerate(tiles):
                 sim = block[: stop - start]
                 torch.mm(c[start:stop], q_t, out=sim)
-                if cs is not None:
-                    sim.mul_(cs[start:stop])
-                if cm is not None:
-                    sim.masked_fill_(~cm[start:stop, None], float("-inf"))
-                if qm is not None:
-                    sim.masked_fill_(~qm[None, :], float("-inf"))
+                _scale_and_mask_block(sim, cs, cm, qm, start, stop)
                 torch.max(sim, dim=0, out=(tile_max[t], tile_arg[t]))
                 torch.argmax(sim, dim=1, out=best_q[start:stop])
             # first block holding the column maximum: torch's argmax takes the first index
@@ -415,9 +513,12 @@ def _tiled_counts(
                 mutual &= qm
             if cm is not None:
                 mutual &= cm[best_c]
+            best_sim = tile_max.gather(0, win[None])[0]
             if min_similarity is not None:
-                mutual &= tile_max.gather(0, win[None])[0] >= min_similarity
+                mutual &= best_sim >= min_similarity
             counts[n] = int(mutual.sum())
+            if kept is not None:
+                kept.store(slice(n, n + 1), best_c[None], mutual[None], best_sim[None])
 
     if workers == 1:
         work(False)
@@ -430,6 +531,17 @@ def _tiled_counts(
     finally:
         torch.set_num_threads(threads)
     return counts
+
+
+def _scale_and_mask_block(sim: torch.Tensor, cs: torch.Tensor | None, cm: torch.Tensor | None,
+                          qm: torch.Tensor | None, start: int, stop: int) -> None:
+    """Scale and mask candidate rows [start, stop) of a tiled block in place."""
+    if cs is not None:
+        sim.mul_(cs[start:stop])
+    if cm is not None:
+        sim.masked_fill_(~cm[start:stop, None], float("-inf"))
+    if qm is not None:
+        sim.masked_fill_(~qm[None, :], float("-inf"))
 
 
 def _cpu_rows(rows: np.ndarray | torch.Tensor | None, n: int, shape: tuple[int, ...],
