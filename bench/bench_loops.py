@@ -33,10 +33,20 @@ from selavpr_ros.io.frames import Frame  # noqa: E402
 from selavpr_ros.io.images import read_image_file  # noqa: E402
 from selavpr_ros.io.poses import Pose, PoseTrack  # noqa: E402
 from selavpr_ros.loop import LoopConfig, LoopDetector  # noqa: E402
+from selavpr_ros.loop.config import config_from_values  # noqa: E402
 from selavpr_ros.synthetic import Camera, RouteConfig  # noqa: E402
 from selavpr_ros.synthetic.revisit import revisit_drive  # noqa: E402
 
 GARDENS = Path("/work/shared/data/gardens_point_walking")
+
+
+def loop_config(args: argparse.Namespace) -> LoopConfig:
+    """Return the default LoopConfig with the ``--set name=value`` overrides."""
+    values: dict[str, object] = {}
+    for item in args.set:
+        name, _, value = item.partition("=")
+        values[name] = float(value) if "." in value else int(value)
+    return config_from_values(values)
 
 
 def _report(name: str, records: list, out: Path | None) -> dict:
@@ -57,7 +67,7 @@ def synthetic(args: argparse.Namespace, extractor_cfg: ClassicalConfig) -> dict:
                         camera=Camera(width=320, height=240))
     drive = revisit_drive(route)
     extractor = ClassicalExtractor(extractor_cfg).fit([f.image for f in drive.frames[::2]])
-    detector = LoopDetector(extractor, LoopConfig())
+    detector = LoopDetector(extractor, loop_config(args))
     track = PoseTrack([Pose(f.stamp_ns, f.position, f.orientation) for f in drive.frames]
                       + drive.return_poses)
     frames = [Frame(f.stamp_ns, Frame.of_array(f.image), Pose(f.stamp_ns, f.position,
@@ -88,7 +98,7 @@ def gardens(args: argparse.Namespace, extractor_cfg: ClassicalConfig) -> dict:
         sample = [read_image_file(GARDENS / "day_left" / n) for n in names[::4]]
         extractor = ClassicalExtractor(extractor_cfg).fit(sample)
         # pseudo-positions 1 m apart, 1 frame/s: exclusion 30 s / 20 m = 30 / 20 frames
-        detector = LoopDetector(extractor, LoopConfig())
+        detector = LoopDetector(extractor, loop_config(args))
         frames = list(folder_frames(folder, FolderOptions(spacing=1.0, rate_hz=1.0)))
         records = run_drive(frames, detector, None, progress=True, total=len(frames))
         records = label(records, detector, correspondences=corr)
@@ -136,6 +146,8 @@ def main() -> int:
     parser.add_argument("--keyframes", type=int, default=1000)
     parser.add_argument("--local-stride", type=int, default=1,
                         help="classical local features: every N-th grid point")
+    parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                        help="LoopConfig field for the revisit drives (repeatable)")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     cfg = ClassicalConfig(local_stride=args.local_stride)
