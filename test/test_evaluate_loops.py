@@ -61,3 +61,21 @@ def test_command_on_a_revisit_bag_agrees_with_the_detector(tmp_path: Path) -> No
     assert report["recall"] >= 0.5
     for png in ("loops_pr.png", "loops_trajectory.png"):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_make_revisit_writes_the_drive_with_camera_info_and_depth(tmp_path: Path) -> None:
+    from rosbags.rosbag2 import Reader
+
+    bag = tmp_path / "revisit"
+    assert cli(["make-revisit", str(bag), "--frames", "6", "--width", "64", "--height", "48",
+                "--depth"]) == 0
+    with Reader(bag) as reader:
+        counts = {c.topic: c.msgcount for c in reader.connections}
+        stamps: dict[str, list[int]] = {}
+        for conn, stamp, _ in reader.messages():
+            stamps.setdefault(conn.topic, []).append(stamp)
+    assert counts["/camera/image_raw"] == 12  # two passes of 6 frames
+    images = stamps["/camera/image_raw"]
+    assert stamps["/camera/camera_info"] == images and stamps["/camera/depth/image_raw"] == images
+    assert counts["/odom"] > 12  # the unseen return loop has odometry only
+    assert images == sorted(images)
