@@ -97,6 +97,7 @@ def relative(args: argparse.Namespace, extractor_cfg: ClassicalConfig) -> dict:
     for mode in ("depth", "no_depth"):
         detector = LoopDetector(extractor, loop_config(args))
         detector.camera = CameraModel.from_camera_info(camera_info(route.camera))
+        detector.two_view_relative = mode == "no_depth"
         tracker = PathTracker()
         events = [(f.stamp_ns, i) for i, f in enumerate(drive.frames)]
         events += [(p.stamp_ns, -1 - j) for j, p in enumerate(drive.return_poses)]

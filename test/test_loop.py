@@ -200,12 +200,19 @@ def test_relative_pose_with_depth_matches_the_rendered_ground_truth(run: lt.Run)
         assert r.relative.inliers >= 12
 
 
-def test_relative_pose_without_depth_is_two_view_from_the_neighbours(run: lt.Run) -> None:
+def test_relative_pose_without_depth_is_two_view_when_asked(run: lt.Run) -> None:
     from selavpr_ros.geometry.camera import CameraModel
     from selavpr_ros.synthetic import camera_info
 
+    camera = CameraModel.from_camera_info(camera_info(lt.ROUTE.camera))
     detector = LoopDetector(run.extractor, lt.test_config())
-    detector.camera = CameraModel.from_camera_info(camera_info(lt.ROUTE.camera))
+    detector.camera = camera
+    loops = [r for _, r in lt.run_detector(run.drive, detector) if r.loop]
+    assert loops and all(r.relative is not None and not r.relative.ok
+                         and "no depth" in r.relative.reason for r in loops)  # off by default
+    detector = LoopDetector(run.extractor, lt.test_config())
+    detector.camera = camera
+    detector.two_view_relative = True
     loops = [r for _, r in lt.run_detector(run.drive, detector) if r.loop]
     posed = [r for r in loops if r.relative is not None and r.relative.ok]
     assert posed and {r.relative.source for r in posed} == {"two_view"}

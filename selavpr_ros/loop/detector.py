@@ -85,6 +85,7 @@ class LoopDetector:
         self._history: deque[_Match | None] = deque(maxlen=max(0, self.config.consistency_n - 1))
         self.camera: CameraModel | None = None  # camera info: min_inliers, relative poses
         self.pose_config: Any = None  # geometry.PoseConfig of relative poses (None: default)
+        self.two_view_relative = False  # relative poses without depth (see loop/relative.py)
 
     def set_config(self, config: LoopConfig) -> None:
         """Use new thresholds (keeps the database; resizes the consistency window)."""
@@ -222,7 +223,8 @@ class LoopDetector:
 
             relative = relative_pose(features, image_hw, self.camera, self.db, then,
                                      config=self.pose_config or self._pose_config(image_hw),
-                                     refine=self._refiner(image))
+                                     refiner=lambda: self._refiner(image),
+                                     two_view=self.two_view_relative)
         return LoopResult(placeholder, True, "", relative=relative, **common)  # type: ignore[arg-type]
 
     def _agreeing(self, match: _Match) -> tuple[list[_Match], int]:

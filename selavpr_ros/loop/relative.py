@@ -5,9 +5,11 @@ with the matched keyframe as the origin: the keyframe and its neighbours in the 
 ``neighbours`` either side, those with an orientation) are the places, each posed relative to
 the matched keyframe by the odometry of that time, which is locally accurate even when the run
 has drifted since. With depth stored for the keyframes, PnP on their 3-D points gives the
-pose; without, features tracked between the keyframe and its neighbours are triangulated
-(the odometry baseline gives the scale) and the camera placed by PnP on them. An estimate that
-falls back to a keyframe pose is no relative pose: the caller publishes none.
+pose. Without, and only when asked (``two_view``), features tracked between the keyframe and
+its neighbours are triangulated (the odometry baseline gives the scale) and the camera placed
+by PnP on them: coarse with grid features, and its covariance treats the triangulated points
+as exact, so it is off by default. An estimate that falls back to a keyframe pose is no
+relative pose: the caller publishes none.
 
 Poses are camera body poses (REP 103). The neighbours' relative poses are their odometry
 poses', i.e. exact when the odometry's child frame is the camera (or the camera sits at its
@@ -30,7 +32,7 @@ from selavpr_ros.geometry import (
     estimate_query_pose,
     observe_place,
 )
-from selavpr_ros.geometry.pose import refused
+from selavpr_ros.geometry.pose import PlaceObservation, refused
 from selavpr_ros.geometry.transforms import invert, matrix_to_pose, pose_matrix
 
 if TYPE_CHECKING:
@@ -41,12 +43,16 @@ if TYPE_CHECKING:
 def relative_pose(query: Features, image_hw: tuple[int, int], camera: CameraModel,
                   db: RunDatabase, then: int, neighbours: int = 2,
                   config: PoseConfig | None = None,
-                  refine: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None,
-                  ) -> PoseEstimate:
+                  refiner: Callable[[], Callable[[np.ndarray, np.ndarray], np.ndarray] | None]
+                  | None = None, two_view: bool = False) -> PoseEstimate:
     """Pose of the query camera in keyframe ``then``'s camera frame (``source`` none: refused).
 
     ``query`` is one image's features; ``image_hw`` its size, which must be the camera's.
-    ``refine``: sub-grid query pixels (:class:`selavpr_ros.geometry.refine.ClassicalRefiner`).
+    ``refiner`` makes sub-grid query pixels (:class:`selavpr_ros.geometry.refine.
+    ClassicalRefiner`); it is called only when PnP on grid pixels fails (the refinement costs
+    most of the time, and PnP against depth points does not need it, as in the localizer).
+    ``two_view``: without depth, estimate from the neighbours (coarse, and its covariance is a
+    lower bound: bench/PERFORMANCE.md, issue 16); False refuses instead.
     """
     config = config or PoseConfig()
     if tuple(image_hw) != (camera.height, camera.width):
@@ -63,8 +69,13 @@ def relative_pose(query: Features, image_hw: tuple[int, int], camera: CameraMode
     points = db.points(np.asarray(ids, np.int64))
     q = ImageFeatures.from_features(query, 0, image_hw)
     hw = (camera.height, camera.width)
-    observations = []
-    for row, i in enumerate(ids):
+    has_depth = points is not None and bool(np.isfinite(points[0]).any())
+    if not has_depth and not two_view:
+        return refused(f"keyframe {then} has no depth (two-view relative poses are off)", ids)
+
+    def observe(row: int, refine: Callable[[np.ndarray, np.ndarray], np.ndarray] | None
+                ) -> PlaceObservation:
+        i = ids[row]
         kf = db.keyframes[i]
         assert kf.orientation is not None
         position, orientation = matrix_to_pose(to_origin @ pose_matrix(kf.position,
@@ -74,9 +85,17 @@ def relative_pose(query: Features, image_hw: tuple[int, int], camera: CameraMode
             kf_points = points[row]
         place = ImageFeatures(local[row], mask[row],
                               db.keypoints(i) if info.has_keypoints else None, hw, kf_points)
-        observations.append(observe_place(info, q, place, i, position, orientation, camera,
-                                          refine, rerank=info.rerank))
-    estimate = estimate_query_pose(observations, camera, config)
+        return observe_place(info, q, place, i, position, orientation, camera, refine,
+                             rerank=info.rerank)
+
+    if has_depth:
+        first = [observe(row, None) for row in range(min(config.pnp_places, len(ids)))]
+        estimate = estimate_query_pose(first, camera, config)
+        if estimate.source == "pnp" or not two_view:
+            return estimate if estimate.ok else refused(estimate.reason, ids)
+    refine = refiner() if refiner is not None else None
+    estimate = estimate_query_pose([observe(row, refine) for row in range(len(ids))], camera,
+                                   config)
     if not estimate.ok:
         return refused(estimate.reason, ids)
     return dataclasses.replace(estimate, places=tuple(ids))

@@ -86,6 +86,8 @@ PARAMS = [
     Param("depth_topic", "", "registered depth images (16UC1 mm / 32FC1 m, the colour image's "
           "stamps) for metric relative poses by PnP (empty: two-view from the matched "
           "keyframe's neighbours); needs camera_info_topic", read_only=True),
+    Param("relative_pose_two_view", False, "without depth, estimate relative poses from the "
+          "matched keyframe's neighbours (coarse; covariance a lower bound)", read_only=True),
     Param("qos_reliability", "reliable", "image subscription QoS: best_effort or reliable",
           read_only=True),
     Param("qos_depth", 100, "image subscription queue depth", 1, 10000, read_only=True),
@@ -250,6 +252,7 @@ class LoopClosureNode(LifecycleNode):
             self.failure_reason = describe_error(err)
             self.get_logger().error(f"configure failed: {self.failure_reason}")
             return FAILURE
+        detector.two_view_relative = bool(self.values["relative_pose_two_view"])
         with self._detector_lock:
             self.detector, self.extractor, self.prior = detector, extractor, prior
         self.failure_reason = ""
