@@ -49,8 +49,9 @@ def relative_pose(query: Features, image_hw: tuple[int, int], camera: CameraMode
 
     ``query`` is one image's features; ``image_hw`` its size, which must be the camera's.
     ``refiner`` makes sub-grid query pixels (:class:`selavpr_ros.geometry.refine.
-    ClassicalRefiner`); it is called only when PnP on grid pixels fails (the refinement costs
-    most of the time, and PnP against depth points does not need it, as in the localizer).
+    ClassicalRefiner`): it costs most of the time, but on the synthetic drive PnP on grid
+    pixels has a 3x longer error tail (bench/PERFORMANCE.md, issue 16). With depth, PnP uses
+    the ``pnp_places`` nearest keyframes; the others are matched only for two-view.
     ``two_view``: without depth, estimate from the neighbours (coarse, and its covariance is a
     lower bound: bench/PERFORMANCE.md, issue 16); False refuses instead.
     """
@@ -88,12 +89,12 @@ def relative_pose(query: Features, image_hw: tuple[int, int], camera: CameraMode
         return observe_place(info, q, place, i, position, orientation, camera, refine,
                              rerank=info.rerank)
 
+    refine = refiner() if refiner is not None else None
     if has_depth:
-        first = [observe(row, None) for row in range(min(config.pnp_places, len(ids)))]
+        first = [observe(row, refine) for row in range(min(config.pnp_places, len(ids)))]
         estimate = estimate_query_pose(first, camera, config)
         if estimate.source == "pnp" or not two_view:
             return estimate if estimate.ok else refused(estimate.reason, ids)
-    refine = refiner() if refiner is not None else None
     estimate = estimate_query_pose([observe(row, refine) for row in range(len(ids))], camera,
                                    config)
     if not estimate.ok:
