@@ -428,8 +428,12 @@ class LoopClosureNode(LifecycleNode):
                                     f"{describe_error(err)}", throttle_duration_sec=30.0)
             return
         detector.camera = camera
+        how = ("PnP with depth" if self.values["depth_topic"] else
+               "two-view" if self.values["relative_pose_two_view"] else
+               "none without depth_topic")
         self.get_logger().info(f"camera info received ({msg.width}x{msg.height}): geometric "
-                               f"check on (min_inliers {self.config.min_inliers})")
+                               f"check min_inliers {self.config.min_inliers}, relative poses: "
+                               f"{how}")
 
     # --- worker -------------------------------------------------------------------------
     def _next(self) -> tuple[int, Any, Pose | None, float | None] | None:
