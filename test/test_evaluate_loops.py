@@ -79,3 +79,21 @@ def test_make_revisit_writes_the_drive_with_camera_info_and_depth(tmp_path: Path
     assert stamps["/camera/camera_info"] == images and stamps["/camera/depth/image_raw"] == images
     assert counts["/odom"] > 12  # the unseen return loop has odometry only
     assert images == sorted(images)
+
+
+def test_local_stride_thins_the_fitted_extractors_local_features(tmp_path: Path) -> None:
+    from selavpr_ros.extractors.classical import ClassicalConfig, working_size
+
+    bag = tmp_path / "revisit"
+    assert cli(["make-revisit", str(bag), "--frames", "24", "--seed", "5", "--width", "160",
+                "--height", "120"]) == 0
+    out = tmp_path / "report"
+    assert cli(["evaluate-loops", "--bag", str(bag), "--extractor", "classical",
+                "--local-stride", "2", "--radius", str(lt.TRUE_LOOP_M), "--out", str(out),
+                "--no-progress"]) == 0
+    report = json.loads((out / "report.json").read_text())
+    full = ClassicalConfig(image_size=working_size((120, 160), 320)).local_count
+    assert 3.0 < full / report["local_features"] < 5.0  # every second point in x and y
+    assert report["false_loops"] == 0
+    assert cli(["evaluate-loops", "--bag", str(bag), "--prior-map", str(tmp_path / "none"),
+                "--local-stride", "2"]) == 2  # a prior map fixes the extractor
