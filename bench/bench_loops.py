@@ -3,12 +3,14 @@
 Sections (``--sections``):
 - ``synthetic``: the synthetic revisit drive (pass one, unseen return loop, pass two 3 m to the
   side in other light), classical extractor; truth within ``--radius`` m.
+- ``relative``: the synthetic drive again with camera info, with and without depth: the loops'
+  relative poses against the renderer's poses (translation / rotation error, claimed sigma).
 - ``gardens``: Gardens Point Walking as one drive, day_left then day_right; frame i of the second
   half revisits frames i-2 .. i+2 of the first (a correspondence file written from the names).
 - ``cost``: insert + query + decide per keyframe (extraction excluded) as the run grows to
   ``--keyframes``, from real classical features of synthetic images (reused along the path).
 
-    python bench/bench_loops.py --sections synthetic,gardens,cost --out /tmp/loops
+    python bench/bench_loops.py --sections synthetic,relative,gardens,cost --out /tmp/loops
 """
 
 from __future__ import annotations
@@ -33,10 +35,20 @@ from selavpr_ros.io.frames import Frame  # noqa: E402
 from selavpr_ros.io.images import read_image_file  # noqa: E402
 from selavpr_ros.io.poses import Pose, PoseTrack  # noqa: E402
 from selavpr_ros.loop import LoopConfig, LoopDetector  # noqa: E402
+from selavpr_ros.loop.config import config_from_values  # noqa: E402
 from selavpr_ros.synthetic import Camera, RouteConfig  # noqa: E402
 from selavpr_ros.synthetic.revisit import revisit_drive  # noqa: E402
 
 GARDENS = Path("/work/shared/data/gardens_point_walking")
+
+
+def loop_config(args: argparse.Namespace) -> LoopConfig:
+    """Return the default LoopConfig with the ``--set name=value`` overrides."""
+    values: dict[str, object] = {}
+    for item in args.set:
+        name, _, value = item.partition("=")
+        values[name] = float(value) if "." in value else int(value)
+    return config_from_values(values)
 
 
 def _report(name: str, records: list, out: Path | None) -> dict:
@@ -57,7 +69,7 @@ def synthetic(args: argparse.Namespace, extractor_cfg: ClassicalConfig) -> dict:
                         camera=Camera(width=320, height=240))
     drive = revisit_drive(route)
     extractor = ClassicalExtractor(extractor_cfg).fit([f.image for f in drive.frames[::2]])
-    detector = LoopDetector(extractor, LoopConfig())
+    detector = LoopDetector(extractor, loop_config(args))
     track = PoseTrack([Pose(f.stamp_ns, f.position, f.orientation) for f in drive.frames]
                       + drive.return_poses)
     frames = [Frame(f.stamp_ns, Frame.of_array(f.image), Pose(f.stamp_ns, f.position,
@@ -66,6 +78,62 @@ def synthetic(args: argparse.Namespace, extractor_cfg: ClassicalConfig) -> dict:
     records = run_drive(frames, detector, track, progress=True, total=len(frames))
     records = label(records, detector, radius_m=args.radius)
     return _report("synthetic", records, args.out)
+
+
+def relative(args: argparse.Namespace, extractor_cfg: ClassicalConfig) -> dict:
+    """Relative poses of the synthetic drive's loops against the renderer's poses."""
+    from selavpr_ros.geometry.camera import CameraModel
+    from selavpr_ros.geometry.transforms import invert, pose_matrix, rotation_angle_deg
+    from selavpr_ros.loop.odometry import PathTracker
+    from selavpr_ros.synthetic import camera_info
+    from selavpr_ros.synthetic.revisit import revisit_depths
+
+    route = RouteConfig(seed=args.seed, frames=args.frames, spacing_m=2.0, rate_hz=2.0,
+                        camera=Camera(width=320, height=240))
+    drive = revisit_drive(route)
+    depths = revisit_depths(route, drive)
+    extractor = ClassicalExtractor(extractor_cfg).fit([f.image for f in drive.frames[::2]])
+    out = {}
+    for mode in ("depth", "no_depth"):
+        detector = LoopDetector(extractor, loop_config(args))
+        detector.camera = CameraModel.from_camera_info(camera_info(route.camera))
+        detector.two_view_relative = mode == "no_depth"
+        tracker = PathTracker()
+        events = [(f.stamp_ns, i) for i, f in enumerate(drive.frames)]
+        events += [(p.stamp_ns, -1 - j) for j, p in enumerate(drive.return_poses)]
+        errors, loops, ms = [], 0, []
+        for _, key in sorted(events):
+            if key < 0:
+                tracker.add(drive.return_poses[-1 - key])
+                continue
+            f = drive.frames[key]
+            pose = Pose(f.stamp_ns, f.position, f.orientation)
+            tracker.add(pose)
+            t0 = time.perf_counter()
+            r = detector.process(pose, image=f.image, path_m=tracker.path_at(f.stamp_ns),
+                                 depth_m=depths[key] if mode == "depth" else None)
+            if r is None or not r.loop:
+                continue
+            loops += 1
+            ms.append((time.perf_counter() - t0) * 1e3 - r.timings_ms["extract"])
+            rel = r.relative
+            if rel is None or not rel.ok:
+                continue
+            truth = invert(pose_matrix(r.then_position, r.then_orientation)) @ pose_matrix(
+                r.keyframe.position, r.keyframe.orientation)
+            est = rel.matrix()
+            sd = float(np.sqrt(np.trace(rel.covariance[:3, :3])))
+            errors.append((float(np.linalg.norm(est[:3, 3] - truth[:3, 3])),
+                           rotation_angle_deg(est[:3, :3], truth[:3, :3]), sd))
+        e = np.asarray(errors).reshape(-1, 3)
+        out[mode] = {"loops": loops, "with_pose": len(errors),
+                     "translation_m_median": float(np.median(e[:, 0])) if len(e) else None,
+                     "translation_m_p90": float(np.percentile(e[:, 0], 90)) if len(e) else None,
+                     "rotation_deg_median": float(np.median(e[:, 1])) if len(e) else None,
+                     "claimed_sd_m_median": float(np.median(e[:, 2])) if len(e) else None,
+                     "loop_ms_median": float(np.median(ms)) if ms else None}
+        print(f"[relative {mode}] {out[mode]}", flush=True)
+    return out
 
 
 def gardens(args: argparse.Namespace, extractor_cfg: ClassicalConfig) -> dict:
@@ -88,7 +156,7 @@ def gardens(args: argparse.Namespace, extractor_cfg: ClassicalConfig) -> dict:
         sample = [read_image_file(GARDENS / "day_left" / n) for n in names[::4]]
         extractor = ClassicalExtractor(extractor_cfg).fit(sample)
         # pseudo-positions 1 m apart, 1 frame/s: exclusion 30 s / 20 m = 30 / 20 frames
-        detector = LoopDetector(extractor, LoopConfig())
+        detector = LoopDetector(extractor, loop_config(args))
         frames = list(folder_frames(folder, FolderOptions(spacing=1.0, rate_hz=1.0)))
         records = run_drive(frames, detector, None, progress=True, total=len(frames))
         records = label(records, detector, correspondences=corr)
@@ -136,14 +204,17 @@ def main() -> int:
     parser.add_argument("--keyframes", type=int, default=1000)
     parser.add_argument("--local-stride", type=int, default=1,
                         help="classical local features: every N-th grid point")
+    parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                        help="LoopConfig field for the revisit drives (repeatable)")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     cfg = ClassicalConfig(local_stride=args.local_stride)
     print(f"load: {os.getloadavg()}", flush=True)
     results = {}
     for name in args.sections.split(","):
-        results[name] = {"synthetic": synthetic, "gardens": gardens, "cost": cost}[name](args,
-                                                                                      cfg)
+        sections = {"synthetic": synthetic, "relative": relative, "gardens": gardens,
+                    "cost": cost}
+        results[name] = sections[name](args, cfg)
     print(f"load: {os.getloadavg()}", flush=True)
     if args.out is not None:
         (args.out / "bench_loops.json").write_text(json.dumps(results, indent=2) + "\n")

@@ -4,7 +4,8 @@ The map is traversal 0 of a synthetic route (day), the queries traversal 1 (afte
 3 m to the side, frames between the map's); features come from the weights-free classical
 extractor; each query is retrieved as the localizer does (global top-k, MNN re-ranking), and
 every query with a retrieved place counts as accepted. Errors are against the exact poses;
-times are per frame: the MNN pairs (with sub-grid refinement) and the estimator alone.
+times are per frame: the observations from the re-ranking's MNN pairs (with sub-grid
+refinement) and the estimator alone.
 
     python bench/bench_pose.py --frames 60 --width 320
 """
@@ -79,14 +80,14 @@ def main() -> int:
     scene = build_pose_scene(config, progress=True)
     build_s = time.perf_counter() - start
     queries = range(2, args.frames - 2)  # both ends see past the map's first/last frame
-    places = {i: retrieve(scene, i) for i in tqdm(queries, desc="retrieval")}
+    retrieved = {i: retrieve(scene, i) for i in tqdm(queries, desc="retrieval")}
     results: dict[str, list[FrameResult]] = {m: [] for m in ROWS}
     base = scene.config
     for i in tqdm(queries, desc="poses"):
         for row, (mode, method) in ROWS.items():
             if method:
                 scene.config = replace(base, pose=replace(base.pose, two_view_method=method))
-            results[row].append(evaluate_query(scene, i, mode, places[i]))  # type: ignore[arg-type]
+            results[row].append(evaluate_query(scene, i, mode, retrieved[i]))  # type: ignore[arg-type]
             scene.config = base
     summary = {m: summarise(results[m]) for m in ROWS}
     retrieval = [r.retrieval_error_m for r in results["keyframe"]]

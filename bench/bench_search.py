@@ -18,7 +18,9 @@ import json
 import statistics
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import faiss
 import numpy as np
@@ -34,10 +36,40 @@ def unit_rows(x: np.ndarray) -> np.ndarray:
     return x
 
 
+@dataclass
+class RouteMap:
+    """Synthetic map descriptors with each place's position along the road network.
+
+    ``location`` numbers the road: consecutive locations are consecutive places of one drive,
+    and a revisit has the location of the place it revisits. ``queries`` are later visits of
+    map places (at ``query_location``).
+    """
+
+    descriptors: np.ndarray
+    location: np.ndarray
+    queries: np.ndarray
+    query_location: np.ndarray
+    route_len: int
+
+
 def synthetic_map(n: int, dim: int, rng: np.random.Generator, route_len: int = 500,
                   step: float = 0.15, revisit: float = 0.3, noise: float = 0.35) -> np.ndarray:
-    """(n, dim) float32 unit descriptors: random-walk routes with revisits of earlier routes."""
+    """Make the issue-18 map: isotropic random walks on the sphere with revisits.
+
+    Each step moves by 0.6 of the unit radius in a random direction, so a place keeps cosine
+    ~0.86 with the next one and ~0.2 with the one 10 places on; beyond ~15 places its route is
+    as unrelated as any random vector. bench_descriptor_stats.py measures why that is not how
+    real descriptors behave; kept to reproduce the earlier figures.
+    """
+    return random_walk_map(n, dim, rng, 0, route_len, step, revisit, noise).descriptors
+
+
+def random_walk_map(n: int, dim: int, rng: np.random.Generator, queries: int,
+                    route_len: int = 500, step: float = 0.15, revisit: float = 0.3,
+                    noise: float = 0.35) -> RouteMap:
+    """``synthetic_map`` with locations, and ``queries`` perturbed copies of map places."""
     out = np.empty((n, dim), np.float32)
+    location = np.arange(n)
     filled = 0
     while filled < n:
         length = min(route_len, n - filled)
@@ -53,17 +85,25 @@ def synthetic_map(n: int, dim: int, rng: np.random.Generator, route_len: int = 5
             walk[:span] = out[src : src + span] + noise * rng.standard_normal(
                 (span, dim)).astype(np.float32) / np.sqrt(dim)
             unit_rows(walk[:span])
+            location[filled : filled + span] = location[src : src + span]
         out[filled : filled + length] = walk
         filled += length
-    return out
+    q, picks = queries_from(out, queries, rng, return_picks=True) if queries else (
+        np.empty((0, dim), np.float32), np.empty(0, np.int64))
+    return RouteMap(out, location, q, location[picks], route_len)
 
 
-def queries_from(db: np.ndarray, count: int, rng: np.random.Generator, noise: float = 0.4
-                 ) -> np.ndarray:
+GENERATORS = {"random_walk": random_walk_map}
+
+
+def queries_from(db: np.ndarray, count: int, rng: np.random.Generator, noise: float = 0.4,
+                 return_picks: bool = False) -> Any:
+    """Perturbed copies of ``count`` random map places (and, optionally, which places)."""
     picks = rng.integers(0, len(db), count)
     q = db[picks] + noise * rng.standard_normal((count, db.shape[1])).astype(np.float32) / np.sqrt(
         db.shape[1])
-    return unit_rows(q.astype(np.float32))
+    q = unit_rows(q.astype(np.float32))
+    return (q, picks) if return_picks else q
 
 
 def time_queries(index: faiss.Index, queries: np.ndarray, k: int) -> tuple[float, np.ndarray]:

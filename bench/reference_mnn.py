@@ -3,8 +3,10 @@
 This follows ``local_matching.match_batch_tensor(..., trainflag=False)`` of Lu-Feng/SelaVPR as
 described in docs/model.md ("Re-ranking"): one batched matmul over all K candidates (so it
 needs K * L_cand * L_query * 4 bytes, 5.5 GB for K=100 at 61x61), argmax over both axes, the
-mutual check, and a count per candidate. The tests and ``bench_matching.py`` compare
-``selavpr_ros.matching.mnn_scores`` against it. It deliberately shares no code with the package.
+mutual check, and a count per candidate (``reference_mnn_pairs``: the pairs behind the count,
+as the reference's ``valid[i].nonzero()`` and ``max1`` give them). The tests and
+``bench_matching.py`` compare ``selavpr_ros.matching.mnn_scores`` (and ``mnn_matches``)
+with it. It deliberately shares no code with the package.
 
 The only optional difference from the reference is ``single_match_quirk``: the reference scores
 a candidate with exactly one mutual match as 0 (``nonzero().squeeze()`` becomes 0-d); the project
@@ -55,6 +57,33 @@ def reference_mnn_scores(
         else:
             scores[i] = len(idx1)
     return scores
+
+
+def reference_mnn_pairs(
+    query: np.ndarray | torch.Tensor,
+    candidates: np.ndarray | torch.Tensor,
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Return per candidate (query indices, candidate indices) of its mutual pairs.
+
+    As the reference finds them: the query features where ``valid`` holds, and ``max1`` there.
+    """
+    fm1 = torch.as_tensor(np.asarray(query) if not torch.is_tensor(query) else query)
+    fm2 = torch.as_tensor(
+        np.asarray(candidates) if not torch.is_tensor(candidates) else candidates
+    )
+    channels = fm1.shape[-1]
+    fm1 = fm1.to(dtype=torch.float32).reshape(-1, channels)
+    fm2 = fm2.to(dtype=torch.float32).reshape(fm2.shape[0], -1, channels)
+    m_sim = torch.matmul(fm2, fm1.T)  # (N, l_cand, l_query)
+    max1 = torch.argmax(m_sim, dim=1)
+    max2 = torch.argmax(m_sim, dim=2)
+    m = max2[torch.arange(m_sim.shape[0]).reshape((-1, 1)), max1]
+    valid = torch.arange(m_sim.shape[-1]).repeat((m_sim.shape[0], 1)) == m
+    out = []
+    for i in range(fm2.shape[0]):
+        idx1 = valid[i].nonzero().reshape(-1)
+        out.append((idx1.numpy().astype(np.int64), max1[i, idx1].numpy().astype(np.int64)))
+    return out
 
 
 def loop_mnn_scores(query: np.ndarray, candidates: np.ndarray) -> np.ndarray:

@@ -178,6 +178,11 @@ def _search_auto_args(args: argparse.Namespace) -> list[list[str]]:
     return [["--sizes", *map(str, args.auto_sizes), "--queries", str(args.queries)]]
 
 
+def _descriptor_stats_args(args: argparse.Namespace) -> list[list[str]]:
+    """Route structure of the synthetic map against Gardens Point VLAD descriptors."""
+    return [["--places", str(max(args.auto_sizes)), "--queries", str(args.queries)]]
+
+
 def _merge_args(args: argparse.Namespace) -> list[list[str]]:
     return [["--places", str(args.merge_places)]]
 
@@ -389,13 +394,28 @@ def _formats_md(report: dict[str, Any], d: dict[str, Any]) -> list[str]:
 
 def _search_auto_md(report: dict[str, Any], d: dict[str, Any]) -> list[str]:
     lines = ["## Tuned index (--index auto, target recall@100 on held-out places)", "",
-             "| places | kind | nlist | nprobe | held-out recall | query ms | recall@100 | "
-             "index MiB | build s |", "|---|---|---|---|---|---|---|---|---|"]
+             "| places | kind | setting | held-out recall | query ms | recall@100 | "
+             "recall of neighbours within 20 places | index MiB | build s | load |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for r in d["rows"]:
-        lines.append(f"| {r['places']} | {r['kind']} | {r['nlist']} | {r['nprobe']} | "
+        setting = (f"nlist {r['nlist']}, nprobe {r['nprobe']}" if r["kind"] != "pqfs" else
+                   f"PQ{r['pq_m']}x4, k_factor {r['k_factor']}")
+        lines.append(f"| {r['places']} | {r['kind']} | {setting} | "
                      f"{r['held_out_recall']:.4f} | {r['query_ms']:.2f} | "
-                     f"{r['recall_at_k']:.4f} | {r['index_bytes'] / 2**20:.0f} | "
-                     f"{r['build_s']:.0f} |")
+                     f"{r['recall_at_k']:.4f} | {r['recall_of_near']:.4f} | "
+                     f"{r['index_bytes'] / 2**20:.0f} | {r['build_s']:.0f} | "
+                     f"{max(r['load_average']):.1f} |")
+    return lines + [""]
+
+
+def _descriptor_stats_md(report: dict[str, Any], d: dict[str, Any]) -> list[str]:
+    names = list(d["rows"])
+    keys = sorted({k for r in d["rows"].values() for k in r})
+    lines = ["## Synthetic vs real descriptor statistics", "",
+             "| statistic | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
+    for key in keys:
+        lines.append(f"| {key} | " + " | ".join(
+            fmt(d["rows"][n].get(key), ".4f") for n in names) + " |")
     return lines + [""]
 
 
@@ -448,6 +468,9 @@ TABLE: dict[str, Section] = {
     "map": Section("bench_map.py", _map_args, _map_md, "Map on disk", needs="faiss"),
     "formats": Section("bench_local_formats.py", _formats_args, _formats_md, "Local formats",
                        needs="faiss", timeout_factor=2),
+    "descriptor_stats": Section("bench_descriptor_stats.py", _descriptor_stats_args,
+                                _descriptor_stats_md, "Synthetic vs real descriptors",
+                                needs="faiss", timeout_factor=2),
     "search_auto": Section("bench_search_auto.py", _search_auto_args, _search_auto_md,
                            "Tuned index (--index auto)", needs="faiss", timeout_factor=4),
     "merge": Section("bench_merge.py", _merge_args, _merge_md, "Merging maps", needs="faiss",
@@ -457,8 +480,8 @@ TABLE: dict[str, Section] = {
 }
 # the order the sections run in by default
 SECTIONS = ("extraction", "runner", "feature_error", "mnn", "mnn_gemm", "ransac", "search",
-            "sweep", "classical_rerank", "localizer", "map", "node", "formats", "search_auto",
-            "merge")
+            "sweep", "classical_rerank", "localizer", "map", "node", "formats",
+            "descriptor_stats", "search_auto", "merge")
 NEEDS = {name: section.needs for name, section in TABLE.items() if section.needs}
 
 

@@ -4,7 +4,8 @@
         image_topic:=/camera/image_raw
 
 Arguments (each overrides params_file only when given): prior_map, save_map, checkpoint,
-extractor, device, image_topic, odom_topic, autostart, use_sim_time; also params_file
+extractor, device, image_topic, odom_topic, camera_info_topic, depth_topic, autostart,
+use_sim_time; also params_file
 (default: the installed config/loop_closure.yaml), namespace, node_name, log_level.
 For LIO-SAM, remap the node's ``loop_closure_detection`` onto ``lio_loop/loop_closure_detection``
 (see the README, "Loop closure for SLAM").
@@ -19,4 +20,6 @@ def generate_launch_description() -> LaunchDescription:
         "prior_map": ("prior_map", "place map of an earlier run (and the extractor)"),
         "save_map": ("save_map", "where the run is saved as a place map"),
         "odom_topic": ("odom_topic", "odometry topic"),
+        "camera_info_topic": ("camera_info_topic", "CameraInfo topic (relative poses)"),
+        "depth_topic": ("depth_topic", "registered depth topic (PnP relative poses)"),
     })

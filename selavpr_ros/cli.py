@@ -13,7 +13,8 @@ from selavpr_ros.errors import SelaVPRError
 
 # Subcommand modules under selavpr_ros.commands, in the order --help lists them.
 COMMANDS: tuple[str, ...] = ("demo", "build_map", "map_info", "merge_maps", "evaluate",
-                             "evaluate_loops", "replay", "make_bag", "convert_checkpoint", "train")
+                             "evaluate_loops", "replay", "make_bag", "make_revisit",
+                             "convert_checkpoint", "train")
 
 
 def build_parser() -> argparse.ArgumentParser:

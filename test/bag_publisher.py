@@ -15,9 +15,11 @@ import time
 from pathlib import Path
 
 import rclpy
-from rclpy.executors import ExternalShutdownException
+from rclpy.node import Node
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rosbags.rosbag2 import Reader
+
+from publisher_lib import run_node, wait_for_readers
 
 
 def msg_class(msgtype: str) -> type:
@@ -31,40 +33,32 @@ def main() -> int:
     parser.add_argument("--pause-at", type=int, default=0)
     parser.add_argument("--resume-file", default="")
     args = parser.parse_args()
-    rclpy.init()
-    node = rclpy.create_node("bag_publisher")
+    return run_node("bag_publisher", lambda node: play(node, args))
+
+
+def play(node: Node, args: argparse.Namespace) -> int:
     qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1000,
                      reliability=ReliabilityPolicy.RELIABLE)
-    try:
-        with Reader(Path(args.bag)) as reader:
-            pubs = {c.id: node.create_publisher(msg_class(c.msgtype), c.topic, qos)
-                    for c in reader.connections}
-            deadline = time.monotonic() + 60
-            while any(p.get_subscription_count() == 0 for p in pubs.values()):
-                if time.monotonic() > deadline:
-                    print("no subscribers", flush=True)
-                    return 1
-                rclpy.spin_once(node, timeout_sec=0.05)
-            paused = False
-            for conn, stamp, raw in reader.messages():
-                if args.pause_at and not paused and stamp >= args.pause_at:
-                    for p in pubs.values():
-                        p.wait_for_all_acked(rclpy.duration.Duration(seconds=10))
-                    print("paused", flush=True)
-                    while not Path(args.resume_file).exists():
-                        rclpy.spin_once(node, timeout_sec=0.05)
-                    paused = True
-                pubs[conn.id].publish(bytes(raw))
-                time.sleep(0.002)
-            for p in pubs.values():
-                p.wait_for_all_acked(rclpy.duration.Duration(seconds=10))
-        print("done", flush=True)
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        node.destroy_node()
-        rclpy.try_shutdown()
+    with Reader(Path(args.bag)) as reader:
+        pubs = {c.id: node.create_publisher(msg_class(c.msgtype), c.topic, qos)
+                for c in reader.connections}
+        if not wait_for_readers(node, pubs.values()):
+            print("no subscribers", flush=True)
+            return 1
+        paused = False
+        for conn, stamp, raw in reader.messages():
+            if args.pause_at and not paused and stamp >= args.pause_at:
+                for p in pubs.values():
+                    p.wait_for_all_acked(rclpy.duration.Duration(seconds=10))
+                print("paused", flush=True)
+                while not Path(args.resume_file).exists():
+                    rclpy.spin_once(node, timeout_sec=0.05)
+                paused = True
+            pubs[conn.id].publish(bytes(raw))
+            time.sleep(0.002)
+        for p in pubs.values():
+            p.wait_for_all_acked(rclpy.duration.Duration(seconds=10))
+    print("done", flush=True)
     return 0
 
 

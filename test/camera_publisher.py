@@ -16,10 +16,11 @@ import time
 
 import rclpy
 from geometry_msgs.msg import TransformStamped
-from rclpy.executors import ExternalShutdownException
+from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CameraInfo, Image
 
+from publisher_lib import run_node, wait_for_readers
 from selavpr_ros.io.images import encode_raw, read_image_file
 
 
@@ -37,8 +38,10 @@ def transform(parent: str, child: str, pose: list[float], stamp) -> TransformSta
 def main() -> int:
     with open(sys.argv[1], encoding="utf-8") as f:
         spec = json.load(f)
-    rclpy.init()
-    node = rclpy.create_node("test_camera_publisher")
+    return run_node("test_camera_publisher", lambda node: drive(node, spec))
+
+
+def drive(node: Node, spec: dict) -> int:
     qos = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
     image_topic = spec["topic"]
     pub = node.create_publisher(Image, image_topic, qos)
@@ -57,33 +60,27 @@ def main() -> int:
         data, step = encode_raw(rgb, "rgb8")
         images.append(Image(height=rgb.shape[0], width=rgb.shape[1], encoding="rgb8",
                             step=step, data=data))
-    try:
-        while pub.get_subscription_count() == 0:
-            rclpy.spin_once(node, timeout_sec=0.02)
-        time.sleep(0.5)
-        for i, (frame, msg) in enumerate(zip(spec["frames"], images, strict=True)):
-            stamp = node.get_clock().now()
-            if tf is not None:
-                tf.sendTransform(transform(spec["odom_frame"], spec["base_frame"],
-                                           frame["odom_base"], stamp.to_msg()))
-            if spec.get("camera_info") is not None:
-                info = CameraInfo(**spec["camera_info"])
-                info.header.stamp = stamp.to_msg()
-                info.header.frame_id = spec["frame_id"]
-                info_pub.publish(info)
-            msg.header.stamp = stamp.to_msg()
-            msg.header.frame_id = spec["frame_id"]
-            pub.publish(msg)
-            print(f"sent {i} {stamp.nanoseconds}", flush=True)
-            rclpy.spin_once(node, timeout_sec=1.0 / spec["rate"])
-            time.sleep(max(0.0, 1.0 / spec["rate"] - 0.05))
-        print("done", flush=True)
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        node.destroy_node()
-        rclpy.try_shutdown()
+    readers = [pub] if spec.get("camera_info") is None else [pub, info_pub]
+    if not wait_for_readers(node, readers, settle_s=0.5):
+        print("no subscribers", flush=True)
+        return 1
+    for i, (frame, msg) in enumerate(zip(spec["frames"], images, strict=True)):
+        stamp = node.get_clock().now()
+        if tf is not None:
+            tf.sendTransform(transform(spec["odom_frame"], spec["base_frame"],
+                                       frame["odom_base"], stamp.to_msg()))
+        if spec.get("camera_info") is not None:
+            info = CameraInfo(**spec["camera_info"])
+            info.header.stamp = stamp.to_msg()
+            info.header.frame_id = spec["frame_id"]
+            info_pub.publish(info)
+        msg.header.stamp = stamp.to_msg()
+        msg.header.frame_id = spec["frame_id"]
+        pub.publish(msg)
+        print(f"sent {i} {stamp.nanoseconds}", flush=True)
+        rclpy.spin_once(node, timeout_sec=1.0 / spec["rate"])
+        time.sleep(max(0.0, 1.0 / spec["rate"] - 0.05))
+    print("done", flush=True)
     return 0
 
 

@@ -13,11 +13,11 @@ import argparse
 import sys
 import time
 
-import rclpy
-from rclpy.executors import ExternalShutdownException
+from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CompressedImage, Image
 
+from publisher_lib import run_node, wait_for_readers
 from selavpr_ros.io.images import encode_compressed, encode_raw, read_image_file
 
 
@@ -62,31 +62,26 @@ def main() -> int:
     args = parser.parse_args()
     args.fallback = next((i for i in args.items if not i.startswith("BAD:")), None)
 
-    rclpy.init()
-    node = rclpy.create_node("test_image_publisher")
+    return run_node("test_image_publisher", lambda node: send(node, args))
+
+
+def send(node: Node, args: argparse.Namespace) -> int:
     qos = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE if args.reliable
                      else ReliabilityPolicy.BEST_EFFORT)
     pub = node.create_publisher(CompressedImage if args.compressed else Image, args.topic, qos)
     messages = [make_message(item, args) for item in args.items]
-    try:
-        while pub.get_subscription_count() == 0:
-            rclpy.spin_once(node, timeout_sec=0.02)
-        time.sleep(0.2)  # discovery is symmetric but not simultaneous: let the reader match us
-        for i, msg in enumerate(messages):
-            stamp = node.get_clock().now()
-            msg.header.stamp = stamp.to_msg()
-            msg.header.frame_id = args.frame_id
-            pub.publish(msg)
-            print(f"sent {i} {stamp.nanoseconds}", flush=True)
-            if args.rate > 0:
-                time.sleep(1.0 / args.rate)
-        print("done", flush=True)
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        node.destroy_node()
-        rclpy.try_shutdown()
+    if not wait_for_readers(node, [pub]):
+        print("no subscribers", flush=True)
+        return 1
+    for i, msg in enumerate(messages):
+        stamp = node.get_clock().now()
+        msg.header.stamp = stamp.to_msg()
+        msg.header.frame_id = args.frame_id
+        pub.publish(msg)
+        print(f"sent {i} {stamp.nanoseconds}", flush=True)
+        if args.rate > 0:
+            time.sleep(1.0 / args.rate)
+    print("done", flush=True)
     return 0
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
+
 from selavpr_ros.extractors.classical import ClassicalConfig, ClassicalExtractor
 from selavpr_ros.io.poses import Pose
 from selavpr_ros.loop import LoopConfig, LoopDetector, LoopResult
@@ -32,7 +34,8 @@ def make_drive() -> tuple[RevisitDrive, ClassicalExtractor]:
     return drive, extractor
 
 
-def run_detector(drive: RevisitDrive, detector: LoopDetector) -> list[tuple[int, LoopResult]]:
+def run_detector(drive: RevisitDrive, detector: LoopDetector,
+                 depths: list[np.ndarray] | None = None) -> list[tuple[int, LoopResult]]:
     """Feed the drive in time order: odometry (return loop included) and posed images."""
     tracker = PathTracker()
     events: list[tuple[int, int]] = [(f.stamp_ns, i) for i, f in enumerate(drive.frames)]
@@ -46,7 +49,8 @@ def run_detector(drive: RevisitDrive, detector: LoopDetector) -> list[tuple[int,
         pose = Pose(f.stamp_ns, f.position, f.orientation)
         if tracker.add(pose) == "jump":
             detector.restart_consistency()
-        r = detector.process(pose, image=f.image, path_m=tracker.path_at(f.stamp_ns))
+        r = detector.process(pose, image=f.image, path_m=tracker.path_at(f.stamp_ns),
+                             depth_m=None if depths is None else depths[key])
         if r is not None:
             out.append((key, r))
     return out

@@ -8,11 +8,11 @@ It waits until a subscriber is matched (never a fixed sleep), then publishes the
 import json
 import sys
 
-import rclpy
 from builtin_interfaces.msg import Time
 from geometry_msgs.msg import Point, Pose, Quaternion
-from rclpy.executors import ExternalShutdownException
+from rclpy.node import Node
 
+from publisher_lib import run_node, wait_for_readers
 from selavpr_msgs.msg import PlaceCandidate, PlaceRecognition, StageTiming
 
 
@@ -54,21 +54,15 @@ def build(spec: dict) -> PlaceRecognition:
 def main() -> int:
     spec = json.loads(open(sys.argv[1]).read())
     topic = sys.argv[2]
-    rclpy.init()
-    node = rclpy.create_node("place_recognition_publisher")
+    return run_node("place_recognition_publisher", lambda node: repeat(node, build(spec), topic))
+
+
+def repeat(node: Node, msg: PlaceRecognition, topic: str) -> int:
     pub = node.create_publisher(PlaceRecognition, topic, 10)
-    msg = build(spec)
-    try:
-        while pub.get_subscription_count() == 0:
-            rclpy.spin_once(node, timeout_sec=0.02)
-        print("matched", flush=True)
-        node.create_timer(0.1, lambda: pub.publish(msg))
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        node.destroy_node()
-        rclpy.try_shutdown()
+    if not wait_for_readers(node, [pub], settle_s=0.0):
+        return 1
+    print("matched", flush=True)
+    node.create_timer(0.1, lambda: pub.publish(msg))
     return 0
 
 

@@ -61,3 +61,39 @@ def test_command_on_a_revisit_bag_agrees_with_the_detector(tmp_path: Path) -> No
     assert report["recall"] >= 0.5
     for png in ("loops_pr.png", "loops_trajectory.png"):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_make_revisit_writes_the_drive_with_camera_info_and_depth(tmp_path: Path) -> None:
+    from rosbags.rosbag2 import Reader
+
+    bag = tmp_path / "revisit"
+    assert cli(["make-revisit", str(bag), "--frames", "6", "--width", "64", "--height", "48",
+                "--depth"]) == 0
+    with Reader(bag) as reader:
+        counts = {c.topic: c.msgcount for c in reader.connections}
+        stamps: dict[str, list[int]] = {}
+        for conn, stamp, _ in reader.messages():
+            stamps.setdefault(conn.topic, []).append(stamp)
+    assert counts["/camera/image_raw"] == 12  # two passes of 6 frames
+    images = stamps["/camera/image_raw"]
+    assert stamps["/camera/camera_info"] == images and stamps["/camera/depth/image_raw"] == images
+    assert counts["/odom"] > 12  # the unseen return loop has odometry only
+    assert images == sorted(images)
+
+
+def test_local_stride_thins_the_fitted_extractors_local_features(tmp_path: Path) -> None:
+    from selavpr_ros.extractors.classical import ClassicalConfig, working_size
+
+    bag = tmp_path / "revisit"
+    assert cli(["make-revisit", str(bag), "--frames", "24", "--seed", "5", "--width", "160",
+                "--height", "120"]) == 0
+    out = tmp_path / "report"
+    assert cli(["evaluate-loops", "--bag", str(bag), "--extractor", "classical",
+                "--local-stride", "2", "--radius", str(lt.TRUE_LOOP_M), "--out", str(out),
+                "--no-progress"]) == 0
+    report = json.loads((out / "report.json").read_text())
+    full = ClassicalConfig(image_size=working_size((120, 160), 320)).local_count
+    assert 3.0 < full / report["local_features"] < 5.0  # every second point in x and y
+    assert report["false_loops"] == 0
+    assert cli(["evaluate-loops", "--bag", str(bag), "--prior-map", str(tmp_path / "none"),
+                "--local-stride", "2"]) == 2  # a prior map fixes the extractor

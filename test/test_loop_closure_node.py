@@ -17,7 +17,7 @@ from selavpr_ros.io.poses import Pose
 from selavpr_ros.localizer import Localizer
 from selavpr_ros.loop import LoopDetector
 from selavpr_ros.map import PlaceMap
-from selavpr_ros.synthetic.revisit import write_revisit_bag
+from selavpr_ros.synthetic.revisit import revisit_depths, write_revisit_bag
 
 pytestmark = pytest.mark.ros
 PUBLISHER = str(ros_harness.TEST_DIR / "bag_publisher.py")
@@ -118,6 +118,43 @@ def test_replayed_revisit_bag_publishes_only_true_loops_as_offline(
         top = Localizer(place_map, extractor).query(query.image).candidates[0]
         assert top.position is not None
         assert math.dist(top.position, query.position) <= lt.TRUE_LOOP_M
+
+
+def test_camera_info_and_depth_give_each_loop_a_relative_pose(
+        world: dict[str, Any], ros_probe: Any, start_process: Any) -> None:
+    from selavpr_ros.geometry.transforms import invert, pose_matrix
+
+    drive = world["drive"]
+    bag = world["root"] / "revisit_depth_bag"
+    write_revisit_bag(drive, str(bag), camera=lt.ROUTE.camera,
+                      depths=revisit_depths(lt.ROUTE, drive))
+    node = start(world, ros_probe, start_process, camera_info_topic="/camera/camera_info",
+                 depth_topic="/camera/depth/image_raw")
+    publisher = start_process([sys.executable, PUBLISHER, str(bag)])
+    publisher.wait_for_output("done", timeout=120)
+    keyframes = world["offline"]
+    node.wait_for_output(f"keyframe {len(keyframes) - 1} at", timeout=300)
+    expected = [(r.keyframe.stamp_ns, r.then_stamp_ns) for _, r in keyframes if r.loop]
+    msgs = ros_probe.wait_for_messages("/loop_closure", count=len(expected), timeout=30)
+    # camera info does not change the decision (min_inliers is 0 by default)
+    assert [(stamp_ns(m.stamp_now), stamp_ns(m.stamp_then)) for m in msgs] == expected
+    posed = [m for m in msgs if m.has_relative_pose]
+    assert len(posed) >= 0.8 * len(msgs)
+    errors = []
+    by_stamp = {f.stamp_ns: f for f in drive.frames}
+    for m in posed:
+        now, then = by_stamp[stamp_ns(m.stamp_now)], by_stamp[stamp_ns(m.stamp_then)]
+        truth = invert(pose_matrix(then.position, then.orientation)) @ pose_matrix(
+            now.position, now.orientation)
+        p = m.relative_pose.pose.position
+        errors.append(math.dist((p.x, p.y, p.z), truth[:3, 3]))
+        cov = list(m.relative_pose.covariance)
+        assert all(cov[7 * i] > 0 for i in range(6))  # variances on the diagonal
+    # PnP on the matched keyframe's depth (metres of grid resolution at 160x120, see
+    # test_loop.py); the passes are 3 m apart
+    errors.sort()
+    assert errors[len(errors) // 2] < 0.8
+    assert node.stop() == 0
 
 
 def write_faulty_bag(drive: Any, path: Path) -> tuple[set[int], int]:

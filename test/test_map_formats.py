@@ -179,16 +179,21 @@ def test_version_1_map_opens_unchanged_and_upgrades_on_commit(tmp_path: Path) ->
         assert pm.count == 8
 
 
+def clustered(rng: np.random.Generator, n: int = 3000, dim: int = 32, count: int = 40
+              ) -> np.ndarray:
+    centres = unit(rng.standard_normal((count, dim)))
+    return unit(centres[rng.integers(0, count, n)] + 0.1 * rng.standard_normal((n, dim)))
+
+
 def test_auto_index_reaches_its_target_on_held_out_places() -> None:
     rng = np.random.default_rng(5)
-    centres = unit(rng.standard_normal((40, 32)))
-    vectors = unit(centres[rng.integers(0, 40, 3000)] + 0.4 * rng.standard_normal((3000, 32)))
+    vectors = clustered(rng)
     index, result = idx.tune_index(vectors, 0.95, k=20, flat_max=1000, compare_exact=False)
     spec = result.spec
     assert spec.kind == "ivfsq8" and spec.coarse == "hnsw"
     assert spec.target_recall == 0.95 and spec.tuned_recall >= 0.95
-    assert result.sweep[-1][0] == spec.nprobe and result.sweep[-1][1] == spec.tuned_recall
-    assert all(r < 0.95 for _, r, _ in result.sweep[:-1])  # the smallest nprobe that reached
+    assert result.sweep[-1][:3] == ("ivfsq8", spec.nprobe, spec.tuned_recall)
+    assert all(r < 0.95 for _, _, r, _ in result.sweep[:-1])  # the smallest nprobe that reached
     # fresh queries (perturbed places, not the tuning sample) see about the same recall
     queries = unit(vectors[rng.integers(0, 3000, 100)] + 0.1 * rng.standard_normal((100, 32)))
     exact = np.argsort(-(queries.astype(np.float64) @ vectors.T.astype(np.float64)), axis=1)
@@ -199,8 +204,27 @@ def test_auto_index_reaches_its_target_on_held_out_places() -> None:
     assert small_result.spec.kind == "flat" and small_result.spec.tuned_recall == 1.0
 
 
+def test_auto_choice_follows_the_structure_and_is_deterministic() -> None:
+    """Clusters: IVF within 1/8 of its lists; no clusters: IVF would need more, so pqfs."""
+    uniform = unit(np.random.default_rng(7).standard_normal((3000, 32)))
+    _, first = idx.tune_index(uniform, 0.95, k=20, flat_max=1000, compare_exact=False)
+    _, again = idx.tune_index(uniform, 0.95, k=20, flat_max=1000, compare_exact=False)
+    spec = first.spec
+    assert spec.kind == "pqfs" and spec.pq_m == 8 and spec.tuned_recall >= 0.95
+    assert again.spec == spec and [s[:2] for s in again.sweep] == [s[:2] for s in first.sweep]
+    nlist = idx.auto_nlist(3000)
+    ivf = [s for s in first.sweep if s[0] == "ivfsq8"]  # tried first, capped, short of target
+    assert ivf and max(s[1] for s in ivf) <= nlist // idx.IVF_MAX_FRACTION
+    assert all(s[2] < 0.95 for s in ivf)
+    assert first.sweep[-1][:3] == ("pqfs", spec.k_factor, spec.tuned_recall)
+    _, clustered_result = idx.tune_index(clustered(np.random.default_rng(5)), 0.95, k=20,
+                                         flat_max=1000, compare_exact=False)
+    assert clustered_result.spec.kind == "ivfsq8"
+    with pytest.raises(ConfigError, match="tuning kinds"):
+        idx.tune_index(uniform, 0.95, flat_max=1000, kinds=("hnsw",))
 
-def test_exact_search_is_chosen_when_ivf_is_no_faster(monkeypatch) -> None:
+
+def test_exact_search_is_chosen_when_no_index_is_faster(monkeypatch) -> None:
     monkeypatch.setattr(idx, "_exact_ms", lambda *args: 0.0)
     vectors = unit(np.random.default_rng(7).standard_normal((1500, 32)))
     index, result = idx.tune_index(vectors, 0.95, k=20, flat_max=1000)
@@ -208,20 +232,46 @@ def test_exact_search_is_chosen_when_ivf_is_no_faster(monkeypatch) -> None:
     assert result.sweep and index.ntotal == 1500
 
 
-def test_tuned_index_is_stored_and_used(tmp_path: Path, monkeypatch, capsys) -> None:
+@pytest.mark.parametrize("structure, kind", [("clusters", "ivfsq8"), ("none", "pqfs")])
+def test_tuned_index_is_stored_and_used(tmp_path: Path, monkeypatch, capsys, structure: str,
+                                        kind: str) -> None:
     monkeypatch.setattr(idx, "FLAT_MAX_PLACES", 200)
     monkeypatch.setattr(idx, "_exact_ms", lambda *args: float("inf"))  # as on a large map
     rng = np.random.default_rng(6)
-    n = 1200
-    g = unit(rng.standard_normal((n, 16)))
+    n = 2400  # clusters of ~100 places: a place's 100 neighbours are its cluster
+    g = clustered(rng, n, 16, 24) if structure == "clusters" else unit(
+        rng.standard_normal((n, 16)))
     feats = Features(g, unit(rng.standard_normal((n, 64, C))).astype(np.float16))
     with PlaceMap.create(tmp_path / "m", INFO, index=IndexSpec("flat")) as pm:
         pm.append(feats, places(n))
         result = pm.tune_index(0.9)
     with PlaceMap.open(tmp_path / "m", verify=True) as pm:
         spec = pm.index_spec
-        assert spec == result.spec and spec.kind == "ivfsq8" and spec.tuned_recall >= 0.9
+        assert spec == result.spec and spec.kind == kind and spec.tuned_recall >= 0.9
         assert pm.search(g[7], 1).ids[0, 0] == 7
     assert cli(["map-info", str(tmp_path / "m")]) == 0
     out = capsys.readouterr().out
-    assert f"nprobe {spec.nprobe}, coarse hnsw; tuned for recall@100 0.900" in out
+    setting = (f"nprobe {spec.nprobe}, coarse hnsw" if kind == "ivfsq8" else
+               f"{spec.pq_m} x 4-bit PQ re-scored x{spec.k_factor} with SQ8")
+    assert f"{setting}; tuned for recall@100 0.900" in out
+
+
+def test_pqfs_index_round_trips_through_the_map(tmp_path: Path) -> None:
+    """Created with the kind, extended by a second commit, verified, reopened and searched."""
+    rng = np.random.default_rng(11)
+    g = unit(rng.standard_normal((300, 16)))
+    feats = Features(g, unit(rng.standard_normal((300, 64, C))).astype(np.float16))
+    spec = IndexSpec("pqfs", pq_m=4, k_factor=50, use_gpu=False)
+    with PlaceMap.create(tmp_path / "m", INFO, index=spec) as pm:
+        pm.append(feats.select(slice(0, 200)), places(200))
+        pm.append(feats.select(slice(200, 300)), places(100, 200))
+    with PlaceMap.open(tmp_path / "m", verify=True) as pm:
+        assert pm.index_spec == spec and pm.count == 300
+        found = pm.search(g[[5, 250]], 10)
+        assert found.ids[:, 0].tolist() == [5, 250]
+        # every place re-scored (50 x 10 > 300) with 8-bit codes: near-ties may swap
+        exact = np.argsort(-(g[[5, 250]].astype(np.float64) @ g.T.astype(np.float64)), axis=1)
+        assert sum(len(set(f) & set(e[:10])) for f, e in zip(found.ids, exact, strict=True)) >= 18
+    with PlaceMap.create(tmp_path / "bad", INFO, index=IndexSpec("pqfs", pq_m=5)) as pm:
+        with pytest.raises(ConfigError, match="pq_m=5 must divide"):
+            pm.append(feats.select(slice(0, 20)), places(20))

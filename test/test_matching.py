@@ -11,9 +11,13 @@ import numpy as np
 import pytest
 import torch
 
-from reference_mnn import loop_mnn_scores, reference_mnn_scores  # bench/ (pytest.ini pythonpath)
+from reference_mnn import (  # bench/ (pytest.ini pythonpath)
+    loop_mnn_scores,
+    reference_mnn_pairs,
+    reference_mnn_scores,
+)
 from selavpr_ros.errors import ConfigError
-from selavpr_ros.matching import chunk_size_for_budget, mnn, mnn_scores
+from selavpr_ros.matching import MnnMatches, chunk_size_for_budget, mnn, mnn_matches, mnn_scores
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -308,6 +312,77 @@ def test_tiled_ties_on_real_shapes_match_chunked() -> None:
         got = mnn_scores(q, cands, method="tiled", workers=2, **kwargs)
         assert np.array_equal(got, mnn_scores(q, cands, method="chunked", **kwargs)), kwargs
         assert got.sum() > 0
+def assert_pairs_equal(got: MnnMatches, expected: list[tuple[np.ndarray, np.ndarray]]) -> None:
+    for n, (query_idx, cand_idx) in enumerate(expected):
+        pairs = got.pairs(n)
+        assert np.array_equal(pairs.query, query_idx)
+        assert np.array_equal(pairs.place, cand_idx)
+        assert got.counts[n] == len(query_idx)
+
+
+@pytest.mark.parametrize("method", ["tiled", "chunked"])
+def test_matches_keep_the_reference_pairs(method: str) -> None:
+    """The pairs behind the counts are the reference's, on near-ties of a full-size grid."""
+    rng = np.random.default_rng(16)
+    q = unit(rng.standard_normal((61, 61, 128)))
+    cands = unit(q[None] + 0.3 * rng.standard_normal((4, 61, 61, 128))).astype(np.float16)
+    cands[3] = unit(rng.standard_normal((61, 61, 128)))
+    got = mnn_matches(q, cands, method=method, workers=2)
+    assert_pairs_equal(got, reference_mnn_pairs(q, cands))
+    assert np.array_equal(got.counts, reference_mnn_scores(q, cands))
+    assert np.array_equal(got.counts, mnn_scores(q, cands, method=method))
+    assert got.counts[0] > 1000 and got.counts[3] < got.counts[0]
+    pairs = got.pairs(1)  # similarity of each pair: the dot product of its two features
+    flat_q, flat_c = q.reshape(-1, 128), cands[1].reshape(-1, 128).astype(np.float32)
+    assert np.allclose(pairs.similarity,
+                       np.einsum("nc,nc->n", flat_q[pairs.query], flat_c[pairs.place]),
+                       atol=1e-5)
+
+
+def test_matches_keep_the_first_index_on_exact_ties(monkeypatch: pytest.MonkeyPatch) -> None:
+    rng = np.random.default_rng(17)
+    _small_tiles(monkeypatch, 3)  # ties across row blocks of the tiled method
+    for _ in range(10):
+        q = rng.integers(-1, 2, size=(25, 4)).astype(np.float32)
+        cands = rng.integers(-1, 2, size=(6, 30, 4)).astype(np.float32)
+        expected = reference_mnn_pairs(q, cands)
+        assert np.array_equal([len(e[0]) for e in expected], loop_mnn_scores(q, cands))
+        for method in ("tiled", "chunked"):
+            assert_pairs_equal(mnn_matches(q, cands, method=method), expected)
+
+
+def test_matches_with_masks_and_filters_are_the_counted_pairs() -> None:
+    """Masked features never pair; pairs of the masked-out reference, in original indices."""
+    rng = np.random.default_rng(18)
+    q = unit(rng.standard_normal((300, 16)))
+    cands = unit(q[None, rng.permutation(300)[:290]] + 0.5 * rng.standard_normal((4, 290, 16)))
+    q_mask = rng.random(300) < 0.8
+    c_mask = rng.random((4, 290)) < 0.7
+    c_mask[2] = False
+    for method in ("tiled", "chunked"):
+        got = mnn_matches(q, cands, query_mask=q_mask, candidate_mask=c_mask, method=method)
+        assert np.array_equal(got.counts, mnn_scores(q, cands, query_mask=q_mask,
+                                                     candidate_mask=c_mask, method=method))
+        assert got.counts[2] == 0 and len(got.pairs(2)) == 0
+        for n in (0, 1, 3):
+            q_ids, c_ids = np.flatnonzero(q_mask), np.flatnonzero(c_mask[n])
+            (qi, ci), = reference_mnn_pairs(q[q_ids], cands[n][c_ids][None])
+            pairs = got.pairs(n)
+            assert np.array_equal(pairs.query, q_ids[qi])
+            assert np.array_equal(pairs.place, c_ids[ci])
+            assert len(pairs) > 10
+    for kwargs in ({"match_filter": "min_similarity", "min_similarity": 0.7},
+                   {"match_filter": "ratio", "ratio": 0.9}):
+        got = mnn_matches(q, cands, **kwargs)
+        plain = mnn_matches(q, cands)
+        assert np.array_equal(got.counts, mnn_scores(q, cands, **kwargs))
+        for n in range(4):  # a filter keeps a subset of the plain pairs
+            kept, all_ = got.pairs(n), plain.pairs(n)
+            assert 0 < len(kept) < len(all_)
+            assert set(zip(kept.query.tolist(), kept.place.tolist(), strict=True)) <= set(
+                zip(all_.query.tolist(), all_.place.tolist(), strict=True))
+        if kwargs["match_filter"] == "min_similarity":
+            assert np.all(got.similarity[got.mutual] >= 0.7)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")

@@ -73,7 +73,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                      help="ROS camera-calibration YAML of the images (stored in the map for "
                           "query poses; a bag's CameraInfo topic is used without it)")
     out.add_argument("--index", default="flat",
-                     choices=("flat", "ivf", "ivfpq", "ivfsq8", "hnsw", "auto"),
+                     choices=("flat", "ivf", "ivfpq", "ivfsq8", "hnsw", "pqfs", "auto"),
                      help="faiss index of a new map (default flat); auto: chosen and tuned "
                           "from the map's own descriptors when the build ends")
     out.add_argument("--target-recall", type=float, default=0.95, metavar="R",

@@ -29,6 +29,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--prior-map", default="",
                         help="map giving the extractor (e.g. the classical vocabulary); without "
                              "it a classical extractor is fitted on the drive")
+    parser.add_argument("--local-stride", type=int, default=1, metavar="N",
+                        help="classical extractor fitted on the drive: local features on every "
+                             "N-th grid point (MNN re-ranking costs fall with N^2; default 1)")
     truth = parser.add_argument_group("ground truth")
     truth.add_argument("--radius", type=float, default=10.0, metavar="M",
                        help="a loop is true within this distance (default 10 m)")
@@ -51,7 +54,12 @@ def _extractor(args: argparse.Namespace):  # noqa: ANN202 - Extractor
     from selavpr_ros.mapping.open_map import new_extractor
 
     spec = spec_from_args(args)
+    if args.local_stride < 1:
+        raise ConfigError(f"--local-stride must be >= 1, got {args.local_stride}")
     if args.prior_map:
+        if args.local_stride != 1:
+            raise ConfigError("--local-stride applies to an extractor fitted on the drive; "
+                              "--prior-map fixes the extractor")
         with PlaceMap.open(args.prior_map) as place_map:
             return extractor_for_map(spec, place_map)
 
@@ -62,7 +70,18 @@ def _extractor(args: argparse.Namespace):  # noqa: ANN202 - Extractor
                        .astype(int))
             return [f.load() for i, f in enumerate(opened.frames) if i in want]
 
-    return new_extractor(spec, sample)
+    if args.local_stride == 1:
+        return new_extractor(spec, sample)
+    from dataclasses import replace
+
+    from selavpr_ros.extractors.classical import ClassicalExtractor
+    from selavpr_ros.extractors.factory import create_extractor
+
+    extractor = create_extractor(spec)
+    if not isinstance(extractor, ClassicalExtractor):
+        raise ConfigError("--local-stride needs the classical extractor (fitted on the drive)")
+    strided = ClassicalExtractor(replace(extractor.config, local_stride=args.local_stride))
+    return strided.fit(sample(strided.fit_sample_size))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -92,6 +111,8 @@ def run(args: argparse.Namespace) -> int:
                     correspondences=corr)
     report = metrics(records)
     report["config"] = {s.name: getattr(config, s.name) for s in settings()}
+    report["extractor"] = extractor.info.describe()
+    report["local_features"] = extractor.info.local_count
     report["ground_truth"] = (f"correspondences {args.correspondences}" if corr
                               else f"within {args.radius} m")
     print(f"keyframes {report['keyframes']}, positives {report['positives']}, loops "

@@ -89,6 +89,8 @@ def _index(spec: dict[str, Any]) -> str:
         text += f", nlist {spec['nlist']}, nprobe {spec['nprobe']}, coarse {spec['coarse']}"
     elif spec["kind"] == "hnsw":
         text += f", efSearch {spec['ef_search']}"
+    elif spec["kind"] == "pqfs":  # k_factor: absent from manifests older than pqfs
+        text += f", {spec['pq_m']} x 4-bit PQ re-scored x{spec.get('k_factor', 1)} with SQ8"
     if spec.get("target_recall"):
         text += (f"; tuned for recall@100 {spec['target_recall']:.3f}, reached "
                  f"{spec['tuned_recall']:.3f} on held-out places")

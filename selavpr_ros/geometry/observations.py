@@ -1,7 +1,7 @@
 """From two images' local features to a :class:`PlaceObservation`.
 
 This is what the localizer does per accepted candidate before :func:`estimate_query_pose`.
-The MNN pairs are computed once per retrieved place (the same rule the re-ranking counts), their
+The MNN pairs are the re-ranking's own (:func:`selavpr_ros.matching.mnn_matches`), their
 feature indices become pixels (grid cells through the resize, or keypoints), and a place with
 depth contributes the stored 3-D points of its matched features.
 """
@@ -13,12 +13,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from selavpr_ros.extractors.base import ExtractorInfo, Features, RerankSettings
+from selavpr_ros.extractors.base import ExtractorInfo, Features
 from selavpr_ros.geometry.camera import CameraModel
-from selavpr_ros.geometry.correspondences import mnn_pairs
 from selavpr_ros.geometry.pixels import feature_pixels
 from selavpr_ros.geometry.pose import PlaceObservation
 from selavpr_ros.geometry.transforms import Quat
+from selavpr_ros.matching import MatchPairs
 
 
 @dataclass(frozen=True, eq=False)
@@ -26,7 +26,7 @@ class ImageFeatures:
     """One image's local features with what geometry needs besides them.
 
     Attributes:
-        local: (L, C) local features.
+        local: (L, C) local features (read only to refine query pixels against them).
         mask: (L,) valid features, or None.
         keypoints: (L, 2) pixel coordinates for keypoint extractors, or None.
         image_hw: the original image's (height, width).
@@ -64,21 +64,19 @@ def observe_place(
     info: ExtractorInfo,
     query: ImageFeatures,
     place: ImageFeatures,
+    pairs: MatchPairs,
     place_id: int,
     position: tuple[float, float, float],
     orientation: Quat | None,
     camera: CameraModel,
     refine_query: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None,
-    rerank: RerankSettings | None = None,
 ) -> PlaceObservation:
-    """MNN correspondences of the query with one place, as pixels (and the place's points).
+    """Turn the query's MNN ``pairs`` with one place into pixels (and the place's points).
 
+    ``pairs`` index the features of ``query`` and ``place`` as stored (see ``grid_index``).
     ``refine_query(query_indices, place_descriptors)``, when given, returns better query pixels
     than the feature grid's (e.g. :class:`selavpr_ros.geometry.refine.ClassicalRefiner`).
-    ``rerank`` replaces the extractor's match filter (a stricter one keeps fewer wrong pairs).
     """
-    pairs = mnn_pairs(query.local, place.local, query_mask=query.mask, place_mask=place.mask,
-                      rerank=rerank or info.rerank)
     query_cells = query.grid_cells(pairs.query)
     if refine_query is not None and len(pairs):
         query_px = refine_query(query_cells, np.asarray(place.local)[pairs.place])

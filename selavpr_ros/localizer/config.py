@@ -58,7 +58,8 @@ class LocalizerConfig:
         pose_places: best re-ranked places given to the pose estimator (PnP uses those with
             depth, two-view needs >= 2); 0 = the keyframe pose only.
         pose_refine: sub-grid query pixels for two-view, classical extractor (needs the image;
-            PnP on map points does as well without).
+            off by default: on the benchmark street it costs a fine-grid RootSIFT of the query
+            per frame for no measurable gain, bench/PERFORMANCE.md).
         camera_info_file: ROS camera-calibration YAML of the query camera; the node uses
             CameraInfo instead when it has one.
     """
@@ -95,7 +96,7 @@ class LocalizerConfig:
         "score fraction at which confidence saturates", 1e-6, 1.0))
     pose_places: int = field(default=5, metadata=setting(
         "query pose: best places given to PnP / two-view (0: keyframe pose only)", 0, 100))
-    pose_refine: bool = field(default=True, metadata=setting(
+    pose_refine: bool = field(default=False, metadata=setting(
         "query pose: sub-grid query pixels for two-view (classical extractor)"))
     camera_info_file: str = field(default="", metadata=setting(
         "query camera calibration YAML (the node prefers CameraInfo)", live=False))

@@ -12,7 +12,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass, field, replace
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -24,7 +24,7 @@ from selavpr_ros.localizer.config import LocalizerConfig
 from selavpr_ros.localizer.decision import decide
 from selavpr_ros.localizer.pose import QueryPose
 from selavpr_ros.map import Place, PlaceMap, check_extractor
-from selavpr_ros.matching import mnn_scores
+from selavpr_ros.matching import MatchPairs, MnnMatches, mnn_matches, mnn_scores
 from selavpr_ros.matching.mnn import auto_memory_budget
 
 log = logging.getLogger(__name__)
@@ -183,6 +183,10 @@ class Localizer:
             features.local[0], None if features.local_mask is None else features.local_mask[0])
         n_query = int(mask.sum()) if mask is not None else query_local.shape[0]
         scores = np.full(len(ids), np.nan)
+        query_camera = camera or self.camera
+        # the pose reuses the re-ranking's MNN pairs: keep them when a pose may need them
+        keep_pairs = self.pose.wants_pairs(query_camera, cfg.pose_places)
+        matches: MnnMatches | None = None
         if k > 0:
             # the reused buffer serves one query at a time; a concurrent one allocates its own
             own_buffer = self.feature_cache is None and self._fetch_lock.acquire(blocking=False)
@@ -190,9 +194,7 @@ class Localizer:
                 cand_local, cand_scale, cand_mask = self._fetch(ids[:k], own_buffer)
                 t2 = time.perf_counter()
                 timings["fetch"] = (t2 - t1) * 1e3
-                scores[:k] = mnn_scores(
-                    query_local,
-                    cand_local,
+                options: dict[str, Any] = dict(
                     query_mask=mask,
                     candidate_mask=cand_mask,
                     candidate_scale=cand_scale,
@@ -203,6 +205,11 @@ class Localizer:
                     precision=cfg.precision,
                     memory_budget=self._memory_budget,
                 )
+                if keep_pairs:
+                    matches = mnn_matches(query_local, cand_local, **options)
+                    scores[:k] = matches.counts
+                else:
+                    scores[:k] = mnn_scores(query_local, cand_local, **options)
             finally:
                 if own_buffer:
                     self._fetch_lock.release()
@@ -232,7 +239,11 @@ class Localizer:
         timings["decide"] = (t2 - t1) * 1e3
         pose = None
         if decision.accepted:
-            pose = self.pose.estimate(candidates, features, camera or self.camera,
+            # final order over the re-ranked head: order[j] is also candidate j's matches row
+            pairs: list[MatchPairs] = []
+            if matches is not None:
+                pairs = [matches.pairs(int(i)) for i in order[:min(k, cfg.pose_places)]]
+            pose = self.pose.estimate(candidates, pairs, features, query_camera,
                                       cfg.pose_places, image, cfg.pose_refine)
         timings["pose"] = (time.perf_counter() - t2) * 1e3
         return LocalizationResult(

@@ -1,7 +1,8 @@
 """The query camera's pose for an accepted frame, from the map's camera model and points.
 
 Runs once per accepted frame on the best ``pose_places`` re-ranked places only: their MNN pairs
-with the query (the re-ranking's rule) become :class:`PlaceObservation` s and
+with the query, kept by the re-ranking itself (:func:`selavpr_ros.matching.mnn_matches`, not
+recomputed), become :class:`PlaceObservation` s and
 :func:`selavpr_ros.geometry.estimate_query_pose` tries PnP (places with depth), two-view (two or
 more places with poses) and finally the keyframe pose, saying why in the estimate's ``reason``.
 Without a query camera model, or with a map built without one, the estimate is the keyframe
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -31,6 +33,7 @@ from selavpr_ros.geometry.pose import refused
 from selavpr_ros.geometry.refine import ClassicalRefiner
 from selavpr_ros.geometry.transforms import camera_to_base, matrix_to_pose
 from selavpr_ros.map import PlaceMap
+from selavpr_ros.matching import MatchPairs
 
 log = logging.getLogger(__name__)
 
@@ -52,10 +55,22 @@ class QueryPose:
             log.info("map %s has no depth points: query poses by two-view geometry or the "
                      "keyframe pose", place_map.path)
 
-    def estimate(self, candidates: Any, features: Features, camera: CameraModel | None,
-                 places: int, image: np.ndarray | None = None,
+    def wants_pairs(self, camera: CameraModel | None, places: int) -> bool:
+        """Whether an accepted frame could get more than the keyframe pose.
+
+        The re-ranking then keeps its MNN pairs for :meth:`estimate`.
+        """
+        return places > 0 and camera is not None and self.map_camera is not None
+
+    def estimate(self, candidates: Any, pairs: Sequence[MatchPairs], features: Features,
+                 camera: CameraModel | None, places: int, image: np.ndarray | None = None,
                  refine: bool = True) -> PoseEstimate:
-        """Pose of the query camera given the accepted candidate first in ``candidates``."""
+        """Pose of the query camera given the accepted candidate first in ``candidates``.
+
+        ``pairs[i]``: the re-ranking's MNN pairs of ``candidates[i]`` (query and place features
+        as the map stores them), for the first re-ranked candidates; places beyond them are not
+        used (no re-ranking, no correspondences).
+        """
         best = candidates[0]
         if best.position is None:
             return refused(f"place {best.place_id} has no pose", [best.place_id])
@@ -70,44 +85,50 @@ class QueryPose:
             return keyframe("no camera model for the query")
         if self.map_camera is None:
             return keyframe("the map has no camera model")
+        if not pairs:
+            return keyframe("no re-ranking (rerank_k is 0): no correspondences")
         if image is not None and tuple(image.shape[:2]) != (camera.height, camera.width):
             return keyframe(f"camera info is {camera.width}x{camera.height} but the image is "
                             f"{image.shape[1]}x{image.shape[0]}")
-        used = [c for c in candidates[:places] if c.position is not None]
-        ids = np.asarray([c.place_id for c in used], np.int64)
-        stored = self.place_map.features(ids)
+        used = [(c, p) for c, p in zip(candidates[:places], pairs, strict=False)
+                if c.position is not None]
+        ids = np.asarray([c.place_id for c, _ in used], np.int64)
         points = self.place_map.points(ids) if self.has_points else None
         info = self.place_map.extractor_info
-        # The map's stored form: a subsampled grid (--local-stride) and/or PCA/int8 codes.
-        # The places are decoded (features() does int8) and the query is put into the same
-        # space as re-ranking does (LocalCodec.query), so MNN pairs compare like with like.
+        # The pairs index the map's stored form: a subsampled grid (--local-stride) on both
+        # sides (the query was put into the stored space to be re-ranked).
         codec = self.place_map.codec
-        fmt = codec.format
         grid_index = codec.kept_indices()
-        q_local, q_mask = codec.query(
-            features.local[0], None if features.local_mask is None else features.local_mask[0])
+        keypoints = features.keypoints
         query = ImageFeatures(
-            q_local, q_mask, None if features.keypoints is None else features.keypoints[0],
+            features.local[0], None, None if keypoints is None else keypoints[0],
             (camera.height, camera.width), None, grid_index)
-        raw_places = fmt.dtype in ("float16", "float32") and not fmt.pca_dim
+        raw_places = codec.format.dtype in ("float16", "float32") and not codec.format.pca_dim
         can_refine = (refine and image is not None and raw_places  # refines on raw descriptors
                       and isinstance(self.extractor, ClassicalExtractor))
         map_camera = self.map_camera
         map_hw = (map_camera.height, map_camera.width)
+        place_keypoints = self.place_map.keypoints(ids)  # None for grid extractors
+        place_local: np.ndarray | None = None  # the places' descriptors: read to refine only
 
         def observe(row: int, refiner: Any) -> Any:
-            cand = used[row]
+            nonlocal place_local
+            cand, cand_pairs = used[row]
+            if refiner is not None and place_local is None:
+                place_local = self.place_map.features(ids).local
             place_points = None
             if points is not None and np.isfinite(points[row]).any():
                 place_points = points[row]
-            place = ImageFeatures.from_features(stored, row, map_hw, place_points, grid_index)
-            return observe_place(info, query, place, cand.place_id, cand.position,
+            place = ImageFeatures(
+                place_local[row] if place_local is not None else np.zeros((0, 0), np.float32),
+                None, None if place_keypoints is None else place_keypoints[row], map_hw,
+                place_points, grid_index)
+            return observe_place(info, query, place, cand_pairs, cand.place_id, cand.position,
                                  cand.orientation, map_camera, refiner)
 
         # With depth, PnP needs only the best pnp_places places and no sub-grid refinement
-        # (grid pixels are as accurate against map points: bench/PERFORMANCE.md); the MNN
-        # pairs of the others and the refinement (most of this stage's time) are computed
-        # only when PnP fails.
+        # (grid pixels are as accurate against map points: bench/PERFORMANCE.md); the
+        # refinement (a fine-grid RootSIFT of the query) is computed only when PnP fails.
         if points is not None:
             first = [observe(row, None) for row in range(min(self.config.pnp_places,
                                                              len(used)))]

@@ -21,10 +21,12 @@ class LoopConfig:
     A false loop can wreck a SLAM map, so the defaults are strict: a keyframe is accepted
     only when its best match passes the localizer's rules (MNN score, score fraction, margin)
     AND at least ``consistency_k`` of the last ``consistency_n`` keyframes (this one included)
-    passed them with matches that agree with this one (same database, along-track distance
-    between the matched places within the distance between the query keyframes plus
-    ``consistency_slack_m``). Candidates younger than ``min_age_s`` or closer than
-    ``min_path_m`` along the trajectory are never considered.
+    passed them with matches that align the two passes of the route alike: the offset between
+    matched place and query along the trajectory (their sum for a loop driven the other way)
+    agrees within ``consistency_slack_m``. The loop then names the place at the median offset
+    of those matches, not the single keyframe's best, which jitters along alike-looking
+    stretches. Candidates younger than ``min_age_s`` or closer than ``min_path_m`` along the
+    trajectory are never considered.
     """
 
     keyframe_distance_m: float = field(default=0.5, metadata=setting(
@@ -53,12 +55,13 @@ class LoopConfig:
     min_inliers: int = field(default=0, metadata=setting(
         "geometric check with camera info: minimum essential-matrix inliers of the MNN pairs "
         "(0: off)", 0, 10**6))
-    consistency_k: int = field(default=2, metadata=setting(
+    consistency_k: int = field(default=3, metadata=setting(
         "temporal consistency: matches needed among the last consistency_n keyframes", 1, 1000))
-    consistency_n: int = field(default=3, metadata=setting(
+    consistency_n: int = field(default=5, metadata=setting(
         "temporal consistency: keyframes looked at (this one included)", 1, 1000))
     consistency_slack_m: float = field(default=5.0, metadata=setting(
-        "temporal consistency: allowed disagreement of matched places (m along track)",
+        "temporal consistency: allowed disagreement (m) of the pass-to-pass offsets of "
+        "recent matches",
         0.0, 1e6))
 
     def __post_init__(self) -> None:

@@ -13,6 +13,7 @@ import math
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import faiss
 import numpy as np
@@ -20,6 +21,9 @@ import numpy as np
 from selavpr_ros.errors import MapFormatError
 from selavpr_ros.extractors.base import Extractor, ExtractorInfo, Features
 from selavpr_ros.map import PlaceInfo, PlaceMap
+
+if TYPE_CHECKING:
+    from selavpr_ros.geometry.camera import CameraModel
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +72,7 @@ class RunDatabase:
         self._keypoints = _Growing((info.local_count, 2), np.float32)
         self._stamps = _Growing((), np.int64)
         self._paths = _Growing((), np.float64)
+        self._points: _Growing | None = None  # created with the first keyframe with depth
         self.keyframes: list[Keyframe] = []
 
     def __len__(self) -> int:
@@ -75,8 +80,11 @@ class RunDatabase:
 
     def add(self, features: Features, stamp_ns: int, position: tuple[float, float, float],
             orientation: tuple[float, float, float, float] | None, path_m: float,
-            frame_id: str = "") -> Keyframe:
-        """Insert one keyframe (batch-of-one features); stamps must not decrease."""
+            frame_id: str = "", points: np.ndarray | None = None) -> Keyframe:
+        """Insert one keyframe (batch-of-one features); stamps must not decrease.
+
+        ``points``: (L, 3) optical-frame points of its local features from depth (NaN: none).
+        """
         if len(features) != 1:
             raise ValueError(f"add takes one keyframe's features, got {len(features)}")
         if self.keyframes and stamp_ns < self.keyframes[-1].stamp_ns:
@@ -93,6 +101,13 @@ class RunDatabase:
                                if kp is None else kp[0])
         self._stamps.append(stamp_ns)
         self._paths.append(path_m)
+        if points is not None and self._points is None:
+            self._points = _Growing((self.info.local_count, 3), np.float16)
+            for _ in range(len(self.keyframes)):
+                self._points.append(np.nan)
+        if self._points is not None:
+            self._points.append(np.nan if points is None else
+                                np.asarray(points, np.float32).reshape(-1, 3))
         kf = Keyframe(len(self.keyframes), int(stamp_ns), tuple(map(float, position)),  # type: ignore[arg-type]
                       None if orientation is None else tuple(map(float, orientation)),  # type: ignore[arg-type]
                       float(path_m), frame_id)
@@ -120,6 +135,17 @@ class RunDatabase:
     def local(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         return self._local.view[ids], self._mask.view[ids]
 
+    @property
+    def paths(self) -> np.ndarray:
+        """Distance travelled (m) at each keyframe, non-decreasing with the id."""
+        return self._paths.view
+
+    def points(self, ids: np.ndarray) -> np.ndarray | None:
+        """(N, L, 3) float32 depth points of keyframes ``ids``, or None: no depth in the run."""
+        if self._points is None:
+            return None
+        return self._points.view[ids].astype(np.float32)
+
     def keypoints(self, i: int) -> np.ndarray:
         return self._keypoints.view[i]
 
@@ -135,7 +161,7 @@ class RunDatabase:
         )
 
     def save(self, path: str | Path, extractor: Extractor, source: str = "loop_closure",
-             map_frame: str = "odom") -> int:
+             map_frame: str = "odom", camera: CameraModel | None = None) -> int:
         """Write the keyframes as a place map at ``path``, replacing one that is there.
 
         The map is written beside ``path`` and renamed into place, so an interrupted save
@@ -150,14 +176,15 @@ class RunDatabase:
         if path.exists() and not (path / "manifest.json").exists() and any(path.iterdir()):
             raise MapFormatError(f"cannot save the run to {path}: it exists and is not a map")
         place_map = PlaceMap.create(partial, extractor, map_frame=map_frame,
-                                    local_dtype=str(self._local.view.dtype))
+                                    local_dtype=str(self._local.view.dtype), camera=camera)
         try:
             places = [PlaceInfo(stamp_ns=kf.stamp_ns, frame_id=kf.frame_id,
                                 position=kf.position, orientation=kf.orientation,
                                 source=source, source_ref=str(kf.id))
                       for kf in self.keyframes]
             if places:
-                place_map.append(self.features(), places)
+                place_map.append(self.features(), places,
+                                 None if self._points is None else self._points.view.copy())
         finally:
             place_map.close()
         if path.exists():

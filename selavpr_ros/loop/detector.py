@@ -14,7 +14,7 @@ import math
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -30,6 +30,7 @@ from selavpr_ros.matching import mnn_scores
 
 if TYPE_CHECKING:  # the geometry package is imported only when a camera is given
     from selavpr_ros.geometry.camera import CameraModel
+    from selavpr_ros.geometry.pose import PoseEstimate
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +55,7 @@ class LoopResult:
     score_fraction: float = 0.0
     margin: float = 0.0
     consistency: int = 0
+    relative: PoseEstimate | None = None  # the current camera in the matched one's frame
     timings_ms: dict[str, float] = field(default_factory=dict)
 
 
@@ -81,7 +83,9 @@ class LoopDetector:
         self.db = RunDatabase(extractor.info)
         self.selector = KeyframeSelector(self.config.keyframes)
         self._history: deque[_Match | None] = deque(maxlen=max(0, self.config.consistency_n - 1))
-        self.camera: CameraModel | None = None  # set from camera info: enables min_inliers
+        self.camera: CameraModel | None = None  # camera info: min_inliers, relative poses
+        self.pose_config: Any = None  # geometry.PoseConfig of relative poses (None: default)
+        self.two_view_relative = False  # relative poses without depth (see loop/relative.py)
 
     def set_config(self, config: LoopConfig) -> None:
         """Use new thresholds (keeps the database; resizes the consistency window)."""
@@ -98,11 +102,13 @@ class LoopDetector:
 
     def process(self, pose: Pose, image: np.ndarray | None = None,
                 features: Features | None = None, frame_id: str = "",
-                path_m: float | None = None) -> LoopResult | None:
+                path_m: float | None = None,
+                depth_m: np.ndarray | None = None) -> LoopResult | None:
         """Consider one frame at ``pose``; None when it is not a keyframe.
 
         ``path_m``: distance travelled at the frame (:class:`PathTracker`); by default the
-        distance between keyframes is summed.
+        distance between keyframes is summed. ``depth_m``: the registered depth image
+        (metres, NaN: none); with camera info its points are kept for relative poses (PnP).
         """
         if not self.selector.is_keyframe(pose):
             return None
@@ -118,18 +124,40 @@ class LoopDetector:
         if last is not None and path_m < last.path_m:
             path_m = last.path_m
         path = path_m
-        result = self._query(features, pose, path, frame_id)
+        image_hw: tuple[int, int] = (
+            (int(image.shape[0]), int(image.shape[1])) if image is not None
+            else (self.camera.height, self.camera.width) if self.camera is not None else (0, 0))
+        result = self._query(features, pose, path, frame_id, image_hw, image)
         t2 = time.perf_counter()
+        points = self._points(features, depth_m, image_hw)
         kf = self.db.add(features, pose.stamp_ns, pose.position, pose.orientation, path,
-                         frame_id)
+                         frame_id, points)
         self.selector.accept(pose)
         t3 = time.perf_counter()
         timings = {"extract": (t1 - t0) * 1e3, "query": (t2 - t1) * 1e3,
                    "insert": (t3 - t2) * 1e3}
         return LoopResult(**{**result.__dict__, "keyframe": kf, "timings_ms": timings})
 
+    def _points(self, features: Features, depth_m: np.ndarray | None,
+                image_hw: tuple[int, int]) -> np.ndarray | None:
+        """3-D points of the keyframe's local features from depth (needs camera info)."""
+        if depth_m is None or self.camera is None:
+            return None
+        from selavpr_ros.geometry import DepthImageError, feature_pixels, feature_points
+
+        try:
+            pixels = feature_pixels(self.extractor.info, image_hw, None,
+                                    None if features.keypoints is None
+                                    else features.keypoints[0])
+            return feature_points(np.asarray(depth_m, np.float32), "32FC1", pixels,
+                                  self.camera)
+        except DepthImageError as err:
+            log.warning("depth not used for this keyframe: %s", err)
+            return None
+
     # ------------------------------------------------------------------ the decision
-    def _query(self, features: Features, pose: Pose, path: float, frame_id: str) -> LoopResult:
+    def _query(self, features: Features, pose: Pose, path: float, frame_id: str,
+               image_hw: tuple[int, int], image: np.ndarray | None) -> LoopResult:
         cfg = self.config
         placeholder = Keyframe(len(self.db), pose.stamp_ns, pose.position, pose.orientation,
                                path, frame_id)
@@ -160,13 +188,17 @@ class LoopDetector:
             config=cfg.localizer_config(),
             reranked=True,
         )
-        sim, src, then = cands[0]
-        match = _Match(path, src, self._path(src, then))
+        sim, src, best = cands[0]
+        match = _Match(path, src, self._path(src, best))
         stats = dict(global_similarity=sim, mnn_score=float(scores[0]),
                      score_fraction=decision.score_fraction, margin=decision.margin)
         if not decision.accepted:
             self._history.append(None)
             return LoopResult(placeholder, False, decision.reject_reason, **stats)  # type: ignore[arg-type]
+        group, sign = self._agreeing(match)
+        consistent = 1 + len(group)
+        # the place the consistent matches align this keyframe with (see _aligned)
+        then = self._aligned(match, group, sign, limit) if group else best
         if cfg.min_inliers and self.camera is not None and src == RUN \
                 and self.extractor.info.has_keypoints:
             local, mask = self.db.local(np.asarray([then], np.int64))
@@ -176,12 +208,6 @@ class LoopDetector:
                 self._history.append(None)
                 return LoopResult(placeholder, False, f"geometric check: {inliers} inliers < "
                                   f"{cfg.min_inliers}", **stats)  # type: ignore[arg-type]
-        consistent = 1 + sum(
-            1 for h in self._history
-            if h is not None and h.source == match.source
-            and abs(h.match_path - match.match_path)
-            <= abs(h.query_path - match.query_path) + cfg.consistency_slack_m
-        )
         self._history.append(match)
         then_stamp, then_pos, then_quat = self._then(src, then)
         common = dict(map_id=src, then_id=then, then_stamp_ns=then_stamp,
@@ -191,7 +217,83 @@ class LoopDetector:
             return LoopResult(placeholder, False,
                               f"temporal consistency {consistent} < {cfg.consistency_k} of the "
                               f"last {cfg.consistency_n} keyframes", **common)  # type: ignore[arg-type]
-        return LoopResult(placeholder, True, "", **common)  # type: ignore[arg-type]
+        relative = None
+        if self.camera is not None and src == RUN:
+            from selavpr_ros.loop.relative import relative_pose
+
+            relative = relative_pose(features, image_hw, self.camera, self.db, then,
+                                     config=self.pose_config or self._pose_config(image_hw),
+                                     refiner=lambda: self._refiner(image),
+                                     two_view=self.two_view_relative)
+        return LoopResult(placeholder, True, "", relative=relative, **common)  # type: ignore[arg-type]
+
+    def _agreeing(self, match: _Match) -> tuple[list[_Match], int]:
+        """Recent matches that align the two passes as ``match`` does, and the direction.
+
+        Two matches of a loop driven in the same direction (sign +1) keep the offset
+        ``match_path - query_path`` (both advance in step); driven the other way (sign -1)
+        they keep ``match_path + query_path``. A match agrees when its offset is within
+        ``consistency_slack_m`` of this one's; the direction with more agreeing matches wins.
+        """
+        slack = self.config.consistency_slack_m
+        same = [h for h in self._history if h is not None and h.source == match.source]
+        groups = {sign: [h for h in same
+                         if abs((match.match_path - sign * match.query_path)
+                                - (h.match_path - sign * h.query_path)) <= slack]
+                  for sign in (1, -1)}
+        sign = 1 if len(groups[1]) >= len(groups[-1]) else -1
+        return groups[sign], sign
+
+    def _aligned(self, match: _Match, group: list[_Match], sign: int, limit: int) -> int:
+        """Return the place at the median alignment of the agreeing matches (robust to outliers).
+
+        On a route that looks alike for several metres the best MNN score of a single keyframe
+        jitters along it (Gardens Point: 3-5 frames either side); the median offset of the
+        consistent matches places this keyframe on the other pass more reliably. Returns the
+        keyframe (or prior place) nearest that path among the candidates the query could see.
+        """
+        offsets = [h.match_path - sign * h.query_path for h in [*group, match]]
+        target = float(np.median(offsets)) + sign * match.query_path
+        if match.source == RUN:
+            paths = self.db.paths[:limit]
+        else:
+            assert self.prior is not None
+            paths = self.prior.paths
+        i = int(np.searchsorted(paths, target))
+        near = [j for j in (i - 1, i) if 0 <= j < len(paths)]
+        return min(near, key=lambda j: (abs(paths[j] - target), j))
+
+    def _pose_config(self, image_hw: tuple[int, int]) -> Any:
+        """Pose thresholds with the pixel noise of grid features as the covariance floor.
+
+        A match joins two grid points, each up to half a step from the true correspondence:
+        uniform errors of one step width, sigma = step / sqrt(12) per image, sqrt(2) times that
+        for the pair. Without this floor PnP's covariance claims a certainty the grid does not
+        have (bench/PERFORMANCE.md, issue 16).
+        """
+        from selavpr_ros.extractors.classical import ClassicalExtractor
+        from selavpr_ros.geometry import PoseConfig, feature_pixels
+
+        info = self.extractor.info
+        if isinstance(self.extractor, ClassicalExtractor) and \
+                self.extractor.config.image_size is not None:
+            step = self.extractor.config.step * image_hw[1] / self.extractor.config.image_size[0]
+        elif info.local_grid is not None:
+            px = feature_pixels(info, image_hw, np.arange(2))
+            step = float(np.linalg.norm(px[1] - px[0]))
+        else:
+            return PoseConfig()
+        return PoseConfig(min_pixel_sigma=max(0.5, step * math.sqrt(2.0 / 12.0)))
+
+    def _refiner(self, image: np.ndarray | None) -> Any:
+        """Sub-grid query pixels for the classical extractor's grid (None: grid pixels)."""
+        from selavpr_ros.extractors.classical import ClassicalExtractor
+
+        if image is None or not isinstance(self.extractor, ClassicalExtractor):
+            return None
+        from selavpr_ros.geometry.refine import ClassicalRefiner
+
+        return ClassicalRefiner(self.extractor.config, image)
 
     def _rerank(self, features: Features, cands: list[tuple[float, str, int]]) -> list[float]:
         rerank = self.extractor.info.rerank

@@ -1,10 +1,13 @@
 """The faiss index over a map's global descriptors (inner product on unit vectors = cosine).
 
 Kinds: ``flat`` (exact, the default), ``ivf`` (IVFFlat), ``ivfsq8`` (IVF with 8-bit scalar
-quantised vectors, 4x smaller), ``ivfpq`` and ``hnsw`` for large maps. IVF kinds can use an HNSW
-graph as their coarse quantizer (``coarse="hnsw"``), which keeps assigning a query to thousands
-of lists cheap. ``tune_index`` (``build-map --index auto``) picks the kind and sets ``nprobe``
-from the map's own descriptors so that a held-out sample reaches a target recall.
+quantised vectors, 4x smaller), ``ivfpq``, ``hnsw``, and ``pqfs`` for large maps. IVF kinds can
+use an HNSW graph as their coarse quantizer (``coarse="hnsw"``), which keeps assigning a query
+to thousands of lists cheap. ``pqfs`` scans every place's 4-bit PQ code with faiss's fast-scan
+kernels (``pq_m`` bytes/2 per place) and re-scores the best ``k_factor * k`` with 8-bit scalar
+codes (a faiss IndexRefine): it does not rely on the descriptors forming clusters, which IVF
+needs. ``tune_index`` (``build-map --index auto``) picks the kind and sets ``nprobe`` or
+``k_factor`` from the map's own descriptors so that a held-out sample reaches a target recall.
 The index is saved with every commit as ``index-<generation>.faiss`` (part of the generation, so
 a reader always gets the index that matches its descriptors). A flat index is read memory-mapped,
 so opening costs nothing whatever the map size; the others are read into memory when the map is
@@ -17,6 +20,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Literal, cast
@@ -28,8 +32,8 @@ from selavpr_ros.errors import ConfigError, MapFormatError
 
 log = logging.getLogger(__name__)
 
-IndexKind = Literal["flat", "ivf", "ivfsq8", "ivfpq", "hnsw"]
-_KINDS = ("flat", "ivf", "ivfsq8", "ivfpq", "hnsw")
+IndexKind = Literal["flat", "ivf", "ivfsq8", "ivfpq", "hnsw", "pqfs"]
+_KINDS = ("flat", "ivf", "ivfsq8", "ivfpq", "hnsw", "pqfs")
 _IVF_KINDS = ("ivf", "ivfsq8", "ivfpq")
 
 
@@ -38,10 +42,12 @@ class IndexSpec:
     """Which faiss index to build, and its search parameters.
 
     Attributes:
-        kind: "flat" (exact), "ivf", "ivfpq" or "hnsw".
+        kind: "flat" (exact), "ivf", "ivfsq8", "ivfpq", "hnsw" or "pqfs".
         nlist: IVF lists; 0 = chosen at training as about 4*sqrt(N), at most N/39.
         nprobe: IVF lists visited per query.
-        pq_m, pq_bits: IVFPQ sub-quantizers and bits per code (``global_dim % pq_m == 0``).
+        pq_m, pq_bits: IVFPQ / pqfs sub-quantizers and IVFPQ bits per code (pqfs: always 4)
+            (``global_dim % pq_m == 0``).
+        k_factor: pqfs re-scores the ``k_factor * k`` best places of the 4-bit scan.
         hnsw_m, ef_construction, ef_search: HNSW graph degree and beam widths.
         use_gpu: move flat/IVF indexes to the GPU when faiss sees one.
         coarse: IVF coarse quantizer, "flat" (exact) or "hnsw" (a graph over the centroids).
@@ -55,6 +61,7 @@ class IndexSpec:
     nprobe: int = 64
     pq_m: int = 64
     pq_bits: int = 8
+    k_factor: int = 1
     hnsw_m: int = 32
     ef_construction: int = 200
     ef_search: int = 256
@@ -67,7 +74,8 @@ class IndexSpec:
     def __post_init__(self) -> None:
         if self.kind not in _KINDS:
             raise ConfigError(f"index kind must be one of {_KINDS}, got {self.kind!r}")
-        for name in ("nprobe", "pq_m", "pq_bits", "hnsw_m", "ef_construction", "ef_search"):
+        for name in ("nprobe", "pq_m", "pq_bits", "k_factor", "hnsw_m", "ef_construction",
+                     "ef_search"):
             if int(getattr(self, name)) < 1:
                 raise ConfigError(f"index {name} must be >= 1, got {getattr(self, name)}")
         if self.nlist < 0 or self.train_max < 0:
@@ -104,6 +112,8 @@ def build_index(spec: IndexSpec, vectors: np.ndarray) -> tuple[faiss.Index, Inde
         hnsw = faiss.IndexHNSWFlat(dim, spec.hnsw_m, faiss.METRIC_INNER_PRODUCT)
         hnsw.hnsw.efConstruction = spec.ef_construction
         index = hnsw
+    elif spec.kind == "pqfs":
+        index = _pqfs(spec, vectors)
     else:
         nlist = spec.nlist or auto_nlist(count)
         spec = replace(spec, nlist=nlist)
@@ -142,6 +152,27 @@ def build_index(spec: IndexSpec, vectors: np.ndarray) -> tuple[faiss.Index, Inde
     return index, spec
 
 
+def _pqfs(spec: IndexSpec, vectors: np.ndarray) -> faiss.Index:
+    """Make a trained, empty 4-bit PQ fast-scan index whose results SQ8 codes re-score."""
+    count, dim = vectors.shape
+    if dim % spec.pq_m:
+        raise ConfigError(f"pq_m={spec.pq_m} must divide the global dim {dim}")
+    if count < PQ4_CENTROIDS:
+        raise ConfigError(f"a pqfs index needs >= {PQ4_CENTROIDS} places to train, got {count}")
+    base = faiss.IndexPQFastScan(dim, spec.pq_m, 4, faiss.METRIC_INNER_PRODUCT)
+    codes = faiss.IndexScalarQuantizer(dim, faiss.ScalarQuantizer.QT_8bit,
+                                       faiss.METRIC_INNER_PRODUCT)
+    index = faiss.IndexRefine(base, codes)
+    train = vectors
+    if spec.train_max and count > spec.train_max:
+        rng = np.random.default_rng(0)
+        train = vectors[np.sort(rng.choice(count, spec.train_max, replace=False))]
+    index.train(train)
+    configure_search(index, spec)
+    return index
+
+
+PQ4_CENTROIDS = 16
 FLAT_MAX_PLACES = 20_000  # exact search of this many 1024-d places stays ~1-4 ms on 2 cores
 TUNE_MAX_NLIST = 2048  # k-means cost grows with lists x training sample (~nlist^2)
 TUNE_QUERIES = 200
@@ -149,14 +180,23 @@ FLAT_TIMING_QUERIES = 20
 TUNE_K = 100
 NPROBES = (1, 2, 4, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024, 1536,
            2048, 3072, 4096)
+# IVF-SQ8 reads 1 byte per dimension of the places in the lists it visits, pqfs half a byte per
+# 4 dimensions of every place: IVF is only worth it while it visits at most 1/8 of its lists.
+IVF_MAX_FRACTION = 8
+K_FACTORS = (1, 2, 4, 8, 12, 16, 24, 32, 48, 64, 96, 128)
+PQFS_TRAIN_MAX = 65_536
+TUNE_KINDS = ("ivfsq8", "pqfs")
 
 
 @dataclass(frozen=True)
 class TuneResult:
-    """What ``tune_index`` measured: recall@k and median query ms per nprobe tried."""
+    """What ``tune_index`` measured.
+
+    ``sweep``: per setting tried, in order, (kind, nprobe or k_factor, recall@k, median ms).
+    """
 
     spec: IndexSpec
-    sweep: tuple[tuple[int, float, float], ...]  # (nprobe, recall, query ms)
+    sweep: tuple[tuple[str, int, float, float], ...]
     build_s: float
 
 
@@ -170,23 +210,33 @@ def _without_self(ids: np.ndarray, own: np.ndarray, k: int) -> np.ndarray:
     return np.stack([row[row != me][:k] for row, me in zip(ids, own, strict=True)])
 
 
+def pqfs_m(dim: int) -> int:
+    """Sub-quantizers of a pqfs index: 4 dimensions each (1024-d: 128 bytes per place)."""
+    return next(m for m in (dim // 4, dim // 2, dim) if m and dim % m == 0)
+
+
 def tune_index(vectors: np.ndarray, target_recall: float, *, k: int = TUNE_K,
                queries: int = TUNE_QUERIES, seed: int = 0, flat_max: int | None = None,
-               compare_exact: bool = True) -> tuple[faiss.Index, TuneResult]:
+               compare_exact: bool = True, kinds: tuple[str, ...] = TUNE_KINDS,
+               ) -> tuple[faiss.Index, TuneResult]:
     """Choose and tune an index for ``vectors`` to reach ``target_recall`` (recall@k).
 
-    Up to ``flat_max`` (default FLAT_MAX_PLACES) places: exact search. Beyond: IVF with 8-bit
-    scalar-quantised vectors (1 byte per dimension: a million 1024-d places take ~1 GB), an HNSW
-    coarse quantizer, trained without the held-out places; ``nprobe`` is the smallest value whose
-    recall@k on the held-out places (their own id excluded) reaches the target. When none
-    reaches it, or exact search is no slower than IVF at that ``nprobe`` (descriptors without
-    cluster structure make IVF visit most lists), exact search is chosen instead
-    (``compare_exact=False`` keeps IVF, with the recall it reached as ``tuned_recall``).
+    Up to ``flat_max`` (default FLAT_MAX_PLACES) places: exact search. Beyond, each of
+    ``kinds`` in turn is built without the held-out places in its training sample and its
+    search setting swept upwards until recall@k on the held-out places (their own id excluded)
+    reaches the target; the first kind that does is chosen. ``ivfsq8`` (IVF with 8-bit
+    scalar-quantised vectors and an HNSW coarse quantizer; clustered descriptors) may visit at
+    most 1/IVF_MAX_FRACTION of its lists; ``pqfs`` (a 4-bit fast scan of every place re-scored
+    with 8-bit codes; descriptors without clusters) raises ``k_factor``. The choice depends on
+    recall only, so it is the same on every run. When no kind reaches the target, or exact
+    search is no slower than the chosen index, exact search is chosen instead
+    (``compare_exact=False`` keeps the last kind tried, with the recall it reached).
     """
-    import time
-
+    unknown = set(kinds) - set(TUNE_KINDS)
+    if unknown or not kinds:
+        raise ConfigError(f"index tuning kinds must be among {TUNE_KINDS}, got {kinds}")
     vectors = np.ascontiguousarray(vectors, dtype=np.float32)
-    count = len(vectors)
+    count, dim = vectors.shape
     start = time.perf_counter()
     if count <= (FLAT_MAX_PLACES if flat_max is None else flat_max):
         index, spec = build_index(IndexSpec("flat"), vectors)
@@ -194,51 +244,46 @@ def tune_index(vectors: np.ndarray, target_recall: float, *, k: int = TUNE_K,
         return index, TuneResult(spec, (), time.perf_counter() - start)
     rng = np.random.default_rng(seed)
     held = np.sort(rng.choice(count, min(queries, count // 10), replace=False))
-    nlist = min(auto_nlist(count), TUNE_MAX_NLIST)
-    spec = IndexSpec("ivfsq8", nlist=nlist, coarse="hnsw", train_max=min(count, 32 * nlist),
-                     use_gpu=False)
     keep = np.ones(count, bool)
     keep[held] = False
-    quantizer = faiss.IndexHNSWFlat(vectors.shape[1], spec.hnsw_m, faiss.METRIC_INNER_PRODUCT)
-    quantizer.hnsw.efConstruction = spec.ef_construction
-    index = faiss.IndexIVFScalarQuantizer(quantizer, vectors.shape[1], nlist,
-                                          faiss.ScalarQuantizer.QT_8bit,
-                                          faiss.METRIC_INNER_PRODUCT)
-    train_ids = np.flatnonzero(keep)
-    if len(train_ids) > spec.train_max:
-        train_ids = np.sort(rng.choice(train_ids, spec.train_max, replace=False))
-    index.train(vectors[train_ids])
-    index.add(vectors)
-    build_s = time.perf_counter() - start
     q = vectors[held]
     _, truth = faiss.knn(q, vectors, k + 1, metric=faiss.METRIC_INNER_PRODUCT)  # no copy
     truth = _without_self(truth, held, k)
-    sweep = []
-    chosen = None
-    for nprobe in (n for n in NPROBES if n <= nlist):
-        trial = replace(spec, nprobe=nprobe)
-        configure_search(index, trial)
-        index.search(q[:5], k + 1)  # warm-up
-        times = []
-        found = np.empty((len(q), k + 1), np.int64)
-        for i in range(len(q)):
-            t0 = time.perf_counter()
-            found[i] = index.search(q[i : i + 1], k + 1)[1][0]
-            times.append(time.perf_counter() - t0)
-        rec = _recall(_without_self(found, held, k), truth)
-        sweep.append((nprobe, rec, 1e3 * float(np.median(times))))
-        log.info("index tuning: nprobe %d: recall@%d %.4f, %.2f ms", nprobe, k, rec,
-                 sweep[-1][2])
-        chosen = replace(trial, target_recall=target_recall, tuned_recall=rec)
-        if rec >= target_recall:
+    sweep: list[tuple[str, int, float, float]] = []
+    chosen: IndexSpec | None = None
+    build_s = 0.0
+    for kind in kinds:
+        t0 = time.perf_counter()
+        if kind == "ivfsq8":
+            nlist = min(auto_nlist(count), TUNE_MAX_NLIST)
+            spec = IndexSpec("ivfsq8", nlist=nlist, coarse="hnsw",
+                             train_max=min(count, 32 * nlist), use_gpu=False)
+            settings = [n for n in NPROBES if n <= max(1, nlist // IVF_MAX_FRACTION)]
+        else:
+            spec = IndexSpec("pqfs", pq_m=pqfs_m(dim), train_max=PQFS_TRAIN_MAX, use_gpu=False)
+            settings = list(K_FACTORS)
+        index = _build_without(spec, vectors, keep, rng)
+        build_s = time.perf_counter() - t0
+        field = "nprobe" if kind == "ivfsq8" else "k_factor"
+        for value in settings:
+            trial = replace(spec, nprobe=value) if kind == "ivfsq8" else replace(
+                spec, k_factor=value)
+            rec, ms = _measure(index, trial, q, held, truth, k)
+            sweep.append((kind, value, rec, ms))
+            log.info("index tuning: %s %s %d: recall@%d %.4f, %.2f ms", kind, field, value, k,
+                     rec, ms)
+            chosen = replace(trial, target_recall=target_recall, tuned_recall=rec)
+            if rec >= target_recall:
+                break
+        assert chosen is not None
+        if chosen.tuned_recall >= target_recall:
             break
     assert chosen is not None
     exact_ms = _exact_ms(q[:FLAT_TIMING_QUERIES], vectors, k) if compare_exact else math.inf
-    if compare_exact and (chosen.tuned_recall < target_recall or exact_ms <= sweep[-1][2]):
-        # IVF would have to visit most lists: exact search is as fast (or the only way)
-        log.warning("index tuning: IVF reaches recall@%d %.3f in %.2f ms at nprobe %d/%d; "
-                    "exact search takes %.2f ms: using it", k, chosen.tuned_recall,
-                    sweep[-1][2], chosen.nprobe, nlist, exact_ms)
+    if compare_exact and (chosen.tuned_recall < target_recall or exact_ms <= sweep[-1][3]):
+        log.warning("index tuning: %s reaches recall@%d %.3f in %.2f ms; exact search takes "
+                    "%.2f ms: using it", chosen.kind, k, chosen.tuned_recall, sweep[-1][3],
+                    exact_ms)
         index, spec = build_index(IndexSpec("flat"), vectors)
         spec = replace(spec, target_recall=target_recall, tuned_recall=1.0)
         return index, TuneResult(spec, tuple(sweep), time.perf_counter() - start)
@@ -246,10 +291,34 @@ def tune_index(vectors: np.ndarray, target_recall: float, *, k: int = TUNE_K,
     return index, TuneResult(chosen, tuple(sweep), build_s)
 
 
+def _build_without(spec: IndexSpec, vectors: np.ndarray, keep: np.ndarray,
+                   rng: np.random.Generator) -> faiss.Index:
+    """``spec``'s index over all ``vectors``, trained on a sample of the ``keep`` ones only."""
+    train_ids = np.flatnonzero(keep)
+    if len(train_ids) > spec.train_max:
+        train_ids = np.sort(rng.choice(train_ids, spec.train_max, replace=False))
+    index, _ = build_index(replace(spec, train_max=0), vectors[train_ids])
+    index.reset()
+    index.add(vectors)
+    return index
+
+
+def _measure(index: faiss.Index, spec: IndexSpec, q: np.ndarray, held: np.ndarray,
+             truth: np.ndarray, k: int) -> tuple[float, float]:
+    """Recall@k of ``index`` searched as ``spec`` says, and its median single-query ms."""
+    configure_search(index, spec)
+    index.search(q[:5], k + 1)  # warm-up
+    times = []
+    found = np.empty((len(q), k + 1), np.int64)
+    for i in range(len(q)):
+        t0 = time.perf_counter()
+        found[i] = index.search(q[i : i + 1], k + 1)[1][0]
+        times.append(time.perf_counter() - t0)
+    return _recall(_without_self(found, held, k), truth), 1e3 * float(np.median(times))
+
+
 def _exact_ms(queries: np.ndarray, vectors: np.ndarray, k: int) -> float:
     """Median single-query time of exact search (as a flat index searches)."""
-    import time
-
     times = []
     for i in range(len(queries)):
         t0 = time.perf_counter()
@@ -274,6 +343,7 @@ _INDEX_TYPES = {
     "ivfsq8": faiss.IndexIVFScalarQuantizer,
     "ivfpq": faiss.IndexIVFPQ,
     "hnsw": faiss.IndexHNSW,
+    "pqfs": faiss.IndexRefine,
 }
 
 
@@ -318,11 +388,13 @@ def configure_search(index: faiss.Index, spec: IndexSpec) -> None:
     elif spec.kind == "hnsw":
         # an IndexHNSW: build_index makes one, read_index checks the type
         cast(faiss.IndexHNSW, index).hnsw.efSearch = spec.ef_search
+    elif spec.kind == "pqfs":
+        cast(faiss.IndexRefine, index).k_factor = float(spec.k_factor)
 
 
 def maybe_to_gpu(index: faiss.Index, spec: IndexSpec) -> faiss.Index:
     """Return a GPU copy of a flat/IVF index when faiss has GPUs and ``use_gpu`` is set."""
-    if (not spec.use_gpu or spec.kind == "hnsw" or spec.coarse == "hnsw"
+    if (not spec.use_gpu or spec.kind in ("hnsw", "pqfs") or spec.coarse == "hnsw"
             or not hasattr(faiss, "StandardGpuResources")):
         return index
     if faiss.get_num_gpus() <= 0:

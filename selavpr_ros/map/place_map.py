@@ -494,6 +494,15 @@ class PlaceMap(Closing):
             ),
         )
 
+    def keypoints(self, ids: Sequence[int] | np.ndarray) -> np.ndarray | None:
+        """(len(ids), L, 2) stored keypoints of places ``ids``; None for grid extractors.
+
+        What a pose needs of the places besides their points (no descriptors).
+        """
+        if "keypoints" not in self._arrays:
+            return None
+        return self._arrays["keypoints"].gather(np.asarray(ids, dtype=np.int64))
+
     def points(self, ids: Sequence[int] | np.ndarray) -> np.ndarray:
         """(len(ids), L, 3) float16 camera-frame points of places' local features.
 

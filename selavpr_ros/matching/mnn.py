@@ -14,7 +14,8 @@ block of candidate rows at a time into a small, reused buffer sized to stay in t
 (best candidate feature of each query feature) is kept per block and merged at the end, earlier
 block first, so ties still go to the first index. The (L, L) matrix is never written to memory,
 which is what makes the reference's batched product memory-bound. The ratio filter keeps each
-block's two largest values per column and merges them. Candidates are shared among
+block's two largest values per column (the maximum taken out at its arg-max, so a tied maximum
+counts twice, as ``topk`` does) and merges them. Candidates are shared among
 worker threads that each run single-threaded torch ops, which avoids OpenMP barriers on tiny ops
 (costly when the cores are shared with other processes; bench/PERFORMANCE.md).
 
@@ -28,6 +29,11 @@ reproduce the full product bit for bit on probe data, and falls back to the chun
 Project decision (differs from the reference): a candidate with exactly one mutual match scores
 1, not 0. Invalid (masked) features are never matched.
 
+:func:`mnn_matches` runs the same computation and also keeps, per candidate, which query
+feature matched which candidate feature: the correspondences of the pose (geometry runs on the
+re-ranking's pairs instead of recomputing them). Keeping them copies three (L_query,) rows
+per candidate (nearest feature, mutual flag, similarity); :func:`mnn_scores` keeps nothing.
+
 This module imports only numpy and torch so that it runs where faiss is not installed.
 """
 
@@ -38,7 +44,8 @@ import logging
 import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Literal
+from dataclasses import dataclass
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -52,6 +59,57 @@ Method = Literal["auto", "tiled", "chunked"]
 DEFAULT_MEMORY_BUDGET = 256 * 2**20  # bytes of working memory per chunk of candidates
 TILE_BYTES = 4 * 2**20  # similarity block of the tiled method: stays in the L3 cache
 MIN_TILE_ROWS = 96  # smaller blocks make MKL switch kernels (and summation order)
+
+
+@dataclass(frozen=True, eq=False)
+class MatchPairs:
+    """N mutual nearest neighbours: query feature, candidate feature, similarity."""
+
+    query: np.ndarray  # (N,) int64 flat query feature indices, ascending
+    place: np.ndarray  # (N,) int64 flat candidate feature indices
+    similarity: np.ndarray  # (N,) float32
+
+    def __len__(self) -> int:
+        return int(self.query.shape[0])
+
+
+@dataclass(frozen=True, eq=False)
+class MnnMatches:
+    """MNN counts of K candidates and the pairs behind them (from :func:`mnn_matches`).
+
+    Row n of ``nearest``/``mutual``/``similarity`` is candidate n: for each query feature its
+    nearest candidate feature, whether that pair counted (mutual, valid, passed the filter)
+    and its similarity. ``counts`` is ``mutual.sum(axis=1)``.
+    """
+
+    counts: np.ndarray  # (K,) int64
+    nearest: np.ndarray  # (K, L_query) int64
+    mutual: np.ndarray  # (K, L_query) bool
+    similarity: np.ndarray  # (K, L_query) float32
+
+    def pairs(self, n: int) -> MatchPairs:
+        """Return the counted pairs of candidate ``n`` (query features in ascending order)."""
+        keep = np.flatnonzero(self.mutual[n])
+        return MatchPairs(keep.astype(np.int64), self.nearest[n, keep].astype(np.int64),
+                          self.similarity[n, keep].astype(np.float32))
+
+
+class _Kept:
+    """Per-candidate buffers that :func:`mnn_matches` fills (one row per candidate)."""
+
+    def __init__(self, num: int, lq: int) -> None:
+        self.nearest = np.zeros((num, lq), np.int64)
+        self.mutual = np.zeros((num, lq), bool)
+        self.similarity = np.zeros((num, lq), np.float32)
+
+    def store(self, rows: slice, nearest: torch.Tensor, mutual: torch.Tensor,
+              similarity: torch.Tensor) -> None:
+        self.nearest[rows] = nearest.cpu().numpy()
+        self.mutual[rows] = mutual.cpu().numpy()
+        self.similarity[rows] = similarity.float().cpu().numpy()
+
+    def result(self, counts: np.ndarray) -> MnnMatches:
+        return MnnMatches(counts, self.nearest, self.mutual, self.similarity)
 
 
 def chunk_size_for_budget(
@@ -212,6 +270,44 @@ def mnn_scores(
     Returns:
         (K,) int64 counts.
     """
+    return _mnn(query, candidates, None, query_mask=query_mask, candidate_mask=candidate_mask,
+                candidate_scale=candidate_scale, match_filter=match_filter, ratio=ratio,
+                min_similarity=min_similarity, device=device, precision=precision,
+                memory_budget=memory_budget, chunk_size=chunk_size, method=method,
+                workers=workers)
+
+
+def mnn_matches(query: np.ndarray | torch.Tensor, candidates: np.ndarray | torch.Tensor,
+                **options: Any) -> MnnMatches:
+    """:func:`mnn_scores` (same arguments, same counts) keeping each candidate's pairs.
+
+    The pairs index the features as given (a map's stored, possibly subsampled, grid).
+    """
+    num = int(candidates.shape[0])
+    lq = int(np.prod(query.shape[:-1]))
+    kept = _Kept(num, lq)
+    return kept.result(_mnn(query, candidates, kept, **options))
+
+
+def _mnn(
+    query: np.ndarray | torch.Tensor,
+    candidates: np.ndarray | torch.Tensor,
+    kept: _Kept | None,
+    *,
+    query_mask: np.ndarray | torch.Tensor | None = None,
+    candidate_mask: np.ndarray | torch.Tensor | None = None,
+    candidate_scale: np.ndarray | torch.Tensor | None = None,
+    match_filter: str = "none",
+    ratio: float = 0.8,
+    min_similarity: float = 0.0,
+    device: str | torch.device | None = None,
+    precision: Precision = "fp32",
+    memory_budget: int | None = DEFAULT_MEMORY_BUDGET,
+    chunk_size: int | None = None,
+    method: Method = "auto",
+    workers: int | None = None,
+) -> np.ndarray:
+    """Return the counts (and fill ``kept`` with the pairs): see :func:`mnn_scores`."""
     _check_options(match_filter, precision)
     device = _compute_device(query, device, precision)
     dtype = torch.float16 if precision == "fp16" else torch.float32
@@ -233,8 +329,9 @@ def mnn_scores(
         if tiling_is_exact(lc, lq, channels, tiles):
             return _tiled_counts(q, candidates, tiles, qm, candidate_mask,
                                  min_similarity if match_filter == "min_similarity" else None,
-                                 workers, candidate_scale,
-                                 ratio if match_filter == "ratio" else None)
+                                 workers, candidate_scale, kept,
+                                 # one candidate feature: nothing to compare (as _ratio_test)
+                                 ratio if match_filter == "ratio" and lc > 1 else None)
 
     if chunk_size is None:
         if memory_budget is None:
@@ -243,7 +340,7 @@ def mnn_scores(
     if chunk_size < 1:
         raise ConfigError(f"chunk_size must be >= 1, got {chunk_size}")
     return _chunked_counts(q, candidates, qm, candidate_mask, chunk_size, match_filter,
-                           ratio, min_similarity, candidate_scale)
+                           ratio, min_similarity, candidate_scale, kept)
 
 
 def _check_options(match_filter: str, precision: str) -> None:
@@ -309,6 +406,7 @@ def _chunked_counts(
     ratio: float,
     min_similarity: float,
     candidate_scale: np.ndarray | torch.Tensor | None = None,
+    kept: _Kept | None = None,
 ) -> np.ndarray:
     """MNN counts by the reference's batched product, ``chunk_size`` candidates at a time."""
     device, dtype = q.device, q.dtype
@@ -332,13 +430,19 @@ def _chunked_counts(
             mutual &= qm
         if cm is not None:
             mutual &= torch.gather(cm, 1, best_c)
+        best_sim = None
+        if match_filter == "min_similarity" or kept is not None:
+            best_sim = torch.gather(sim, 1, best_c[:, None, :])[:, 0, :].float()
         if match_filter == "min_similarity":
-            best_sim = torch.gather(sim, 1, best_c[:, None, :])[:, 0, :]
-            mutual &= best_sim.float() >= min_similarity
+            assert best_sim is not None
+            mutual &= best_sim >= min_similarity
         elif match_filter == "ratio":
             mutual &= _ratio_test(sim, ratio)
         device_counts[start:stop] = mutual.sum(dim=1)
-        del sim, best_c, best_q, mutual
+        if kept is not None:
+            assert best_sim is not None
+            kept.store(slice(start, stop), best_c, mutual, best_sim)
+        del sim, best_c, best_q, mutual, best_sim
     return device_counts.cpu().numpy()
 
 
@@ -370,24 +474,30 @@ def _tiled_counts(
     min_similarity: float | None,
     workers: int | None,
     candidate_scale: np.ndarray | torch.Tensor | None = None,
+    kept: _Kept | None = None,
     ratio: float | None = None,
 ) -> np.ndarray:
     """MNN counts by cache-sized row blocks, candidates shared among single-threaded workers."""
     num, lq, channels = int(candidates.shape[0]), q.shape[0], q.shape[1]
     lc = tiles[-1][1]
     q_t = q.T.contiguous()
+    query_ids = torch.arange(lq)
+    starts = torch.tensor([start for start, _ in tiles])
     counts = np.zeros(num, dtype=np.int64)
     order = iter(range(num))  # next() on a range iterator is atomic under the GIL
     if workers is None:
         workers = torch.get_num_threads()
     workers = max(1, min(int(workers), num))
-    if ratio is not None and lc < 2:
-        ratio = None  # one candidate feature: nothing to compare with (as _ratio_test)
 
     def work(single_threaded: bool) -> None:
         if single_threaded:
             torch.set_num_threads(1)
-        state = _TileState(tiles, lq, ratio is not None)
+        block = torch.empty(max(stop - start for start, stop in tiles), lq)
+        tile_max = torch.empty(len(tiles), lq)  # per block: best similarity of each query
+        tile_arg = torch.empty(len(tiles), lq, dtype=torch.long)  # ... and its row in block
+        # ratio filter: per block the second largest similarity of each query
+        tile_second = torch.empty(len(tiles), lq) if ratio is not None else None
+        best_q = torch.empty(lc, dtype=torch.long)  # best query feature of each cand. feature
         for n in order:
             c = _to_tensor(candidates[n], torch.device("cpu")).reshape(lc, channels)
             c = c.to(torch.float32)
@@ -396,16 +506,30 @@ def _tiled_counts(
             if cm is not None and not bool(cm.any()):
                 continue  # nothing valid: count 0
             for t, (start, stop) in enumerate(tiles):
-                sim = state.block[: stop - start]
+                sim = block[: stop - start]
                 torch.mm(c[start:stop], q_t, out=sim)
-                if cs is not None:
-                    sim.mul_(cs[start:stop])
-                if cm is not None:
-                    sim.masked_fill_(~cm[start:stop, None], float("-inf"))
-                if qm is not None:
-                    sim.masked_fill_(~qm[None, :], float("-inf"))
-                state.reduce(t, sim)
-            counts[n] = state.count(qm, cm, min_similarity, ratio)
+                _scale_and_mask_block(sim, cs, cm, qm, start, stop)
+                torch.max(sim, dim=0, out=(tile_max[t], tile_arg[t]))
+                torch.argmax(sim, dim=1, out=best_q[start:stop])
+                if tile_second is not None:  # the block's maximum out: the next largest
+                    sim[tile_arg[t], query_ids] = float("-inf")
+                    torch.amax(sim, dim=0, out=tile_second[t])
+            # first block holding the column maximum: torch's argmax takes the first index
+            win = torch.argmax(tile_max, dim=0)
+            best_c = tile_arg.gather(0, win[None])[0] + starts[win]
+            mutual = best_q[best_c] == query_ids
+            if qm is not None:
+                mutual &= qm
+            if cm is not None:
+                mutual &= cm[best_c]
+            best_sim = tile_max.gather(0, win[None])[0]
+            if min_similarity is not None:
+                mutual &= best_sim >= min_similarity
+            if tile_second is not None:
+                mutual &= _merged_ratio_test(tile_max, tile_second, ratio or 0.0)
+            counts[n] = int(mutual.sum())
+            if kept is not None:
+                kept.store(slice(n, n + 1), best_c[None], mutual[None], best_sim[None])
 
     if workers == 1:
         work(False)
@@ -420,55 +544,27 @@ def _tiled_counts(
     return counts
 
 
-class _TileState:
-    """One worker's per-candidate reductions of the row blocks, and the merge into a count.
+def _merged_ratio_test(tile_max: torch.Tensor, tile_second: torch.Tensor,
+                       ratio: float) -> torch.Tensor:
+    """(L_query,) bool: the ratio test on the two largest of the blocks' top-2 values.
 
-    Per block ``t`` it keeps the column maxima (``tile_max[t]``), for each column the block row
-    holding that maximum (``tile_arg[t]``, first index) and whether that row's own best query
-    feature is the column (``tile_mutual[t]``); with the ratio filter also each column's second
-    largest value in the block (the maximum once the first maximum is taken out, so a tied
-    maximum counts twice, as ``topk`` does).
+    The two largest values of a column are the two largest of its blocks' two largest, so this
+    is :func:`_ratio_test` on the same values, computed the same way.
     """
+    top2 = torch.topk(torch.cat([tile_max, tile_second]), 2, dim=0).values
+    dist = torch.sqrt(torch.clamp(2.0 - 2.0 * top2, min=0.0))
+    return dist[0] < ratio * dist[1]
 
-    def __init__(self, tiles: Sequence[tuple[int, int]], lq: int, top2: bool) -> None:
-        rows = max(stop - start for start, stop in tiles)
-        self.starts = torch.tensor([start for start, _ in tiles])
-        self.block = torch.empty(rows, lq)
-        self.tile_max = torch.empty(len(tiles), lq)
-        self.tile_arg = torch.empty(len(tiles), lq, dtype=torch.long)
-        self.tile_mutual = torch.empty(len(tiles), lq, dtype=torch.bool)
-        self.tile_second = torch.empty(len(tiles), lq) if top2 else None
-        self.best_q = torch.empty(rows, dtype=torch.long)
-        self.query_ids = torch.arange(lq)
 
-    def reduce(self, t: int, sim: torch.Tensor) -> None:
-        """Reduce block ``t`` (its similarities ``sim``, which may be overwritten)."""
-        best_q = self.best_q[: sim.shape[0]]
-        torch.max(sim, dim=0, out=(self.tile_max[t], self.tile_arg[t]))
-        torch.argmax(sim, dim=1, out=best_q)  # best query feature of each candidate feature
-        torch.eq(best_q[self.tile_arg[t]], self.query_ids, out=self.tile_mutual[t])
-        if self.tile_second is not None:
-            sim[self.tile_arg[t], self.query_ids] = float("-inf")
-            torch.amax(sim, dim=0, out=self.tile_second[t])
-
-    def count(self, qm: torch.Tensor | None, cm: torch.Tensor | None,
-              min_similarity: float | None, ratio: float | None) -> int:
-        """Merge the blocks: the first block holding a column's maximum holds its best row."""
-        win = torch.argmax(self.tile_max, dim=0)  # first index, as torch's argmax over rows
-        mutual = self.tile_mutual.gather(0, win[None])[0]
-        if qm is not None:
-            mutual &= qm
-        if cm is not None:
-            best_c = self.tile_arg.gather(0, win[None])[0] + self.starts[win]
-            mutual &= cm[best_c]
-        if min_similarity is not None:
-            mutual &= self.tile_max.gather(0, win[None])[0] >= min_similarity
-        if ratio is not None and self.tile_second is not None:
-            values = torch.cat([self.tile_max, self.tile_second])
-            top2 = torch.topk(values, 2, dim=0).values  # (2, L_query), as _ratio_test's
-            dist = torch.sqrt(torch.clamp(2.0 - 2.0 * top2, min=0.0))
-            mutual &= dist[0] < ratio * dist[1]
-        return int(mutual.sum())
+def _scale_and_mask_block(sim: torch.Tensor, cs: torch.Tensor | None, cm: torch.Tensor | None,
+                          qm: torch.Tensor | None, start: int, stop: int) -> None:
+    """Scale and mask candidate rows [start, stop) of a tiled block in place."""
+    if cs is not None:
+        sim.mul_(cs[start:stop])
+    if cm is not None:
+        sim.masked_fill_(~cm[start:stop, None], float("-inf"))
+    if qm is not None:
+        sim.masked_fill_(~qm[None, :], float("-inf"))
 
 
 def _cpu_rows(rows: np.ndarray | torch.Tensor | None, n: int, shape: tuple[int, ...],

@@ -11,6 +11,8 @@ Topics (relative names resolve in the node's namespace; remap as usual):
     subscribes  ``image_topic``: sensor_msgs/Image or CompressedImage
                 ``odom_topic``: nav_msgs/Odometry
                 ``camera_info_topic`` (optional): sensor_msgs/CameraInfo, for ``min_inliers``
+                and the loop's relative pose
+                ``depth_topic`` (optional): registered depth (16UC1 / 32FC1) for PnP
     publishes   ``loop_closure`` (selavpr_msgs/LoopClosure), one per accepted loop
                 ``loop_closure_detection`` (std_msgs/Float64MultiArray [t_now s, t_then s]);
                 remap onto LIO-SAM's ``lio_loop/loop_closure_detection``
@@ -60,6 +62,7 @@ from selavpr_ros.ros.topics import is_compressed, subscription_qos
 
 SUCCESS, FAILURE = TransitionCallbackReturn.SUCCESS, TransitionCallbackReturn.FAILURE
 MAX_QUEUE = 300  # images waiting for odometry; older ones are dropped (counted)
+MAX_DEPTHS = 64  # depth images waiting for their colour image
 
 PARAMS = [
     Param("prior_map", "", "place map of an earlier run: loops against it carry its id; it "
@@ -80,6 +83,11 @@ PARAMS = [
     Param("odom_topic", "/odom", "odometry topic (nav_msgs/Odometry)", read_only=True),
     Param("camera_info_topic", "", "sensor_msgs/CameraInfo topic enabling the geometric check "
           "(min_inliers; empty: none)", read_only=True),
+    Param("depth_topic", "", "registered depth images (16UC1 mm / 32FC1 m, the colour image's "
+          "stamps) for metric relative poses by PnP (empty: two-view from the matched "
+          "keyframe's neighbours); needs camera_info_topic", read_only=True),
+    Param("relative_pose_two_view", False, "without depth, estimate relative poses from the "
+          "matched keyframe's neighbours (coarse; covariance a lower bound)", read_only=True),
     Param("qos_reliability", "reliable", "image subscription QoS: best_effort or reliable",
           read_only=True),
     Param("qos_depth", 100, "image subscription queue depth", 1, 10000, read_only=True),
@@ -152,7 +160,12 @@ def loop_msg(result: LoopResult, frame_id: str) -> LoopClosure:
     out.keyframe_id_now = kf.id
     out.keyframe_id_then = result.then_id
     out.map_id = result.map_id
-    out.has_relative_pose = False
+    rel = result.relative
+    out.has_relative_pose = rel is not None and rel.ok
+    if rel is not None and rel.ok:
+        assert rel.covariance is not None
+        out.relative_pose.pose = pose_to_msg(rel.position, rel.orientation)
+        out.relative_pose.covariance = [float(v) for v in rel.covariance.reshape(-1)]
     out.pose_now = pose_to_msg(kf.position, kf.orientation)
     out.pose_then = pose_to_msg(result.then_position, result.then_orientation)
     out.global_similarity = result.global_similarity
@@ -161,6 +174,15 @@ def loop_msg(result: LoopResult, frame_id: str) -> LoopClosure:
     out.margin = result.margin
     out.consistency = result.consistency
     return out
+
+
+def describe_relative(result: LoopResult) -> str:
+    rel = result.relative
+    if rel is None:
+        return "none (no camera info)"
+    if not rel.ok:
+        return f"none ({rel.reason})"
+    return f"{rel.source}, {rel.inliers} inliers"
 
 
 def lio_sam_msg(result: LoopResult) -> Float64MultiArray:
@@ -183,6 +205,7 @@ class LoopClosureNode(LifecycleNode):
         self._cond = threading.Condition()
         self._detector_lock = threading.Lock()  # process vs save
         self._images: deque[tuple[int, Any, float]] = deque()
+        self._depths: dict[int, Any] = {}  # stamp -> depth message (a short window)
         self._poses = PoseTrack()
         self._path = PathTracker(self.values["max_speed"], self.values["max_odom_gap"])
         self._odom_frame = ""
@@ -200,7 +223,7 @@ class LoopClosureNode(LifecycleNode):
         self.processed = EventWindow(self.values["error_window_s"])
         self.counts = dict.fromkeys(("frames_received", "keyframes", "loops", "no_pose",
                                      "bad_frames", "dropped", "errors", "odom_jumps",
-                                     "odom_gaps", "odom_rejected"), 0)
+                                     "odom_gaps", "odom_rejected", "bad_depth"), 0)
         self._last_frame: float | None = None
 
         self.create_service(Trigger, "~/save", self._on_save,
@@ -229,6 +252,7 @@ class LoopClosureNode(LifecycleNode):
             self.failure_reason = describe_error(err)
             self.get_logger().error(f"configure failed: {self.failure_reason}")
             return FAILURE
+        detector.two_view_relative = bool(self.values["relative_pose_two_view"])
         with self._detector_lock:
             self.detector, self.extractor, self.prior = detector, extractor, prior
         self.failure_reason = ""
@@ -252,6 +276,10 @@ class LoopClosureNode(LifecycleNode):
             self.create_subscription(Odometry, self.values["odom_topic"], self._on_odom, 1000,
                                      callback_group=MutuallyExclusiveCallbackGroup()),
         ]
+        if self.values["depth_topic"]:
+            self._subs.append(self.create_subscription(
+                Image, self.values["depth_topic"], self._on_depth, self.qos,
+                callback_group=MutuallyExclusiveCallbackGroup()))
         if self.values["camera_info_topic"]:
             self._subs.append(self.create_subscription(
                 CameraInfo, self.values["camera_info_topic"], self._on_camera_info, 10,
@@ -324,6 +352,33 @@ class LoopClosureNode(LifecycleNode):
                 self.counts["dropped"] += 1
             self._cond.notify()
 
+    def _on_depth(self, msg: Any) -> None:
+        with self._cond:
+            self._depths[stamp_to_ns(msg.header.stamp)] = msg
+            while len(self._depths) > MAX_DEPTHS:
+                del self._depths[min(self._depths)]
+
+    def _depth_m(self, stamp: int) -> Any:
+        """Return the depth image (metres) of an image stamp, or None (logged: no PnP)."""
+        if not self.values["depth_topic"]:
+            return None
+        from selavpr_ros.geometry.depth import DepthImageError, depth_in_metres
+        from selavpr_ros.io.bags import depth_decoder
+
+        tolerance = round(float(self.values["pose_tolerance"]) * 1e9)
+        with self._cond:
+            near = [s for s in self._depths if abs(s - stamp) <= tolerance]
+            msg = self._depths[min(near, key=lambda s: abs(s - stamp))] if near else None
+        try:
+            if msg is None:
+                raise DepthImageError(f"no depth image within {tolerance / 1e9:g} s")
+            return depth_in_metres(*depth_decoder(msg)())
+        except DepthImageError as err:
+            self.counts["bad_depth"] += 1
+            self.get_logger().warning(f"keyframe at {stamp} ns without depth: {err}",
+                                      throttle_duration_sec=5.0)
+            return None
+
     def _on_odom(self, msg: Any) -> None:
         p = msg.pose.pose
         try:
@@ -373,8 +428,12 @@ class LoopClosureNode(LifecycleNode):
                                     f"{describe_error(err)}", throttle_duration_sec=30.0)
             return
         detector.camera = camera
+        how = ("PnP with depth" if self.values["depth_topic"] else
+               "two-view" if self.values["relative_pose_two_view"] else
+               "none without depth_topic")
         self.get_logger().info(f"camera info received ({msg.width}x{msg.height}): geometric "
-                               f"check on (min_inliers {self.config.min_inliers})")
+                               f"check min_inliers {self.config.min_inliers}, relative poses: "
+                               f"{how}")
 
     # --- worker -------------------------------------------------------------------------
     def _next(self) -> tuple[int, Any, Pose | None, float | None] | None:
@@ -390,6 +449,8 @@ class LoopClosureNode(LifecycleNode):
         tolerance = round(float(self.values["pose_tolerance"]) * 1e9)
         pose = self._poses.at(stamp, tolerance)
         self._poses.drop_before(stamp - tolerance)
+        for old in [s for s in self._depths if s < stamp - tolerance]:
+            del self._depths[old]
         return stamp, msg, pose, self._path.path_at(stamp)
 
     def _work(self) -> None:
@@ -428,7 +489,7 @@ class LoopClosureNode(LifecycleNode):
                 return
             rgb = decode_image_message(msg)
             result = detector.process(pose, image=rgb, frame_id=str(msg.header.frame_id),
-                                      path_m=path)
+                                      path_m=path, depth_m=self._depth_m(stamp))
         self.processed.add()
         self.stats.add((time.monotonic() - t0) * 1e3)
         if result is None:
@@ -443,7 +504,8 @@ class LoopClosureNode(LifecycleNode):
             f"loop: keyframe {result.keyframe.id} ({stamp / 1e9:.3f} s) revisits "
             f"{'keyframe' if not result.map_id else 'prior place'} {result.then_id} "
             f"({result.then_stamp_ns / 1e9:.3f} s), MNN {result.mnn_score:.0f}, "
-            f"consistency {result.consistency}")
+            f"consistency {result.consistency}, relative pose "
+            f"{describe_relative(result)}")
         pubs = self._outputs
         if pubs:
             pubs["loop"].publish(loop_msg(result, self._odom_frame))
@@ -463,7 +525,8 @@ class LoopClosureNode(LifecycleNode):
                 return False, "no keyframes yet: nothing saved"
             try:
                 count = detector.db.save(path, extractor, source="loop_closure_node",
-                                         map_frame=self._odom_frame or "odom")
+                                         map_frame=self._odom_frame or "odom",
+                                         camera=detector.camera)
             except (SelaVPRError, OSError, ValueError) as err:
                 return False, f"saving the run to {path} failed: {describe_error(err)}"
         return True, f"saved the run's {count} keyframes to {path}"

@@ -90,7 +90,7 @@ PARAMS = [
         "camera_info beside the image topic; 'none': no camera model)"),
     _ro("depth_topic", "", "registered depth images (16UC1 mm / 32FC1 m) matched to images "
         "by stamp: 3-D points per place (''; none; needs camera info)"),
-    _ro("index", "flat", "faiss index of a new map: flat, ivf, ivfpq, hnsw"),
+    _ro("index", "flat", "faiss index of a new map: flat, ivf, ivfsq8, ivfpq, hnsw, pqfs"),
     _ro("qos_reliability", "best_effort", "best_effort (matches any publisher) or reliable"),
     _ro("qos_depth", 10, "subscription queue depth", 1, 10000),
     _ro("autostart", True, "configure and activate at start (false: wait for a lifecycle "

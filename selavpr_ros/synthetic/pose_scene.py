@@ -3,8 +3,8 @@
 The map is the route's first traversal (features of the weights-free classical extractor, the
 3-D point of every local feature from the rendered depth, stored as float16 as a map would);
 queries are another traversal (by default 3 m to the side, in afternoon light). Each query is
-retrieved (global top-k, MNN re-ranking as the localizer does), its MNN pairs with the best
-places become observations, and the pose estimators are compared with the exact pose.
+retrieved (global top-k, MNN re-ranking as the localizer does), the re-ranking's MNN pairs with
+the best places become observations, and the pose estimators are compared with the exact pose.
 Used by the end-to-end test and ``bench/bench_pose.py``.
 """
 
@@ -31,7 +31,7 @@ from selavpr_ros.geometry import (
 )
 from selavpr_ros.geometry.refine import ClassicalRefiner
 from selavpr_ros.io.poses import rotation_angle
-from selavpr_ros.matching.mnn import mnn_scores
+from selavpr_ros.matching import MatchPairs, mnn_matches
 from selavpr_ros.synthetic.depth import camera_info, render_traversal_depth
 from selavpr_ros.synthetic.route import RouteConfig, SyntheticFrame, render_traversal, route_world
 
@@ -82,7 +82,7 @@ class FrameResult:
     translation_error_m: float
     rotation_error_deg: float
     retrieval_error_m: float  # distance of the best place from the query
-    pairs_s: float  # MNN pairs of the used places
+    pairs_s: float  # observations from the used places' pairs (and the refinement)
     estimate_s: float  # the pose estimator alone, wall clock
     estimate_cpu_s: float  # ... and CPU time of this process (less inflated on a busy machine)
 
@@ -114,31 +114,42 @@ def build_pose_scene(config: PoseSceneConfig, progress: bool = False) -> PoseSce
                      points, queries, query_features, extractor.config, extractor)
 
 
-def retrieve(scene: PoseScene, index: int) -> np.ndarray:
-    """Map indices of the best places for query ``index``, best first (as the localizer)."""
+@dataclass(frozen=True, eq=False)
+class Retrieved:
+    """The best places of one query, best first, with the re-ranking's MNN pairs of each."""
+
+    places: np.ndarray  # (P,) map indices
+    pairs: list[MatchPairs]
+
+
+def retrieve(scene: PoseScene, index: int) -> Retrieved:
+    """Return the best places for query ``index`` and their MNN pairs, as the localizer does."""
     cfg = scene.config
     q, m = scene.query_features, scene.map_features
     sims = m.global_desc @ q.global_desc[index]
     top = np.argsort(-sims, kind="stable")[:cfg.retrieve]
     rerank = scene.info.rerank
-    counts = mnn_scores(
+    matches = mnn_matches(
         q.local[index], m.local[top],
         query_mask=None if q.local_mask is None else q.local_mask[index],
         candidate_mask=None if m.local_mask is None else m.local_mask[top],
         match_filter=rerank.match_filter, ratio=rerank.ratio,
         min_similarity=rerank.min_similarity)
-    return top[np.argsort(-counts, kind="stable")][:cfg.places]
+    best = np.argsort(-matches.counts, kind="stable")[:cfg.places]
+    return Retrieved(top[best], [matches.pairs(int(i)) for i in best])
 
 
 def evaluate_query(scene: PoseScene, index: int, mode: Mode,
-                   places: np.ndarray | None = None, refine: bool = True) -> FrameResult:
+                   retrieved: Retrieved | None = None, refine: bool = True) -> FrameResult:
     """Estimate query ``index``'s pose with ``mode`` and compare it with the truth.
 
-    ``refine``: sub-grid query keypoints (:class:`ClassicalRefiner`), timed with the pairs.
+    ``refine``: sub-grid query keypoints (:class:`ClassicalRefiner`), timed with the
+    observations.
     """
     cfg = scene.config
-    if places is None:
-        places = retrieve(scene, index)
+    if retrieved is None:
+        retrieved = retrieve(scene, index)
+    places = retrieved.places
     hw = (scene.camera.height, scene.camera.width)
     truth = scene.query_frames[index]
     best = scene.map_frames[int(places[0])]
@@ -154,9 +165,9 @@ def evaluate_query(scene: PoseScene, index: int, mode: Mode,
             observe_place(scene.info, query, ImageFeatures.from_features(
                 scene.map_features, int(p), hw,
                 scene.map_points[int(p)] if mode == "pnp" else None),
-                int(p), scene.map_frames[int(p)].position,
+                pairs, int(p), scene.map_frames[int(p)].position,
                 scene.map_frames[int(p)].orientation, scene.camera, refiner)
-            for p in places]
+            for p, pairs in zip(places, retrieved.pairs, strict=True)]
     pairs_s = time.perf_counter() - start
     start = time.perf_counter()
     cpu_start = time.process_time()

@@ -10,9 +10,12 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, replace
 
+import numpy as np
+
 from selavpr_ros.errors import ConfigError
 from selavpr_ros.io.poses import Pose
-from selavpr_ros.synthetic.render import yaw_quaternion
+from selavpr_ros.synthetic.depth import render_depth
+from selavpr_ros.synthetic.render import Camera, yaw_quaternion
 from selavpr_ros.synthetic.route import RouteConfig, SyntheticFrame, render_traversal, route_world
 
 RETURN_Y_M = 40.0  # the parallel street of the return loop
@@ -67,18 +70,41 @@ def revisit_drive(config: RouteConfig) -> RevisitDrive:
     return RevisitDrive(first + second, return_poses)
 
 
+def revisit_depths(config: RouteConfig, drive: RevisitDrive) -> list[np.ndarray]:
+    """Depth images (32FC1 metres, sky +inf) of the drive's frames, in ``drive.frames`` order."""
+    world = route_world(config)
+    return [render_depth(world, f.position, f.yaw, config.camera) for f in drive.frames]
+
+
 def write_revisit_bag(drive: RevisitDrive, path: str, *, image_topic: str = "/camera/image_raw",
                       odom_topic: str = "/odom", camera_frame: str = "camera",
-                      odom_frame: str = "odom", child_frame: str = "base_link") -> int:
-    """Write the drive as a rosbag2 (images + odometry per frame, odometry on the return)."""
+                      odom_frame: str = "odom", child_frame: str = "base_link",
+                      camera: Camera | None = None, depths: list[np.ndarray] | None = None,
+                      camera_info_topic: str = "/camera/camera_info",
+                      depth_topic: str = "/camera/depth/image_raw",
+                      storage: str = "sqlite3") -> int:
+    """Write the drive as a rosbag2 (images + odometry per frame, odometry on the return).
+
+    With ``camera``, a CameraInfo per image; with ``depths`` (one per frame, metres), a
+    registered 32FC1 depth image per image, both with the image's stamp.
+    """
     from selavpr_ros.io.bags import BagWriter
+    from selavpr_ros.synthetic.depth import camera_info
+
+    info = camera_info(camera) if camera is not None else None
+    depth_of = {f.stamp_ns: d for f, d in zip(drive.frames, depths or [], strict=False)}
 
     items: list[tuple[int, SyntheticFrame | Pose]] = [(f.stamp_ns, f) for f in drive.frames]
     items += [(p.stamp_ns, p) for p in drive.return_poses]
     items.sort(key=lambda item: item[0])
-    with BagWriter(path) as writer:
+    with BagWriter(path, storage) as writer:
         for stamp, item in items:
             if isinstance(item, SyntheticFrame):
+                if info is not None:
+                    writer.write_camera_info(camera_info_topic, stamp, info, camera_frame)
+                if stamp in depth_of:
+                    writer.write_depth(depth_topic, stamp, depth_of[stamp], camera_frame,
+                                       "32FC1")
                 writer.write_image(image_topic, stamp, item.image, camera_frame)
                 item = Pose(stamp, item.position, item.orientation)
             writer.write_odometry(odom_topic, item, odom_frame, child_frame)
