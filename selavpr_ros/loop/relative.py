@@ -30,6 +30,7 @@ from selavpr_ros.geometry import (
     PoseConfig,
     PoseEstimate,
     estimate_query_pose,
+    mnn_pairs,
     observe_place,
 )
 from selavpr_ros.geometry.pose import PlaceObservation, refused
@@ -86,8 +87,9 @@ def relative_pose(query: Features, image_hw: tuple[int, int], camera: CameraMode
             kf_points = points[row]
         place = ImageFeatures(local[row], mask[row],
                               db.keypoints(i) if info.has_keypoints else None, hw, kf_points)
-        return observe_place(info, q, place, i, position, orientation, camera, refine,
-                             rerank=info.rerank)
+        pairs = mnn_pairs(q.local, place.local, query_mask=q.mask, place_mask=place.mask,
+                          rerank=info.rerank)
+        return observe_place(info, q, place, pairs, i, position, orientation, camera, refine)
 
     refine = refiner() if refiner is not None else None
     if has_depth:
