@@ -34,12 +34,12 @@ from selavpr_ros.io.folders import FolderOptions, folder_frames  # noqa: E402
 from selavpr_ros.io.frames import Frame  # noqa: E402
 from selavpr_ros.io.images import read_image_file  # noqa: E402
 from selavpr_ros.io.poses import Pose, PoseTrack  # noqa: E402
+from selavpr_ros.localizer.config import from_values  # noqa: E402
 from selavpr_ros.loop import LoopConfig, LoopDetector  # noqa: E402
-from selavpr_ros.loop.config import config_from_values  # noqa: E402
 from selavpr_ros.synthetic import Camera, RouteConfig  # noqa: E402
 from selavpr_ros.synthetic.revisit import revisit_drive  # noqa: E402
 
-GARDENS = Path("/work/shared/data/gardens_point_walking")
+GARDENS = Path(__file__).resolve().parents[2] / "shared" / "data" / "gardens_point_walking"
 
 
 def loop_config(args: argparse.Namespace) -> LoopConfig:
@@ -48,7 +48,7 @@ def loop_config(args: argparse.Namespace) -> LoopConfig:
     for item in args.set:
         name, _, value = item.partition("=")
         values[name] = float(value) if "." in value else int(value)
-    return config_from_values(values)
+    return from_values(LoopConfig, values)
 
 
 def _report(name: str, records: list, out: Path | None) -> dict:

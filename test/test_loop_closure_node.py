@@ -220,8 +220,8 @@ def test_prior_map_of_another_extractor_is_refused_in_one_line(
 def test_shipped_parameter_file_is_derived_from_the_declarations() -> None:
     import yaml
 
+    from selavpr_ros.localizer.config import settings
     from selavpr_ros.loop import LoopConfig
-    from selavpr_ros.loop.config import settings
     from selavpr_ros.nodes.loop_closure_node import PARAMS, YAML_HEADER
     from selavpr_ros.ros.params import render_yaml
 
@@ -231,6 +231,6 @@ def test_shipped_parameter_file_is_derived_from_the_declarations() -> None:
     assert list(values) == [p.name for p in PARAMS]
     for p in PARAMS:  # rcl refuses a YAML value whose type differs from the declared one
         assert type(values[p.name]) is type(p.default), p.name
-    core = LoopConfig()
-    for s in settings():  # every core setting is a parameter with the core's default
+    core = LoopConfig()  # every core setting is a parameter with the core's default
+    for s in settings(config_class=LoopConfig):
         assert values[s.name] == getattr(core, s.name), s.name

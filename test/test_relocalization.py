@@ -10,13 +10,13 @@ import pytest
 from selavpr_ros.errors import ConfigError
 from selavpr_ros.geometry import CameraModel, PoseEstimate
 from selavpr_ros.geometry.transforms import invert, pose_matrix
+from selavpr_ros.localizer.config import from_values
 from selavpr_ros.localizer.pose import robot_pose
 from selavpr_ros.localizer.relocalization import (
     ConsistencyGate,
     RelocalizationConfig,
     jump_too_large,
     map_to_odom,
-    relocalization_config,
 )
 
 YAW90 = (0.0, 0.0, math.sqrt(0.5), math.sqrt(0.5))
@@ -55,10 +55,10 @@ def test_gate_rate_and_on_request() -> None:
 
 def test_config_is_checked() -> None:
     with pytest.raises(ConfigError, match="relocalization_mode"):
-        relocalization_config({"relocalization_mode": "sometimes"})
+        from_values(RelocalizationConfig, {"relocalization_mode": "sometimes"})
     with pytest.raises(ConfigError, match="consistent_frames"):
-        relocalization_config({"consistent_frames": 0})
-    assert relocalization_config({"consistent_m": 2}).consistent_m == 2.0
+        from_values(RelocalizationConfig, {"consistent_frames": 0})
+    assert from_values(RelocalizationConfig, {"consistent_m": 2}).consistent_m == 2.0
 
 
 def test_map_to_odom_and_jump_limit() -> None:

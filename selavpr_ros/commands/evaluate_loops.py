@@ -17,7 +17,8 @@ log = logging.getLogger(__name__)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from selavpr_ros.loop.config import settings
+    from selavpr_ros.localizer.config import settings
+    from selavpr_ros.loop.config import LoopConfig
 
     parser = subparsers.add_parser(
         "evaluate-loops", help="loop-closure precision/recall on one drive with revisits",
@@ -39,7 +40,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                        help="CSV query,match[,match...] by frame reference (file name or "
                             "message index); replaces --radius")
     rules = parser.add_argument_group("loop decision (loop_closure_node's parameters)")
-    for s in settings():
+    for s in settings(config_class=LoopConfig):
         rules.add_argument(f"--{s.name.replace('_', '-')}", type=type(s.default),
                            default=s.default, help=f"{s.description} (default {s.default})")
     parser.add_argument("--out", default="", help="folder for report.json and the PNG plots")
@@ -88,10 +89,12 @@ def run(args: argparse.Namespace) -> int:
     from selavpr_ros.eval.loop_plots import plot_pr, plot_trajectory
     from selavpr_ros.eval.loops import label, metrics, read_correspondences, run_drive
     from selavpr_ros.io.sources import open_frames
+    from selavpr_ros.localizer.config import from_values, settings
     from selavpr_ros.loop import LoopDetector
-    from selavpr_ros.loop.config import config_from_values, settings
+    from selavpr_ros.loop.config import LoopConfig
 
-    config = config_from_values({s.name: getattr(args, s.name) for s in settings()})
+    config = from_values(LoopConfig, {s.name: getattr(args, s.name)
+                                     for s in settings(config_class=LoopConfig)})
     corr = read_correspondences(args.correspondences) if args.correspondences else None
     if args.radius <= 0:
         raise ConfigError(f"--radius must be > 0, got {args.radius}")

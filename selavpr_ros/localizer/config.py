@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, fields
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from selavpr_ros.errors import ConfigError
+
+C = TypeVar("C")
 
 
 def setting(description: str, low: float | None = None, high: float | None = None, *,
@@ -181,10 +183,14 @@ def settings(node_only: bool = False, config_class: type = LocalizerConfig) -> l
     return out
 
 
-def config_from_values(values: dict[str, Any], **extra: Any) -> LocalizerConfig:
-    """Return a LocalizerConfig from values by field name (``none`` values -> None)."""
+def from_values(config_class: type[C], values: dict[str, Any], **extra: Any) -> C:
+    """Return a config dataclass from parameter/flag values by field name.
+
+    A field's ``none`` stand-in (rerank_k -1) becomes None and ints become floats where the
+    field is a float, as ROS parameters and YAML give them.
+    """
     kwargs: dict[str, Any] = {}
-    for s in settings():
+    for s in settings(config_class=config_class):
         if s.name not in values:
             continue
         value = values[s.name]
@@ -194,7 +200,23 @@ def config_from_values(values: dict[str, Any], **extra: Any) -> LocalizerConfig:
             value = float(value)
         kwargs[s.name] = value
     kwargs.update(extra)
-    return LocalizerConfig(**kwargs)
+    return config_class(**kwargs)
+
+
+def config_from_values(values: dict[str, Any], **extra: Any) -> LocalizerConfig:
+    """Return a LocalizerConfig from values by field name (see :func:`from_values`)."""
+    return from_values(LocalizerConfig, values, **extra)
+
+
+def check_ranges(config: Any) -> None:
+    """Raise ConfigError for a numeric field outside its setting's [low, high] (NaN too)."""
+    for f in fields(config):
+        low, high = f.metadata.get("low"), f.metadata.get("high")
+        value = getattr(config, f.name)
+        if value is None or isinstance(value, (str, bool)) or (low is None and high is None):
+            continue
+        if (low is not None and not value >= low) or (high is not None and not value <= high):
+            raise ConfigError(f"{f.name} must be in [{low}, {high}], got {value}")
 
 
 def config_values(config: LocalizerConfig, node_only: bool = True) -> dict[str, Any]:

@@ -16,14 +16,14 @@ from __future__ import annotations
 import math
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
 
 from selavpr_ros.errors import ConfigError
 from selavpr_ros.geometry import PoseEstimate
 from selavpr_ros.geometry.transforms import invert, rotation_angle_deg
-from selavpr_ros.localizer.config import setting, settings
+from selavpr_ros.localizer.config import check_ranges, setting
 
 
 @dataclass(frozen=True)
@@ -61,29 +61,9 @@ class RelocalizationConfig:
         if self.relocalization_mode not in ("continuous", "on_request"):
             raise ConfigError("relocalization_mode must be 'continuous' or 'on_request', got "
                               f"{self.relocalization_mode!r}")
-        if self.consistent_frames < 1:
-            raise ConfigError(f"consistent_frames must be >= 1, got {self.consistent_frames}")
-        for name in ("consistent_m", "consistent_deg", "relocalization_rate", "tf_max_jump_m",
-                     "tf_max_jump_deg"):
-            if not getattr(self, name) >= 0:
-                raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
+        check_ranges(self)
         if self.publish_tf and not self.odom_frame:
             raise ConfigError("publish_tf needs an odom_frame")
-
-
-def relocalization_settings() -> list[Any]:
-    """Return RelocalizationConfig's fields as settings (node parameters)."""
-    return settings(config_class=RelocalizationConfig)
-
-
-def relocalization_config(values: dict[str, Any]) -> RelocalizationConfig:
-    """Return the RelocalizationConfig of parameter values by field name."""
-    kwargs: dict[str, Any] = {}
-    for s in relocalization_settings():
-        if s.name in values:
-            value = values[s.name]
-            kwargs[s.name] = float(value) if isinstance(s.default, float) else value
-    return RelocalizationConfig(**kwargs)
 
 
 class ConsistencyGate:

@@ -6,11 +6,10 @@ and ``config/loop_closure.yaml`` are derived from, as for the localizer.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
-from typing import Any
+from dataclasses import dataclass, field
 
 from selavpr_ros.errors import ConfigError
-from selavpr_ros.localizer.config import LocalizerConfig, Setting, setting
+from selavpr_ros.localizer.config import LocalizerConfig, check_ranges, setting
 from selavpr_ros.mapping.keyframes import KeyframeConfig
 
 
@@ -70,10 +69,7 @@ class LoopConfig:
                               f"({self.consistency_n})")
         if self.rerank_k > self.top_k:
             raise ConfigError(f"rerank_k ({self.rerank_k}) must be <= top_k ({self.top_k})")
-        for s in settings():
-            value = getattr(self, s.name)
-            if (s.low is not None and value < s.low) or (s.high is not None and value > s.high):
-                raise ConfigError(f"{s.name} must be in [{s.low}, {s.high}], got {value}")
+        check_ranges(self)
         self.localizer_config()  # its own checks
 
     @property
@@ -89,19 +85,3 @@ class LoopConfig:
             margin_mode="ratio", margin_distance_m=self.margin_distance_m,
             margin_id_distance=10, min_global_similarity=self.min_global_similarity)
 
-
-def settings() -> list[Setting]:
-    """Return the LoopConfig fields with their metadata, in declaration order."""
-    return [Setting(f.name, f.default, f.metadata["description"], f.metadata["low"],
-                    f.metadata["high"], f.metadata["none"], f.metadata["live"])
-            for f in fields(LoopConfig)]
-
-
-def config_from_values(values: dict[str, Any]) -> LoopConfig:
-    """Return a LoopConfig from values by field name (ints for floats are converted)."""
-    kwargs: dict[str, Any] = {}
-    for s in settings():
-        if s.name in values:
-            value = values[s.name]
-            kwargs[s.name] = float(value) if isinstance(s.default, float) else value
-    return LoopConfig(**kwargs)

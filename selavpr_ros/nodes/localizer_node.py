@@ -57,14 +57,13 @@ from selavpr_ros.geometry.pose import refused
 from selavpr_ros.geometry.transforms import matrix_to_pose
 from selavpr_ros.io.images import decode_image_message
 from selavpr_ros.localizer import Localizer, LocalizerConfig
-from selavpr_ros.localizer.config import config_from_values, settings
+from selavpr_ros.localizer.config import config_from_values, from_values, settings
 from selavpr_ros.localizer.pose import robot_pose
 from selavpr_ros.localizer.relocalization import (
     ConsistencyGate,
+    RelocalizationConfig,
     jump_too_large,
     map_to_odom,
-    relocalization_config,
-    relocalization_settings,
 )
 from selavpr_ros.map import PlaceMap
 from selavpr_ros.ros import diagnostics as diag
@@ -113,7 +112,7 @@ PARAMS = [
     Param("map_frame", "", "frame of published poses (empty: the map's own frame)"),
     Param("max_candidates", 10, "candidates listed in each PlaceRecognition", 0, 10000),
     Param("publish_pose", True, "publish PoseWithCovarianceStamped of consistent estimates"),
-    *from_settings(relocalization_settings()),
+    *from_settings(settings(config_class=RelocalizationConfig)),
     Param("publish_loop_closure", False, "publish [query time, place time] for accepted matches"),
     Param("publish_markers", False, "publish candidate markers for RViz"),
     Param("stale_after_s", 3.0, "diagnostics: input is STALE after this long without a frame "
@@ -173,7 +172,7 @@ class LocalizerNode(LifecycleNode):
         super().__init__("localizer_node")
         self.values = declare(self, PARAMS)
         self.config = localizer_config(self.values)
-        self.reloc = relocalization_config(self.values)
+        self.reloc = from_values(RelocalizationConfig, self.values)
         self.gate = ConsistencyGate(self.reloc)
         self.camera_infos = CameraInfoCache()
         self._camera_info_sub: Any = None
@@ -216,11 +215,11 @@ class LocalizerNode(LifecycleNode):
     # --- parameters ---------------------------------------------------------------------
     def _check_update(self, proposed: dict[str, Any]) -> None:
         localizer_config(proposed)  # raises ConfigError naming what is wrong
-        relocalization_config(proposed)
+        from_values(RelocalizationConfig, proposed)
 
     def _apply_update(self, values: dict[str, Any]) -> None:
         self.config = localizer_config(values)
-        self.reloc = relocalization_config(values)
+        self.reloc = from_values(RelocalizationConfig, values)
         self.gate.configure(self.reloc)
         self.failures.horizon_s = self.processed.horizon_s = float(values["error_window_s"])
 

@@ -44,8 +44,8 @@ from selavpr_ros.extractors.base import Extractor
 from selavpr_ros.extractors.factory import ExtractorSpec, create_extractor, extractor_for_map
 from selavpr_ros.io.images import decode_image_message
 from selavpr_ros.io.poses import Pose, PoseTrack
+from selavpr_ros.localizer.config import from_values, settings
 from selavpr_ros.loop import LoopConfig, LoopDetector, LoopResult
-from selavpr_ros.loop.config import config_from_values, settings
 from selavpr_ros.loop.odometry import PathTracker
 from selavpr_ros.map import PlaceMap
 from selavpr_ros.ros import diagnostics as diag
@@ -76,7 +76,7 @@ PARAMS = [
     Param("checkpoint", "", "SelaVPR weights: official .pth or converted .safetensors",
           read_only=True),
     Param("device", "cpu", "cpu, cuda or cuda:N (extraction)", read_only=True),
-    *from_settings(settings()),
+    *from_settings(settings(config_class=LoopConfig)),
     Param("image_topic", "/camera/image_raw", "camera topic", read_only=True),
     Param("image_type", "auto", "raw, compressed, or auto (compressed if the topic name ends "
           "in /compressed)", read_only=True),
@@ -111,7 +111,7 @@ selavpr_ros.ros.params.render_yaml from the node's declarations. Pass with
 
 def loop_config(values: dict[str, Any]) -> LoopConfig:
     """Return the core's LoopConfig from the node's parameter values (checked by the core)."""
-    return config_from_values(values)
+    return from_values(LoopConfig, values)
 
 
 def open_detector(values: dict[str, Any], config: LoopConfig
