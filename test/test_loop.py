@@ -136,6 +136,28 @@ def test_config_is_checked() -> None:
         LoopConfig(min_age_s=-1.0)
 
 
+def test_loop_names_the_alignment_the_scores_support_not_the_median_best(run: lt.Run) -> None:
+    """Gardens Point b_171: three keyframes whose best matches run 4-5 places ahead in a row."""
+    from selavpr_ros.loop.detector import _Match
+
+    detector = LoopDetector(run.extractor, LoopConfig())
+    features = run.extractor.extract([run.drive.frames[0].image])
+    for i in range(40):  # places 1 m apart along the first pass
+        detector.db.add(features, i * 10**9, (float(i), 0.0, 0.0), None, float(i))
+    # query keyframes at 100, 101, 102 m truly revisit places 10, 11, 12 (offset -90); their
+    # best matches say offset -85 / -86 / -89, but each scores the true place nearly as well
+    history = [_Match(100.0, "", 15.0, {15: 49.0, 10: 47.0, 14: 20.0}),
+               _Match(101.0, "", 15.0, {15: 44.0, 11: 42.0, 16: 30.0})]
+    match = _Match(102.0, "", 13.0, {13: 56.0, 12: 55.0, 17: 20.0})
+    # the median of the best offsets (-85, -86, -89) names place 16; the summed scores: 12
+    assert detector._aligned(match, history, 1, 40) == 12
+    # this keyframe's own best (12) loses against two earlier ones that agree on offset -85
+    match = _Match(102.0, "", 12.0, {12: 56.0, 17: 20.0})
+    history = [_Match(100.0, "", 15.0, {15: 49.0, 14: 45.0}),
+               _Match(101.0, "", 16.0, {16: 44.0, 15: 42.0})]
+    assert detector._aligned(match, history, 1, 40) == 17
+
+
 def test_geometric_check_with_camera_info_keeps_true_loops_and_refuses_without_inliers(
     run: lt.Run,
 ) -> None:

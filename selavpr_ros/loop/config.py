@@ -22,10 +22,10 @@ class LoopConfig:
     AND at least ``consistency_k`` of the last ``consistency_n`` keyframes (this one included)
     passed them with matches that align the two passes of the route alike: the offset between
     matched place and query along the trajectory (their sum for a loop driven the other way)
-    agrees within ``consistency_slack_m``. The loop then names the place at the median offset
-    of those matches, not the single keyframe's best, which jitters along alike-looking
-    stretches. Candidates younger than ``min_age_s`` or closer than ``min_path_m`` along the
-    trajectory are never considered.
+    agrees within ``consistency_slack_m``. The loop then names the place at the alignment (within
+    the slack of their median offset) that those keyframes' MNN scores support most, not the
+    single keyframe's best, which jitters along alike-looking stretches. Candidates younger
+    than ``min_age_s`` or closer than ``min_path_m`` along the trajectory are never considered.
     """
 
     keyframe_distance_m: float = field(default=0.5, metadata=setting(

@@ -64,6 +64,7 @@ class _Match:
     query_path: float
     source: str
     match_path: float
+    scores: dict[int, float] = field(default_factory=dict)  # re-ranked candidates of source
 
 
 class LoopDetector:
@@ -189,7 +190,8 @@ class LoopDetector:
             reranked=True,
         )
         sim, src, best = cands[0]
-        match = _Match(path, src, self._path(src, best))
+        match = _Match(path, src, self._path(src, best),
+                       {i: sc for (_, s, i), sc in zip(cands, scores, strict=True) if s == src})
         stats = dict(global_similarity=sim, mnn_score=float(scores[0]),
                      score_fraction=decision.score_fraction, margin=decision.margin)
         if not decision.accepted:
@@ -245,23 +247,45 @@ class LoopDetector:
         return groups[sign], sign
 
     def _aligned(self, match: _Match, group: list[_Match], sign: int, limit: int) -> int:
-        """Return the place at the median alignment of the agreeing matches (robust to outliers).
+        """Return the place at the alignment that the agreeing matches' MNN scores support most.
 
         On a route that looks alike for several metres the best MNN score of a single keyframe
-        jitters along it (Gardens Point: 3-5 frames either side); the median offset of the
-        consistent matches places this keyframe on the other pass more reliably. Returns the
-        keyframe (or prior place) nearest that path among the candidates the query could see.
+        jitters along it (Gardens Point: 3-6 frames either side), and for a few keyframes in a
+        row it can jitter the same way, so the median of their best matches is off too. Each
+        agreeing keyframe therefore scores every alignment within ``consistency_slack_m`` of
+        that median by the MNN score of the place the alignment puts it on, as a fraction of its
+        own best (0 when that place was not re-ranked): its second and third candidates count,
+        not only its best. The loop names the place at the alignment with the highest sum (ties:
+        nearest the median), a sequence score over candidates already matched (no extra MNN).
         """
-        offsets = [h.match_path - sign * h.query_path for h in [*group, match]]
-        target = float(np.median(offsets)) + sign * match.query_path
+        members = [*group, match]
+        offsets = [h.match_path - sign * h.query_path for h in members]
+        median = float(np.median(offsets))
         if match.source == RUN:
             paths = self.db.paths[:limit]
         else:
             assert self.prior is not None
             paths = self.prior.paths
-        i = int(np.searchsorted(paths, target))
-        near = [j for j in (i - 1, i) if 0 <= j < len(paths)]
-        return min(near, key=lambda j: (abs(paths[j] - target), j))
+
+        def nearest(target: float) -> int:
+            i = int(np.searchsorted(paths, target))
+            near = [j for j in (i - 1, i) if 0 <= j < len(paths)]
+            return min(near, key=lambda j: (abs(paths[j] - target), j))
+
+        slack = self.config.consistency_slack_m
+        tried = sorted({float(paths[i]) - sign * h.query_path for h in members for i in h.scores
+                        if i < len(paths)})
+        best = (-1.0, -math.inf, -median)  # this keyframe's best match is always within slack
+        for offset in tried:
+            if abs(offset - median) > slack:
+                continue
+            support = 0.0
+            for h in members:
+                top = max(h.scores.values(), default=0.0)
+                if top > 0:
+                    support += h.scores.get(nearest(offset + sign * h.query_path), 0.0) / top
+            best = max(best, (support, -abs(offset - median), -offset))
+        return nearest(-best[2] + sign * match.query_path)
 
     def _pose_config(self, image_hw: tuple[int, int]) -> Any:
         """Pose thresholds with the pixel noise of grid features as the covariance floor.
