@@ -42,7 +42,7 @@ if TYPE_CHECKING:
 
 
 def relative_pose(query: Features, image_hw: tuple[int, int], camera: CameraModel,
-                  db: RunDatabase, then: int, neighbours: int = 2,
+                  db: RunDatabase, then: int, neighbours: int = 2, neighbour_path_m: float = 5.0,
                   config: PoseConfig | None = None,
                   refiner: Callable[[], Callable[[np.ndarray, np.ndarray], np.ndarray] | None]
                   | None = None, two_view: bool = False) -> PoseEstimate:
@@ -55,6 +55,9 @@ def relative_pose(query: Features, image_hw: tuple[int, int], camera: CameraMode
     the ``pnp_places`` nearest keyframes; the others are matched only for two-view.
     ``two_view``: without depth, estimate from the neighbours (coarse, and its covariance is a
     lower bound: bench/PERFORMANCE.md, issue 16); False refuses instead.
+    ``neighbour_path_m``: neighbours by id farther than this along the trajectory are not used:
+    after a stretch without images (the synthetic drive's return loop) the next keyframe sees
+    another place, and its matches skew PnP.
     """
     config = config or PoseConfig()
     if tuple(image_hw) != (camera.height, camera.width):
@@ -65,7 +68,8 @@ def relative_pose(query: Features, image_hw: tuple[int, int], camera: CameraMode
         return refused(f"keyframe {then} has no orientation", [then])
     to_origin = invert(pose_matrix(origin.position, origin.orientation))
     order = [then] + [then + s * d for d in range(1, neighbours + 1) for s in (-1, 1)]
-    ids = [i for i in order if 0 <= i < len(db) and db.keyframes[i].orientation is not None]
+    ids = [i for i in order if 0 <= i < len(db) and db.keyframes[i].orientation is not None
+           and abs(db.keyframes[i].path_m - origin.path_m) <= neighbour_path_m]
     info = db.info
     local, mask = db.local(np.asarray(ids, np.int64))
     points = db.points(np.asarray(ids, np.int64))
