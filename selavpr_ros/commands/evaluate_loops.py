@@ -113,7 +113,8 @@ def run(args: argparse.Namespace) -> int:
     records = label(records, detector, radius_m=None if corr else args.radius,
                     correspondences=corr)
     report = metrics(records)
-    report["config"] = {s.name: getattr(config, s.name) for s in settings()}
+    report["config"] = {s.name: getattr(config, s.name)
+                        for s in settings(config_class=LoopConfig)}
     report["extractor"] = extractor.info.describe()
     report["local_features"] = extractor.info.local_count
     report["ground_truth"] = (f"correspondences {args.correspondences}" if corr
