@@ -140,10 +140,11 @@ def gardens(args: argparse.Namespace, extractor_cfg: ClassicalConfig) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / "drive"
         folder.mkdir()
-        names = sorted(os.listdir(GARDENS / "day_left"))
+        gp = args.gardens
+        names = sorted(os.listdir(gp / "day_left"))
         for half, sub in (("a", "day_left"), ("b", "day_right")):
             for n in names:
-                (folder / f"{half}_{n}").symlink_to(GARDENS / sub / n)
+                (folder / f"{half}_{n}").symlink_to(gp / sub / n)
         corr = {}
         lines = ["# day_right frame i revisits day_left frames i-2 .. i+2"]
         for i, n in enumerate(names):
@@ -153,7 +154,7 @@ def gardens(args: argparse.Namespace, extractor_cfg: ClassicalConfig) -> dict:
         if args.out is not None:
             args.out.mkdir(parents=True, exist_ok=True)
             (args.out / "gardens_correspondences.csv").write_text("\n".join(lines) + "\n")
-        sample = [read_image_file(GARDENS / "day_left" / n) for n in names[::4]]
+        sample = [read_image_file(gp / "day_left" / n) for n in names[::4]]
         extractor = ClassicalExtractor(extractor_cfg).fit(sample)
         # pseudo-positions 1 m apart, 1 frame/s: exclusion 30 s / 20 m = 30 / 20 frames
         detector = LoopDetector(extractor, loop_config(args))
@@ -207,6 +208,8 @@ def main() -> int:
     parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                         help="LoopConfig field for the revisit drives (repeatable)")
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--gardens", type=Path, default=GARDENS,
+                        help="Gardens Point Walking folder (default: shared/ beside the clone)")
     args = parser.parse_args()
     cfg = ClassicalConfig(local_stride=args.local_stride)
     print(f"load: {os.getloadavg()}", flush=True)
