@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -11,30 +11,14 @@ import pytest
 import torch
 
 import reference_mnn  # bench/reference_mnn.py (pytest.ini: pythonpath = bench)
+from extractor_testlib import FeatureOnlyExtractor, unit
 from selavpr_ros.errors import ConfigError, MapFormatError
-from selavpr_ros.extractors.base import Extractor, ExtractorInfo, Features
+from selavpr_ros.extractors.base import ExtractorInfo, Features
 from selavpr_ros.localizer import Localizer, LocalizerConfig, confidence, decide
 from selavpr_ros.map import PlaceInfo, PlaceMap
 
 D, L, C = 32, 16, 8
-
-
-class FeatureOnlyExtractor(Extractor):
-    """Identity only: these tests pass precomputed features to ``query_features``."""
-
-    def __init__(self, fingerprint: str = "w") -> None:
-        self._info = ExtractorInfo("synthetic", fingerprint, D, L, C)
-
-    @property
-    def info(self) -> ExtractorInfo:
-        return self._info
-
-    def extract(self, images: Sequence[np.ndarray]) -> Features:
-        raise NotImplementedError
-
-
-def unit(x: np.ndarray) -> np.ndarray:
-    return (x / np.linalg.norm(x, axis=-1, keepdims=True)).astype(np.float32)
+INFO = ExtractorInfo("synthetic", "w", D, L, C)
 
 
 def with_similarity(query: np.ndarray, sim: float, seed: int) -> np.ndarray:
@@ -58,7 +42,7 @@ def scene(tmp_path: Path) -> tuple[PlaceMap, Features, np.ndarray]:
     sims = [0.5, 0.9, 0.7, 0.7, 0.95, 0.3, 0.2]
     globals_ = [with_similarity(q_global, s, seed=i) for i, s in enumerate(sims)]
     globals_[3] = globals_[2]  # places 2 and 3: same count and same similarity
-    pm = PlaceMap.create(tmp_path / "scene", FeatureOnlyExtractor(), local_dtype="float32")
+    pm = PlaceMap.create(tmp_path / "scene", FeatureOnlyExtractor(INFO), local_dtype="float32")
     places = [PlaceInfo(stamp_ns=i, position=(40.0 * i, 0.0, 0.0), orientation=(0, 0, 0, 1))
               for i in range(7)]
     pm.append(Features(np.stack(globals_), np.stack(locals_)), places)
@@ -69,7 +53,7 @@ def scene(tmp_path: Path) -> tuple[PlaceMap, Features, np.ndarray]:
 
 def test_final_order_counts_then_similarity_then_id(scene) -> None:
     pm, query, counts = scene
-    result = Localizer(pm, FeatureOnlyExtractor(), LocalizerConfig(top_k=7)).query(query)
+    result = Localizer(pm, FeatureOnlyExtractor(INFO), LocalizerConfig(top_k=7)).query(query)
     sims = {c.place_id: c.global_similarity for c in result.candidates}
     expected = sorted(range(7), key=lambda i: (-counts[i], -sims[i], i))
     assert [c.place_id for c in result.candidates] == expected
@@ -83,7 +67,7 @@ def test_final_order_counts_then_similarity_then_id(scene) -> None:
     # places 1 and 0 (40 m apart) both match every feature: ambiguous, so rejected
     assert not result.accepted and result.matched is None
     assert "distinct place 0 scores 16" in result.reject_reason
-    lenient = Localizer(pm, FeatureOnlyExtractor(), LocalizerConfig(top_k=7, min_margin=1.0))
+    lenient = Localizer(pm, FeatureOnlyExtractor(INFO), LocalizerConfig(top_k=7, min_margin=1.0))
     result = lenient.query(query)
     assert result.accepted and result.matched.place_id == 1
     assert result.matched.position == (40.0, 0.0, 0.0) and result.matched.has_pose
@@ -95,7 +79,7 @@ def test_final_order_counts_then_similarity_then_id(scene) -> None:
 
 def test_partial_rerank_keeps_global_order_for_the_rest(scene) -> None:
     pm, query, counts = scene
-    result = Localizer(pm, FeatureOnlyExtractor(), LocalizerConfig(top_k=6, rerank_k=3)).query(
+    result = Localizer(pm, FeatureOnlyExtractor(INFO), LocalizerConfig(top_k=6, rerank_k=3)).query(
         query)
     ranks = [c.global_rank for c in result.candidates]
     head, tail = result.candidates[:3], result.candidates[3:]
@@ -103,7 +87,7 @@ def test_partial_rerank_keeps_global_order_for_the_rest(scene) -> None:
     assert all(math.isnan(c.rerank_score) for c in tail)
     assert [c.rerank_score for c in head] == sorted(
         (float(counts[c.place_id]) for c in head), reverse=True)
-    no_rerank = Localizer(pm, FeatureOnlyExtractor(), LocalizerConfig(top_k=7, rerank_k=0))
+    no_rerank = Localizer(pm, FeatureOnlyExtractor(INFO), LocalizerConfig(top_k=7, rerank_k=0))
     result = no_rerank.query(query)
     assert [c.place_id for c in result.candidates][:2] == [4, 1]  # similarity 0.95, 0.9
     assert result.timings_ms["rerank"] == 0.0
@@ -118,7 +102,7 @@ def test_queries_from_another_thread(scene) -> None:
     from concurrent.futures import ThreadPoolExecutor
 
     pm, query, _ = scene
-    localizer = Localizer(pm, FeatureOnlyExtractor(), LocalizerConfig(top_k=7))
+    localizer = Localizer(pm, FeatureOnlyExtractor(INFO), LocalizerConfig(top_k=7))
     with ThreadPoolExecutor(2) as pool:
         results = list(pool.map(lambda _: localizer.query(query), range(4)))
     assert len({tuple(c.place_id for c in r.candidates) for r in results}) == 1
@@ -127,13 +111,13 @@ def test_queries_from_another_thread(scene) -> None:
 def test_extractor_mismatch_is_refused(scene) -> None:
     pm, _, _ = scene
     with pytest.raises(MapFormatError, match="fingerprint"):
-        Localizer(pm, FeatureOnlyExtractor(fingerprint="other"))
+        Localizer(pm, FeatureOnlyExtractor(replace(INFO, fingerprint="other")))
 
 
 def test_empty_map_is_rejected(tmp_path: Path) -> None:
-    pm = PlaceMap.create(tmp_path / "empty", FeatureOnlyExtractor())
+    pm = PlaceMap.create(tmp_path / "empty", FeatureOnlyExtractor(INFO))
     q = Features(unit(np.ones((1, D))), unit(np.ones((1, L, C))))
-    result = Localizer(pm, FeatureOnlyExtractor()).query(q)
+    result = Localizer(pm, FeatureOnlyExtractor(INFO)).query(q)
     assert not result.accepted and result.candidates == () and "empty" in result.reject_reason
     assert result.confidence == 0.0 and result.matched is None
 

@@ -5,7 +5,6 @@ The cache on the CPU stands in for a GPU: same code path, must give identical re
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +12,8 @@ import pytest
 import torch
 
 import selavpr_ros.map.segments as segments
-from selavpr_ros.extractors.base import Extractor, ExtractorInfo, Features
+from extractor_testlib import FeatureOnlyExtractor
+from selavpr_ros.extractors.base import ExtractorInfo, Features
 from selavpr_ros.localizer import LocalFeatureCache, Localizer, LocalizerConfig
 from selavpr_ros.localizer.cache import local_feature_bytes
 from selavpr_ros.map import PlaceInfo, PlaceMap
@@ -21,16 +21,9 @@ from selavpr_ros.map import PlaceInfo, PlaceMap
 D, L, C = 16, 12, 8
 
 
-class _Ids(Extractor):
-    def __init__(self, variable: bool) -> None:
-        self._info = ExtractorInfo("synthetic", "w", D, L, C, variable_local_count=variable)
-
-    @property
-    def info(self) -> ExtractorInfo:
-        return self._info
-
-    def extract(self, images: Sequence[np.ndarray]) -> Features:
-        raise NotImplementedError
+def _ids(variable: bool) -> FeatureOnlyExtractor:
+    return FeatureOnlyExtractor(ExtractorInfo("synthetic", "w", D, L, C,
+                                              variable_local_count=variable))
 
 
 def _unit(x: np.ndarray) -> np.ndarray:
@@ -45,7 +38,7 @@ def _features(n: int, seed: int, variable: bool) -> Features:
 
 
 def _map(tmp_path: Path, variable: bool, dtype: str = "float16") -> PlaceMap:
-    pm = PlaceMap.create(tmp_path / "m", _Ids(variable), local_dtype=dtype)
+    pm = PlaceMap.create(tmp_path / "m", _ids(variable), local_dtype=dtype)
     for seg, n in enumerate((9, 7, 11)):  # three segments
         pm.append(_features(n, seg, variable), [PlaceInfo(stamp_ns=i) for i in range(n)])
     return pm
@@ -57,8 +50,8 @@ def test_cpu_cache_gives_identical_results(tmp_path: Path, variable: bool) -> No
     cfg = LocalizerConfig(top_k=20, rerank_k=15, min_margin=1.0)
     cache = LocalFeatureCache.build(pm, "cpu", 2**30)
     assert cache is not None and cache.nbytes == local_feature_bytes(pm)
-    plain = Localizer(pm, _Ids(variable), cfg)
-    cached = Localizer(pm, _Ids(variable), cfg, feature_cache=cache)
+    plain = Localizer(pm, _ids(variable), cfg)
+    cached = Localizer(pm, _ids(variable), cfg, feature_cache=cache)
     assert plain.feature_cache is None and cached.feature_cache is cache
     queries = _features(4, 99, variable)
     for i in range(4):
@@ -89,7 +82,7 @@ def test_cache_respects_the_budget(tmp_path: Path) -> None:
     assert LocalFeatureCache.build(pm, "cpu", needed - 1) is None
     assert LocalFeatureCache.build(pm, "cpu", needed) is not None
     # automatic: only on CUDA
-    assert Localizer(pm, _Ids(False), LocalizerConfig(top_k=5)).feature_cache is None
+    assert Localizer(pm, _ids(False), LocalizerConfig(top_k=5)).feature_cache is None
 
 
 @pytest.mark.parametrize("row_copy_bytes", [0, 2**30])  # one copy per row / fancy index
@@ -109,7 +102,7 @@ def test_map_gather_into_a_buffer(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
 
 def test_localizer_reuses_its_fetch_buffer(tmp_path: Path) -> None:
     pm = _map(tmp_path, variable=False)
-    localizer = Localizer(pm, _Ids(False), LocalizerConfig(top_k=10, min_margin=1.0))
+    localizer = Localizer(pm, _ids(False), LocalizerConfig(top_k=10, min_margin=1.0))
     q = _features(2, 5, False)
     first = localizer.query_features(Features(q.global_desc[:1], q.local[:1]))
     buffer = localizer._fetch_buffer

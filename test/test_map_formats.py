@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from extractor_testlib import unit
 from selavpr_ros.cli import main as cli
 from selavpr_ros.errors import ConfigError, MapFormatError
 from selavpr_ros.extractors.base import ExtractorInfo, Features
@@ -26,10 +27,6 @@ C = 32
 INFO = ExtractorInfo("fake-grid", "weights-a", global_dim=16, local_count=64, local_dim=C,
                      local_grid=GRID)
 FORMATS = ["fp16", "int8", "pca16", "pca16-int8"]
-
-
-def unit(x: np.ndarray) -> np.ndarray:
-    return (x / np.linalg.norm(x, axis=-1, keepdims=True)).astype(np.float32)
 
 
 def route_features(n: int, seed: int = 0) -> Features:

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from extractor_testlib import FeatureOnlyExtractor
 from selavpr_ros.errors import MapFormatError
-from selavpr_ros.extractors.base import Extractor, ExtractorInfo, Features
+from selavpr_ros.extractors.base import ExtractorInfo, Features
 from selavpr_ros.geometry.camera import CameraModel
 from selavpr_ros.geometry.correspondences import mnn_pairs
 from selavpr_ros.geometry.observations import ImageFeatures, observe_place
@@ -70,14 +70,9 @@ def test_observations_on_a_strided_grid_use_the_kept_cells() -> None:
     assert np.allclose(obs.query_pixels, grid_pixels((9, 9), hw, cells), atol=1e-9)
 
 
-class Grid21(Extractor):
-    """A SelaVPR-like 21x21 grid; the test passes precomputed features to the localizer."""
-
-    info = ExtractorInfo("fake-grid21", "w", global_dim=16, local_count=441, local_dim=C,
-                         local_grid=(21, 21))
-
-    def extract(self, images: Sequence[np.ndarray]) -> Features:
-        raise NotImplementedError
+# a SelaVPR-like 21x21 grid; the test passes precomputed features to the localizer
+GRID21 = ExtractorInfo("fake-grid21", "w", global_dim=16, local_count=441, local_dim=C,
+                       local_grid=(21, 21))
 
 
 @pytest.mark.parametrize("local_format", ["fp16", "int8"])
@@ -104,13 +99,14 @@ def test_localizer_pnp_on_a_strided_map(tmp_path: Path, local_format: str) -> No
     places = [PlaceInfo(stamp_ns=10**9 * (i + 1), position=(float(i), 0.5, 0.0),
                         orientation=(0.0, 0.0, np.sin(0.1 * i), np.cos(0.1 * i)))
               for i in range(n)]
-    pm = PlaceMap.create(tmp_path / "m", Grid21.info, camera=camera,
+    pm = PlaceMap.create(tmp_path / "m", GRID21, camera=camera,
                          local_format=LocalFormat.parse(local_format, 2))
     pm.append(feats, places, points=points)
     pm.close()
     with PlaceMap.open(tmp_path / "m") as pm:
         assert pm.local_format.stride == 2 and pm.points([1]).shape == (1, 121, 3)
-        localizer = Localizer(pm, Grid21(), LocalizerConfig(top_k=3, min_margin=0.0))
+        localizer = Localizer(pm, FeatureOnlyExtractor(GRID21),
+                              LocalizerConfig(top_k=3, min_margin=0.0))
         query = Features(feats.global_desc[1:2], feats.local[1:2])
         result = localizer.query_features(query, camera=camera)
     pose = result.pose

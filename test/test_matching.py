@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+from extractor_testlib import unit
 from reference_mnn import (  # bench/ (pytest.ini pythonpath)
     loop_mnn_scores,
     reference_mnn_pairs,
@@ -20,10 +21,6 @@ from selavpr_ros.errors import ConfigError
 from selavpr_ros.matching import MnnMatches, chunk_size_for_budget, mnn, mnn_matches, mnn_scores
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def unit(x: np.ndarray) -> np.ndarray:
-    return (x / np.linalg.norm(x, axis=-1, keepdims=True)).astype(np.float32)
 
 
 @pytest.mark.parametrize(

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from extractor_testlib import unit
 from selavpr_ros.cli import main as cli
 from selavpr_ros.errors import MapFormatError
 from selavpr_ros.extractors.base import ExtractorInfo, Features
@@ -21,10 +22,6 @@ from selavpr_ros.map.merge import merge_maps
 
 INFO = ExtractorInfo("fake-grid", "weights-a", global_dim=16, local_count=16, local_dim=8,
                      local_grid=(4, 4))
-
-
-def unit(x: np.ndarray) -> np.ndarray:
-    return (x / np.linalg.norm(x, axis=-1, keepdims=True)).astype(np.float32)
 
 
 def drive(path: Path, n: int, seed: int, *, info: ExtractorInfo = INFO, frame: str = "map",

@@ -9,14 +9,14 @@ from __future__ import annotations
 import argparse
 import json
 import math
-from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from extractor_testlib import FeatureOnlyExtractor, unit
 from selavpr_ros.commands import map_info
-from selavpr_ros.extractors.base import Extractor, ExtractorInfo, Features, RerankSettings
+from selavpr_ros.extractors.base import ExtractorInfo, Features, RerankSettings
 from selavpr_ros.extractors.classical import RERANK_K, ClassicalConfig
 from selavpr_ros.localizer import Localizer, LocalizerConfig
 from selavpr_ros.localizer.config import config_from_values, config_values
@@ -25,22 +25,9 @@ from selavpr_ros.map import PlaceInfo, PlaceMap
 D, L, C, PLACES = 16, 12, 8, 9
 
 
-class Fixed(Extractor):
-    """An extractor identity with given re-rank settings (queries pass features)."""
-
-    def __init__(self, rerank: RerankSettings) -> None:
-        self._info = ExtractorInfo("fixed", "w", D, L, C, rerank=rerank)
-
-    @property
-    def info(self) -> ExtractorInfo:
-        return self._info
-
-    def extract(self, images: Sequence[np.ndarray]) -> Features:
-        raise NotImplementedError
-
-
-def unit(x: np.ndarray) -> np.ndarray:
-    return (x / np.linalg.norm(x, axis=-1, keepdims=True)).astype(np.float32)
+def fixed(rerank: RerankSettings) -> FeatureOnlyExtractor:
+    """Return an extractor identity with given re-rank settings (queries pass features)."""
+    return FeatureOnlyExtractor(ExtractorInfo("fixed", "w", D, L, C, rerank=rerank))
 
 
 def make_map(path: Path, rerank: RerankSettings) -> Features:
@@ -48,7 +35,7 @@ def make_map(path: Path, rerank: RerankSettings) -> Features:
     rng = np.random.default_rng(0)
     feats = Features(unit(rng.standard_normal((PLACES, D))),
                      unit(rng.standard_normal((PLACES, L, C))))
-    with PlaceMap.create(path, Fixed(rerank)) as pm:
+    with PlaceMap.create(path, fixed(rerank)) as pm:
         pm.append(feats, [PlaceInfo(stamp_ns=i) for i in range(PLACES)])
     return Features(unit(feats.global_desc[:1] + 0.1), unit(feats.local[:1] + 0.1))
 
@@ -64,7 +51,7 @@ def test_the_maps_default_depth_is_used_unless_overridden(tmp_path: Path) -> Non
     manifest = json.loads((tmp_path / "m" / "manifest.json").read_text())
     assert manifest["extractor"]["rerank"]["rerank_k"] == 3  # recorded in the map
     with PlaceMap.open(tmp_path / "m") as pm:
-        extractor = Fixed(pm.extractor_info.rerank)
+        extractor = fixed(pm.extractor_info.rerank)
         default = Localizer(pm, extractor, LocalizerConfig(top_k=PLACES))
         assert default.rerank_k == 3 and reranked(default, query) == 3
         assert default.effective_config.rerank_k == 3  # what evaluation.json records
@@ -90,7 +77,7 @@ def test_a_map_without_a_recorded_default_reranks_all(tmp_path: Path,
     path.write_text(json.dumps(manifest))
     with PlaceMap.open(tmp_path / "old") as pm:
         assert pm.extractor_info.rerank.rerank_k is None
-        localizer = Localizer(pm, Fixed(RerankSettings("none")), LocalizerConfig(top_k=PLACES))
+        localizer = Localizer(pm, fixed(RerankSettings("none")), LocalizerConfig(top_k=PLACES))
         assert localizer.rerank_k == PLACES and reranked(localizer, query) == PLACES
         assert "the map records no default" in localizer.describe_rerank()
     map_info.run(argparse.Namespace(map=str(tmp_path / "old"), json=False, verify=False))
@@ -127,4 +114,4 @@ def test_minus_one_is_the_maps_default_in_parameters_and_flags() -> None:
 def test_a_map_default_of_zero_conflicts_with_score_rules(tmp_path: Path) -> None:
     make_map(tmp_path / "m", RerankSettings("none", rerank_k=0))
     with PlaceMap.open(tmp_path / "m") as pm, pytest.raises(ValueError, match="need re-ranking"):
-        Localizer(pm, Fixed(pm.extractor_info.rerank), LocalizerConfig(min_score=5))
+        Localizer(pm, fixed(pm.extractor_info.rerank), LocalizerConfig(min_score=5))

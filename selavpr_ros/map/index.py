@@ -141,15 +141,20 @@ def build_index(spec: IndexSpec, vectors: np.ndarray) -> tuple[faiss.Index, Inde
             index = faiss.IndexIVFPQ(
                 quantizer, dim, nlist, spec.pq_m, spec.pq_bits, faiss.METRIC_INNER_PRODUCT
             )
-        train = vectors
-        if spec.train_max and count > spec.train_max:
-            rng = np.random.default_rng(0)
-            train = vectors[np.sort(rng.choice(count, spec.train_max, replace=False))]
-        index.train(train)
+        index.train(_training_sample(vectors, spec))
         configure_search(index, spec)
     if count:
         index.add(vectors)
     return index, spec
+
+
+def _training_sample(vectors: np.ndarray, spec: IndexSpec) -> np.ndarray:
+    """Return at most ``spec.train_max`` of the vectors (a fixed-seed sample: builds repeat)."""
+    count = len(vectors)
+    if not spec.train_max or count <= spec.train_max:
+        return vectors
+    rng = np.random.default_rng(0)
+    return vectors[np.sort(rng.choice(count, spec.train_max, replace=False))]
 
 
 def _pqfs(spec: IndexSpec, vectors: np.ndarray) -> faiss.Index:
@@ -163,11 +168,7 @@ def _pqfs(spec: IndexSpec, vectors: np.ndarray) -> faiss.Index:
     codes = faiss.IndexScalarQuantizer(dim, faiss.ScalarQuantizer.QT_8bit,
                                        faiss.METRIC_INNER_PRODUCT)
     index = faiss.IndexRefine(base, codes)
-    train = vectors
-    if spec.train_max and count > spec.train_max:
-        rng = np.random.default_rng(0)
-        train = vectors[np.sort(rng.choice(count, spec.train_max, replace=False))]
-    index.train(train)
+    index.train(_training_sample(vectors, spec))
     configure_search(index, spec)
     return index
 
