@@ -178,11 +178,17 @@ def test_bad_camera_info_falls_back_in_one_line(street, ros_probe, start_process
     got = answers(ros_probe, publish(start_process, street, tmp_path, camera_info=bad,
                                      tf=False))
     assert len(got) >= 3
-    for msg in got.values():
+    refused = 0
+    for index, msg in sorted(got.items()):
         assert msg.accepted and msg.pose_source == "keyframe"
-        assert "camera info refused" in msg.pose_reason and "not calibrated" in msg.pose_reason
+        if "camera info refused" in msg.pose_reason:
+            assert "not calibrated" in msg.pose_reason
+            refused += 1
+        else:  # only a frame handled before the first camera info (two topics, two callbacks)
+            assert msg.pose_reason == "no camera info received" and refused == 0, (index, msg)
+    assert refused >= len(got) - 1
     # once for the refusal however many frames carry it (a frame that beat the first camera info
-    # over DDS may add one "no camera info" line: a different reason, logged once too)
+    # may add one "no camera info" line: a different reason, logged once too)
     lines = [line for line in node.output().splitlines() if "query pose falls back to" in line]
     assert sum("camera info refused" in line for line in lines) == 1, lines
     assert len(lines) <= 2, lines

@@ -34,6 +34,7 @@ TF (tf2_ros, from apt on a robot) is needed only with ``base_frame`` or ``publis
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 import sys
 import threading
@@ -178,7 +179,7 @@ class LocalizerNode(LifecycleNode):
         self._camera_info_sub: Any = None
         self._tf: dict[str, Any] = {}  # buffer, listener, broadcaster when TF is used
         self.map_to_odom: Any = None  # held 4x4 map <- odom (publish_tf)
-        self._last_pose_note = ""
+        self._pose_notes: dict[str, float] = {}  # kind -> when last logged
         self.spec = extractor_spec(self.values)
         self.image_msg_type = (CompressedImage if is_compressed(
             self.values["image_topic"], self.values["image_type"]) else Image)
@@ -421,12 +422,16 @@ class LocalizerNode(LifecycleNode):
         return f"{head}/camera_info" if head else "camera_info"
 
     def _note_pose(self, estimate: PoseEstimate) -> None:
-        """Log why a frame's pose fell back, once per kind of reason (not per frame)."""
+        """Log why a frame's pose fell back: each kind of reason once a minute, not per frame."""
         note = f"{estimate.source} pose: {estimate.reason}"
         kind = re.sub(r"\d+(\.\d+)?", "#", note)  # "5 inliers" and "7 inliers" are one kind
-        if kind != self._last_pose_note:
-            self._last_pose_note = kind
-            self.get_logger().warning(f"query pose falls back to {note}")
+        now = time.monotonic()
+        if now - self._pose_notes.get(kind, -math.inf) < 60.0:
+            return
+        if len(self._pose_notes) >= 64:
+            self._pose_notes.clear()
+        self._pose_notes[kind] = now
+        self.get_logger().warning(f"query pose falls back to {note}")
 
     def _start_tf(self) -> None:
         if not (self.reloc.base_frame or self.reloc.publish_tf) or self._tf:
