@@ -31,7 +31,7 @@ class LocalizerConfig:
         top_k: places retrieved by global descriptor (the paper's K = 100).
         rerank_k: how many of them are re-ranked by MNN count; 0 = none (the order and the
             decision then use the global similarity alone); None = the map's default (its
-            extractor's ``RerankSettings.rerank_k``: e.g. 20 for the classical extractor, all
+            extractor's ``RerankSettings.rerank_k``: e.g. 50 for the classical extractor, all
             ``top_k`` for SelaVPR and for maps that predate the recorded default). Always at
             most ``top_k``: see :meth:`rerank_depth`.
         device, precision: where MNN scores are computed ("cpu", "cuda", "cuda:1"; "fp16" is
