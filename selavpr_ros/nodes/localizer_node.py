@@ -44,7 +44,7 @@ from typing import Any
 from geometry_msgs.msg import PoseWithCovarianceStamped
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
-from sensor_msgs.msg import CameraInfo, CompressedImage, Image
+from sensor_msgs.msg import CameraInfo
 from std_msgs.msg import Float64MultiArray
 from std_srvs.srv import Trigger
 from visualization_msgs.msg import MarkerArray
@@ -88,7 +88,7 @@ from selavpr_ros.ros.runtime import (
     run_node,
 )
 from selavpr_ros.ros.stats import EventWindow, RollingStats
-from selavpr_ros.ros.topics import is_compressed, subscription_qos
+from selavpr_ros.ros.topics import image_message_type, subscription_qos
 
 SUCCESS, FAILURE = TransitionCallbackReturn.SUCCESS, TransitionCallbackReturn.FAILURE
 
@@ -181,8 +181,8 @@ class LocalizerNode(LifecycleNode):
         self.map_to_odom: Any = None  # held 4x4 map <- odom (publish_tf)
         self._pose_notes: dict[str, float] = {}  # kind -> when last logged
         self.spec = extractor_spec(self.values)
-        self.image_msg_type = (CompressedImage if is_compressed(
-            self.values["image_topic"], self.values["image_type"]) else Image)
+        self.image_msg_type = image_message_type(self.values["image_topic"],
+                                                 self.values["image_type"])
         self.qos = subscription_qos(self.values["qos_reliability"], self.values["qos_depth"])
         on_live_update(self, self.values, self._check_update, self._apply_update)
 

@@ -33,7 +33,7 @@ from geometry_msgs.msg import Pose as PoseMsg
 from nav_msgs.msg import Odometry
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
-from sensor_msgs.msg import CameraInfo, CompressedImage, Image
+from sensor_msgs.msg import CameraInfo, Image
 from std_msgs.msg import Float64MultiArray
 from std_srvs.srv import Trigger
 
@@ -58,7 +58,7 @@ from selavpr_ros.ros.runtime import (
     run_node,
 )
 from selavpr_ros.ros.stats import EventWindow, RollingStats
-from selavpr_ros.ros.topics import is_compressed, subscription_qos
+from selavpr_ros.ros.topics import image_message_type, subscription_qos
 
 SUCCESS, FAILURE = TransitionCallbackReturn.SUCCESS, TransitionCallbackReturn.FAILURE
 MAX_QUEUE = 300  # images waiting for odometry; older ones are dropped (counted)
@@ -197,8 +197,8 @@ class LoopClosureNode(LifecycleNode):
         super().__init__("loop_closure_node")
         self.values = declare(self, PARAMS)
         self.config = loop_config(self.values)
-        self.image_msg_type = (CompressedImage if is_compressed(
-            self.values["image_topic"], self.values["image_type"]) else Image)
+        self.image_msg_type = image_message_type(self.values["image_topic"],
+                                                 self.values["image_type"])
         self.qos = subscription_qos(self.values["qos_reliability"], self.values["qos_depth"])
         on_live_update(self, self.values, self._check_update, self._apply_update)
 

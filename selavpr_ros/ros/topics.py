@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import CompressedImage, Image
 
 from selavpr_ros.errors import ConfigError
 
@@ -22,6 +23,11 @@ def is_compressed(topic: str, image_type: str) -> bool:
     if image_type == "auto":
         return topic.rstrip("/").endswith("/compressed")
     return image_type == "compressed"
+
+
+def image_message_type(topic: str, image_type: str) -> type:
+    """Return CompressedImage or Image for an image topic (see :func:`is_compressed`)."""
+    return CompressedImage if is_compressed(topic, image_type) else Image
 
 
 def subscription_qos(reliability: str, depth: int) -> QoSProfile:
