@@ -51,11 +51,12 @@ import numpy as np
 import torch
 
 from selavpr_ros.errors import ConfigError
+from selavpr_ros.matching import fused_triton
 
 log = logging.getLogger(__name__)
 
 Precision = Literal["fp32", "fp16"]
-Method = Literal["auto", "tiled", "chunked"]
+Method = Literal["auto", "tiled", "chunked", "fused"]
 DEFAULT_MEMORY_BUDGET = 256 * 2**20  # bytes of working memory per chunk of candidates
 TILE_BYTES = 4 * 2**20  # similarity block of the tiled method: stays in the L3 cache
 MIN_TILE_ROWS = 96  # smaller blocks make MKL switch kernels (and summation order)
@@ -255,15 +256,18 @@ def mnn_scores(
             similarity is at least ``min_similarity``).
         device: where to compute; default: the query tensor's device, else CPU.
         precision: "fp32" (exact reference counts) or "fp16" (CUDA only; faster, counts can
-            differ slightly on near ties).
+            differ slightly on near ties; and the fused method under Triton's interpreter).
         memory_budget: bytes of working memory per chunk; sets the chunk size. None: chosen
             from the device's free memory (CUDA: a quarter of it, at most 4 GiB).
         chunk_size: candidates per chunk; overrides ``memory_budget`` when given.
         method: "tiled" (CPU, fp32: cache-sized row blocks, no similarity matrix in memory),
-            "chunked" (the reference's batched product, chunked over candidates) or "auto":
-            tiled on the CPU when no ``chunk_size`` is given, chunked otherwise. Tiled falls
-            back to chunked when its blocks are not bit-exact on this machine (see
-            ``tiling_is_exact``).
+            "chunked" (the reference's batched product, chunked over candidates), "fused"
+            (CUDA, fp16, no filter: one Triton kernel that never writes the similarities,
+            :mod:`selavpr_ros.matching.fused_triton`) or "auto": tiled on the CPU when no
+            ``chunk_size`` is given; on CUDA fused where it applies and Triton imports (and no
+            ``chunk_size`` is given), chunked otherwise. "chunked" opts out of the fused
+            kernel. Tiled falls back to chunked when its blocks are not bit-exact on this
+            machine (see ``tiling_is_exact``).
         workers: threads of the tiled method (default: ``torch.get_num_threads()``). While
             they run, torch's intra-op thread count is 1 and is restored afterwards.
 
@@ -309,7 +313,7 @@ def _mnn(
 ) -> np.ndarray:
     """Return the counts (and fill ``kept`` with the pairs): see :func:`mnn_scores`."""
     _check_options(match_filter, precision)
-    device = _compute_device(query, device, precision)
+    device = _compute_device(query, device, precision, method)
     dtype = torch.float16 if precision == "fp16" else torch.float32
     channels = _check_shapes(query, candidates)
     num = int(candidates.shape[0])
@@ -324,7 +328,11 @@ def _mnn(
     if candidate_scale is not None and tuple(candidate_scale.shape[:1]) != (num,):
         raise ValueError(f"candidate_scale must have {num} rows, got {candidate_scale.shape}")
 
-    if _resolve_method(method, device, chunk_size, match_filter) == "tiled":
+    resolved = _resolve_method(method, device, chunk_size, match_filter, precision, channels)
+    if resolved == "fused":
+        return _fused_counts(q, candidates, qm, candidate_mask, candidate_scale,
+                             memory_budget, kept)
+    if resolved == "tiled":
         tiles = row_tiles(lc, lq)
         if tiling_is_exact(lc, lq, channels, tiles):
             return _tiled_counts(q, candidates, tiles, qm, candidate_mask,
@@ -351,12 +359,14 @@ def _check_options(match_filter: str, precision: str) -> None:
 
 
 def _compute_device(query: np.ndarray | torch.Tensor, device: str | torch.device | None,
-                    precision: str) -> torch.device:
+                    precision: str, method: str = "auto") -> torch.device:
     """Return the given device, else the query tensor's, else the CPU."""
     if device is None:
         device = query.device if torch.is_tensor(query) else "cpu"
     device = torch.device(device)
-    if precision == "fp16" and device.type != "cuda":
+    # Triton's interpreter runs the fused kernel on CPU tensors: how the tests check it
+    interpreted = method == "fused" and fused_triton.interpreting()
+    if precision == "fp16" and device.type != "cuda" and not interpreted:
         raise ConfigError("precision 'fp16' is only supported on CUDA devices")
     return device
 
@@ -385,14 +395,21 @@ def _query_mask_tensor(query_mask: np.ndarray | torch.Tensor | None, device: tor
 
 
 def _resolve_method(method: Method, device: torch.device, chunk_size: int | None,
-                    match_filter: str) -> Method:
-    """Return "tiled" or "chunked" for ``method`` ("auto" picks; see :func:`mnn_scores`)."""
-    if method not in ("auto", "tiled", "chunked"):
+                    match_filter: str, precision: str = "fp32", channels: int = 0) -> Method:
+    """Return the method that runs ("auto" picks one; see :func:`mnn_scores`)."""
+    if method not in ("auto", "tiled", "chunked", "fused"):
         raise ConfigError(f"unknown method {method!r}")
+    fused = fused_triton.supports(device, precision, match_filter, channels)
     if method == "auto":
-        return "tiled" if device.type == "cpu" and chunk_size is None else "chunked"
+        if device.type == "cpu" and chunk_size is None:
+            return "tiled"
+        return "fused" if fused and device.type == "cuda" and chunk_size is None else "chunked"
     if method == "tiled" and device.type != "cpu":
         raise ConfigError("the tiled method runs on the CPU")
+    if method == "fused" and not fused:
+        raise ConfigError(
+            "the fused method needs CUDA with Triton, precision 'fp16', match_filter 'none' and "
+            f"at most {fused_triton.MAX_CHANNELS} channels")
     return method
 
 
@@ -443,6 +460,38 @@ def _chunked_counts(
             assert best_sim is not None
             kept.store(slice(start, stop), best_c, mutual, best_sim)
         del sim, best_c, best_q, mutual, best_sim
+    return device_counts.cpu().numpy()
+
+
+def _fused_counts(
+    q: torch.Tensor,
+    candidates: np.ndarray | torch.Tensor,
+    qm: torch.Tensor | None,
+    candidate_mask: np.ndarray | torch.Tensor | None,
+    candidate_scale: np.ndarray | torch.Tensor | None,
+    memory_budget: int | None,
+    kept: _Kept | None,
+) -> np.ndarray:
+    """MNN counts by the fused Triton kernel, as many candidates per launch as fit the budget."""
+    device = q.device
+    num, (lq, channels) = int(candidates.shape[0]), q.shape
+    lc = int(np.prod(candidates.shape[1:-1]))
+    if memory_budget is None:
+        memory_budget = auto_memory_budget(device)
+    chunk = fused_triton.candidates_per_launch(lq, lc, channels, memory_budget)
+    device_counts = torch.zeros(num, dtype=torch.int64, device=device)
+    for start in range(0, num, chunk):
+        stop = min(num, start + chunk)
+        c = _to_tensor(candidates[start:stop], device).reshape(stop - start, lc, channels)
+        cm = cs = None
+        if candidate_mask is not None:
+            cm = _to_tensor(candidate_mask[start:stop], device).reshape(stop - start, lc)
+        if candidate_scale is not None:
+            cs = _to_tensor(candidate_scale[start:stop], device).reshape(stop - start, lc)
+        r = fused_triton.fused_mnn(q, c, qm, cm, cs)
+        device_counts[start:stop] = r.counts
+        if kept is not None:
+            kept.store(slice(start, stop), r.nearest, r.mutual, r.similarity)
     return device_counts.cpu().numpy()
 
 

@@ -1,0 +1,106 @@
+"""Cases for the fused MNN kernel under Triton's interpreter, run in a child process.
+
+Triton reads ``TRITON_INTERPRET`` when it is first imported (its own ``tl`` helpers are
+defined then, interpreted or compiled), so the interpreter cannot be switched on inside a test
+process that may already hold a compiled Triton. :func:`run_interpreted` starts this file as a
+child with the variable set; the child runs only the code under test (the fused method) and
+saves its results, and the test compares them with the exact CPU path computed in the parent.
+
+Features are small integers: every dot product (and its product with a power-of-two scale) is
+exact in fp16 and fp32, so the fused fp16 results must equal the exact fp32 ones, ties and all.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+FIELDS = ("counts", "nearest", "mutual", "similarity")
+Case = tuple[np.ndarray, np.ndarray, dict[str, Any]]
+
+
+def _integers(rng: np.random.Generator, shape: tuple[int, ...], high: int = 2) -> np.ndarray:
+    return rng.integers(-high, high + 1, shape).astype(np.float32)
+
+
+def _plain(lq: int, lc: int, dim: int) -> Callable[[], Case]:
+    def build() -> Case:
+        rng = np.random.default_rng(lq + lc + dim)
+        return _integers(rng, (lq, dim)), _integers(rng, (3, lc, dim)).astype(np.float16), {}
+    return build
+
+
+def _masked_int8() -> Case:
+    rng = np.random.default_rng(7)
+    query = _integers(rng, (9, 11, 48))  # a (H, W, C) grid
+    cands = _integers(rng, (3, 8, 12, 48), high=3).astype(np.int8)
+    cm = rng.random((3, 8, 12)) > 0.2
+    cm[2] = False  # a candidate with nothing valid
+    options = dict(query_mask=rng.random((9, 11)) > 0.2, candidate_mask=cm,
+                   candidate_scale=(2.0 ** rng.integers(-2, 2, (3, 8, 12))).astype(np.float32))
+    return query, cands, options
+
+
+def _ties() -> Case:
+    """Every candidate feature is v; queries 40 and 65 (two query blocks of 32) are 2v."""
+    v = np.zeros(32, np.float32)
+    v[:4] = 1.0
+    query = np.tile(v, (70, 1))
+    query[[40, 65]] = 2 * v
+    query[[3, 50]] = -v
+    return query, np.tile(v, (2, 70, 1)).astype(np.float16), {}
+
+
+def _query_masked() -> Case:
+    rng = np.random.default_rng(3)
+    query = _integers(rng, (40, 32))
+    cands = _integers(rng, (2, 50, 32)).astype(np.float16)
+    return query, cands, {"query_mask": np.zeros(40, bool)}
+
+
+CASES: dict[str, Callable[[], Case]] = {
+    "plain_61_130_32": _plain(61, 130, 32),
+    "plain_97_64_128": _plain(97, 64, 128),
+    "plain_130_61_64": _plain(130, 61, 64),
+    "masked_int8": _masked_int8,
+    "ties": _ties,
+    "query_masked": _query_masked,
+}
+
+
+def run_interpreted(out: Path, timeout: float = 120.0) -> dict[str, np.ndarray]:
+    """Run every case's fused method in a child under the interpreter; return its arrays."""
+    env = dict(os.environ, TRITON_INTERPRET="1")
+    proc = subprocess.run([sys.executable, __file__, str(out)], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, f"interpreter run failed:\n{proc.stdout}{proc.stderr[-3000:]}"
+    with np.load(out) as data:
+        return dict(data)
+
+
+def main(out: str) -> int:
+    assert os.environ.get("TRITON_INTERPRET") == "1", "set TRITON_INTERPRET=1 first"
+    from selavpr_ros.matching import mnn_matches, mnn_scores
+
+    arrays: dict[str, np.ndarray] = {}
+    for name, build in CASES.items():
+        query, cands, options = build()
+        fused = mnn_matches(query, cands, method="fused", precision="fp16", **options)
+        for field in FIELDS:
+            arrays[f"{name}/{field}"] = getattr(fused, field)
+        arrays[f"{name}/scores"] = mnn_scores(query, cands, method="fused", precision="fp16",
+                                              **options)
+    np.savez(out, **arrays)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(ROOT))
+    raise SystemExit(main(sys.argv[1]))
