@@ -4,6 +4,7 @@
     python bench/run.py --device cuda --sections extraction,feature_error,mnn,ransac
     python bench/run.py --search-sizes 1000 10000 100000 1000000
     python bench/run.py --device cuda --sections runner,localizer,map,mnn
+    python bench/run.py --device cuda --sections mnn_fused --k 100   # needs triton, not faiss
 
 Each section runs its bench script (bench/bench_*.py) in a fresh process, so one section's
 memory peak and threads do not leak into the next, and reads the JSON line it prints last.
@@ -108,6 +109,12 @@ def _mnn_args(args: argparse.Namespace) -> list[list[str]]:
     ks = list(map(str, args.k))
     return [["--device", args.device, "--k", *ks, "--reference-k", *ks,
              "--repeats", str(args.repeats), "--grid", str(args.grid)]]
+
+
+def _mnn_fused_args(args: argparse.Namespace) -> list[list[str]]:
+    """GPU only (the script reports itself skipped without CUDA); K = the largest --k."""
+    return [["--k", str(max(args.k)), "--grid", str(args.grid),
+             "--repeats", str(max(20, args.repeats))]]
 
 
 def _mnn_gemm_args(args: argparse.Namespace) -> list[list[str]]:
@@ -244,6 +251,29 @@ def _mnn_md(report: dict[str, Any], d: dict[str, Any]) -> list[str]:
     return lines + ["", "Reference: one unchunked (K, 3721, 3721) product and two arg-maxima. "
                     "Memory: growth of the peak RSS (CPU) / max allocated (CUDA) during one "
                     "call.", ""]
+
+
+def _mnn_fused_md(report: dict[str, Any], d: dict[str, Any]) -> list[str]:
+    lines = [f"## Fused GPU MNN re-ranking (Triton) vs unfused, K={d['k']}, "
+             f"{d['grid']}x{d['grid']}x{d['dim']}, fp16, {d['device']}", "",
+             "| candidates | pairs kept | fused ms | unfused ms | speed-up | counts identical "
+             "(candidates differing) | first fused call ms |", "|---|---|---|---|---|---|---|"]
+    for r in d["rows"]:
+        lines.append(f"| {r['case']} | {r['pairs']} | {r['fused_ms']:.3f} | "
+                     f"{r['unfused_ms']:.3f} | {r['speedup']:.2f}x | {r['counts_identical']} "
+                     f"({r['candidates_differing']}) | {r['first_call_ms']:.0f} |")
+    plain = next(r for r in d["rows"] if r["case"] == "fp16" and not r["pairs"])
+    met = "met" if plain["fused_ms"] <= d["target_ms"] and plain["counts_identical"] else "not met"
+    check = d.get("integer_check", {})
+    return lines + ["", "Correctness on integer features (exact products, ties): fused = "
+                    f"chunked fp16: {check.get('fused_equals_chunked_fp16')}, fused = exact "
+                    f"CPU fp32: {check.get('fused_equals_exact_cpu')}.", "",
+                    f"Target re-rank <= {d['target_ms']:.0f} ms with identical counts: "
+                    f"**{met}** ({plain['fused_ms']:.3f} ms). Median of {d['repeats']}, "
+                    "interleaved, device synchronised, counts copied back; unfused = the "
+                    "chunked method (one (K, L, L) fp16 product, two arg-maxima); first call = "
+                    f"compile + autotune (chose {d.get('best_config')}); triton "
+                    f"{d.get('triton')}.", ""]
 
 
 def _mnn_gemm_md(report: dict[str, Any], runs: list[dict[str, Any]]) -> list[str]:
@@ -450,6 +480,8 @@ TABLE: dict[str, Section] = {
     "feature_error": Section("bench_feature_error.py", _feature_error_args, _feature_error_md,
                              "Reduced-precision feature error"),
     "mnn": Section("bench_matching.py", _mnn_args, _mnn_md, "MNN re-ranking"),
+    "mnn_fused": Section("bench_mnn_fused.py", _mnn_fused_args, _mnn_fused_md,
+                         "Fused GPU MNN re-ranking (Triton)"),
     "mnn_gemm": Section("bench_mnn_gemm.py", _mnn_gemm_args, _mnn_gemm_md,
                         "MNN vs GEMM throughput", several=True),
     "classical_rerank": Section("eval_classical_gardens_point.py", _classical_rerank_args,
@@ -479,8 +511,8 @@ TABLE: dict[str, Section] = {
                     needs="rclpy"),
 }
 # the order the sections run in by default
-SECTIONS = ("extraction", "runner", "feature_error", "mnn", "mnn_gemm", "ransac", "search",
-            "sweep", "classical_rerank", "localizer", "map", "node", "formats",
+SECTIONS = ("extraction", "runner", "feature_error", "mnn", "mnn_fused", "mnn_gemm", "ransac",
+            "search", "sweep", "classical_rerank", "localizer", "map", "node", "formats",
             "descriptor_stats", "search_auto", "merge")
 NEEDS = {name: section.needs for name, section in TABLE.items() if section.needs}
 

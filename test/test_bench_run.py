@@ -66,3 +66,29 @@ def test_mnn_gemm_and_classical_sections(tmp_path: Path) -> None:
     assert all("not found" in run["error"] for run in sections["classical_rerank"])
     md = json_file.with_suffix(".md").read_text()
     assert "vs this CPU's fp32 GEMM" in md and "not measured" in md
+
+
+def test_mnn_fused_section_runs_or_says_why_not(tmp_path: Path) -> None:
+    """GPU only: without CUDA (or Triton) the section is a 'not measured' note."""
+    assert bench_run.main(["--sections", "mnn_fused", "--k", "3", "--grid", "9",
+                           "--repeats", "1", "--out", str(tmp_path)]) == 0
+    (json_file,) = tmp_path.glob("*.json")
+    data = json.loads(json_file.read_text())["sections"]["mnn_fused"]
+    md = json_file.with_suffix(".md").read_text()
+    if "skipped" in data:
+        assert "Not measured: needs a CUDA GPU" in md or "triton" in data["skipped"]
+    else:
+        assert "error" not in data and len(data["rows"]) == 3
+        assert "## Fused GPU MNN re-ranking (Triton) vs unfused, K=3" in md
+
+
+def test_mnn_fused_markdown_judges_the_target() -> None:
+    row = {"case": "fp16", "pairs": False, "fused_ms": 1.5, "unfused_ms": 8.0, "speedup": 5.3,
+           "counts_identical": True, "candidates_differing": 0, "first_call_ms": 900.0}
+    data = {"k": 100, "grid": 61, "dim": 128, "device": "GPU", "target_ms": 2.0,
+            "repeats": 20, "rows": [row]}
+    assert "**met** (1.500 ms)" in "\n".join(bench_run._mnn_fused_md({}, data))
+    data["rows"] = [dict(row, fused_ms=2.5)]
+    assert "**not met** (2.500 ms)" in "\n".join(bench_run._mnn_fused_md({}, data))
+    data["rows"] = [dict(row, counts_identical=False, candidates_differing=1)]
+    assert "**not met**" in "\n".join(bench_run._mnn_fused_md({}, data))

@@ -158,6 +158,14 @@ def _kernels(interpret: bool) -> tuple[Any, Any]:
     return mnn_tiles, tuned
 
 
+def autotuned_config() -> str | None:
+    """Return the configuration CUDA autotuning chose last (None before any CUDA launch)."""
+    if _kernels.cache_info().currsize == 0:
+        return None
+    best = getattr(_kernels(False)[1], "best_config", None)
+    return None if best is None else str(best)
+
+
 def fused_mnn(
     q: torch.Tensor,
     c: torch.Tensor,

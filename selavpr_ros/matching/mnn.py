@@ -26,6 +26,12 @@ tail. The tiled method therefore checks, once per process and per shape, that it
 reproduce the full product bit for bit on probe data, and falls back to the chunked method
 (the reference's own product, chunked over candidates) when they do not.
 
+On CUDA at fp16 with no filter the default is the *fused* method
+(:mod:`selavpr_ros.matching.fused_triton`): one Triton kernel computes the similarities tile
+by tile and keeps only the arg-maxima, so the (K, L, L) matrices are never written; it rounds
+each similarity to fp16 as the chunked product writes it, so both compare the same values.
+Without Triton, with a filter, or with ``method="chunked"`` the chunked method runs as before.
+
 Project decision (differs from the reference): a candidate with exactly one mutual match scores
 1, not 0. Invalid (masked) features are never matched.
 
