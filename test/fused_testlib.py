@@ -48,6 +48,16 @@ def _masked_int8() -> Case:
     return query, cands, options
 
 
+def _negative() -> Case:
+    """Every similarity <= 0 (maxima negative or zero), and some scales 0 (so -0 meets +0)."""
+    rng = np.random.default_rng(5)
+    query = rng.integers(0, 3, (70, 32)).astype(np.float32)
+    cands = -rng.integers(0, 3, (3, 90, 32)).astype(np.float16)
+    scale = (2.0 ** rng.integers(-1, 2, (3, 90))).astype(np.float32)
+    scale[0, ::7] = 0.0  # candidate 0 only: the others keep negative maxima
+    return query, cands, {"candidate_scale": scale}
+
+
 def _ties() -> Case:
     """Every candidate feature is v; queries 40 and 65 (two query blocks of 32) are 2v."""
     v = np.zeros(32, np.float32)
@@ -70,6 +80,7 @@ CASES: dict[str, Callable[[], Case]] = {
     "plain_97_64_128": _plain(97, 64, 128),
     "plain_130_61_64": _plain(130, 61, 64),
     "masked_int8": _masked_int8,
+    "negative": _negative,
     "ties": _ties,
     "query_masked": _query_masked,
 }
@@ -104,3 +115,35 @@ def main(out: str) -> int:
 if __name__ == "__main__":
     sys.path.insert(0, str(ROOT))
     raise SystemExit(main(sys.argv[1]))
+
+
+def compile_for_gpu(arch: int, candidates: str, flags: bool, block_n: int, warps: int) -> bytes:
+    """Compile the kernel for an NVIDIA GPU of compute capability ``arch`` without one.
+
+    Triton's own ptxas does it on any machine: this catches what the interpreter cannot
+    (types, layouts, register allocation) for the shapes the autotuner tries. Returns the cubin.
+    """
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    from selavpr_ros.matching.fused_triton import BLOCK_M, _kernels
+
+    kernel, _ = _kernels(False)
+    signature = {"q_ptr": "*fp16", "c_ptr": f"*{candidates}", "scale_ptr": "*fp16",
+                 "qmask_ptr": "*u8", "cmask_ptr": "*u8", "row_ptr": "*i32", "part_ptr": "*i32",
+                 "M": "i32", "N": "i32", "D": "i32", "stride_qm": "i32", "stride_ck": "i32",
+                 "stride_cn": "i32", "stride_sk": "i32", "stride_mk": "i32"}
+    constants = {"HAS_SCALE": flags, "HAS_QMASK": flags, "HAS_CMASK": flags,
+                 "BLOCK_M": BLOCK_M, "BLOCK_N": block_n, "BLOCK_D": 128, "EVEN_D": True}
+    names = [*signature, *constants]
+    signature.update({name: "constexpr" for name in constants})
+    # what Triton's launcher sees at run time: 16-byte aligned tensors, strides of 128
+    aligned = ["q_ptr", "c_ptr", "scale_ptr", "qmask_ptr", "cmask_ptr", "row_ptr", "part_ptr",
+               "D", "stride_qm", "stride_ck", "stride_cn"]
+    source = ASTSource(fn=kernel, signature=signature,
+                       constexprs={(names.index(n),): v for n, v in constants.items()},
+                       attrs={(names.index(n),): [["tt.divisibility", 16]] for n in aligned})
+    compiled = triton.compile(source, target=GPUTarget("cuda", arch, 32),
+                              options={"num_warps": warps, "num_stages": 3})
+    return bytes(compiled.asm["cubin"])

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from fused_testlib import CASES, FIELDS, run_interpreted
+from fused_testlib import CASES, FIELDS, compile_for_gpu, run_interpreted
 from selavpr_ros.errors import ConfigError
 from selavpr_ros.matching import mnn_matches
 from selavpr_ros.matching.mnn import _resolve_method
@@ -49,11 +49,14 @@ def _tied_rows(query: np.ndarray, cands: np.ndarray) -> int:
     return int(((sim == sim.max(axis=2, keepdims=True)).sum(axis=2) > 1).sum())
 
 
-@pytest.mark.parametrize("name", ["plain_61_130_32", "plain_97_64_128", "plain_130_61_64"])
+@pytest.mark.parametrize("name", ["plain_61_130_32", "plain_97_64_128", "plain_130_61_64",
+                                  "negative"])
 def test_fused_counts_and_pairs_equal_the_exact_cpu_path(
         fused: dict[str, np.ndarray], name: str) -> None:
     exact, query, cands = _exact(name)
     assert _tied_rows(query, cands) > 0  # the data exercises the tie-breaking
+    if name == "negative":  # the order of negative values (and -0 = +0) is exercised
+        assert (exact["similarity"] < 0).any() and (exact["similarity"] <= 0).all()
     assert exact["counts"].min() > 0
     _assert_same(fused, name, exact)
 
@@ -94,6 +97,7 @@ def test_auto_picks_the_fused_kernel_only_where_it_applies() -> None:
     assert _resolve_method("auto", cuda, None, "min_similarity", "fp16", 128) == "chunked"
     assert _resolve_method("auto", cuda, None, "none", "fp32", 128) == "chunked"
     assert _resolve_method("auto", cuda, None, "none", "fp16", 1024) == "chunked"
+    assert _resolve_method("auto", cuda, None, "none", "fp16", 128, 70000) == "chunked"
     assert _resolve_method("auto", cuda, 8, "none", "fp16", 128) == "chunked"
     assert _resolve_method("chunked", cuda, None, "none", "fp16", 128) == "chunked"  # opt out
     assert _resolve_method("auto", cpu, None, "none", "fp32", 128) == "tiled"
@@ -125,3 +129,14 @@ def test_compiled_kernel_equals_chunked_fp16_and_exact_cpu() -> None:
             np.testing.assert_array_equal(getattr(runs["fused"], field),
                                           getattr(runs[other], field), err_msg=other + field)
     assert runs["fused"].counts.min() > 0
+
+
+@pytest.mark.parametrize(("arch", "candidates", "flags", "block_n", "warps"), [
+    (90, "fp16", False, 64, 8), (90, "i8", True, 128, 8), (80, "fp32", True, 64, 4)])
+def test_kernel_compiles_for_hopper_and_ampere_without_a_gpu(
+        arch: int, candidates: str, flags: bool, block_n: int, warps: int) -> None:
+    try:
+        from triton.backends.nvidia.compiler import get_ptxas  # noqa: F401
+    except ImportError:
+        pytest.skip("this triton has no NVIDIA backend")
+    assert len(compile_for_gpu(arch, candidates, flags, block_n, warps)) > 1000

@@ -6,29 +6,30 @@ costs (bench/PERFORMANCE.md). Here one program takes one candidate and one block
 features, computes the similarities a tile of candidate features at a time with ``tl.dot``
 (fp16 inputs, fp32 accumulation) and reduces each tile while it is in registers:
 
-- per query feature, the running maximum and arg-max over the candidate tiles (its nearest
-  candidate feature; a later tile replaces it only when strictly larger, so ties keep the
-  first index, as ``torch.argmax`` does);
-- per candidate feature, the maximum and arg-max over this block's query features, stored in
-  a small (K, query blocks, L_cand) partial buffer that torch then reduces over the blocks,
-  earlier block first on ties.
+- per query feature, the running maximum over the candidate tiles (its nearest candidate
+  feature);
+- per candidate feature, the maximum over this block's query features, stored in a small
+  (K, query blocks, L_cand) partial buffer that torch then reduces over the blocks.
 
-A query feature ``i`` with nearest candidate feature ``j`` is mutual when ``j``'s nearest query
-feature is ``i``; masked features are excluded exactly as the chunked method excludes them
-(their similarities are -inf, and a masked feature is never counted).
+Each similarity is rounded to fp16, as the batched fp16 product writes it (then multiplied by
+the candidate scale of an int8 map in fp32 and rounded again, as torch's fp16 ``mul_`` does),
+so both methods compare the same values. The fp16 bits are mapped to an integer of the same
+order (+0 and -0 equal) and packed with the feature's index into one int32, ``value << 16 |
+(0xFFFF - index)``: a plain integer maximum then finds the largest value and, among equal
+values, the first index, as ``torch.argmax`` does, across tiles and query blocks alike, and
+costs a fraction of a (value, index) arg-max. Masked features are -inf, as in the chunked
+method, and a masked feature is never counted; a query feature ``i`` with nearest candidate
+feature ``j`` is mutual when ``j``'s nearest query feature is ``i``.
 
-Same counts as the chunked method at fp16: each tile's fp32 accumulator is rounded to fp16,
-as the batched fp16 product writes it, then multiplied by the candidate scale (int8 maps) in
-fp32 and rounded to fp16 again, as torch's fp16 ``mul_`` does, so both compare the same fp16
-values. The only difference left is the order of the fp32 sums over channels inside the two
-products (cuBLAS vs Triton), which can move a value across an fp16 rounding boundary; tests
-use integer features, where both are exact. Supported: plain counts (no ratio or
-similarity filter) with masks and int8/fp16/fp32 candidates, channels <= 256; everything else
-stays on the chunked method (:func:`supports`).
+Same counts as the chunked method at fp16, except where cuBLAS and Triton, summing the
+channels in another order, round a value to different fp16 neighbours; tests use integer
+features, where both are exact. Supported: plain counts (no ratio or similarity filter) with
+masks and int8/fp16/fp32 candidates, at most 256 channels and ``MAX_FEATURES`` features,
+finite features; everything else stays on the chunked method (:func:`supports`).
 
 Triton is imported lazily: this module imports without it. With ``TRITON_INTERPRET=1`` set
-before Triton is first imported, the same kernel runs on CPU tensors (numpy), which is how
-the tests check it without a GPU.
+before Triton is first imported, the same kernel runs on CPU tensors (numpy), which is how the
+tests check it without a GPU.
 """
 
 from __future__ import annotations
@@ -61,9 +62,15 @@ def triton_available() -> bool:
     return True
 
 
-def supports(device: torch.device, precision: str, match_filter: str, channels: int) -> bool:
-    """Whether the fused kernel computes this case (else the chunked method does)."""
+def supports(device: torch.device, precision: str, match_filter: str, channels: int,
+             features: int = 0) -> bool:
+    """Whether the fused kernel computes this case (else the chunked method does).
+
+    ``features``: the larger of the query's and a candidate's feature counts.
+    """
     if precision != "fp16" or match_filter != "none" or not 1 <= channels <= MAX_CHANNELS:
+        return False
+    if features > MAX_FEATURES:
         return False
     if device.type != "cuda" and not interpreting():
         return False
@@ -84,13 +91,24 @@ def candidates_per_launch(query_count: int, candidate_count: int, channels: int,
                           memory_budget: int) -> int:
     """How many candidates one launch takes within ``memory_budget`` bytes (at least 1).
 
-    Per candidate: its features (when copied to the device, fp16), the partial buffer (fp16
-    maximum + int32 arg-max per query block and candidate feature) and the per-query rows.
+    Per candidate: its features (when copied to the device, fp16), the partial buffer (one
+    packed int32 per query block and candidate feature) and the per-query rows.
     """
     blocks = -(-query_count // min(BLOCK_M, INTERPRET_BLOCKS[0]))
-    per_candidate = (candidate_count * channels * 2 + blocks * candidate_count * 6
-                     + query_count * 32)
-    return max(1, int(memory_budget // per_candidate))
+    per_candidate = (candidate_count * channels * 2 + blocks * candidate_count * 4
+                     + candidate_count * 16 + query_count * 32)
+    return max(1, min(65535, int(memory_budget // per_candidate)))  # 65535: CUDA's grid y
+
+
+MAX_FEATURES = 0xFFFF - 256  # indices, padding included, are packed into 16 bits
+
+
+def _unpack(packed: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Split packed keys into (index, fp16 value as float32)."""
+    index = (0xFFFF - (packed & 0xFFFF)).long()
+    key = packed >> 16  # arithmetic shift: the signed order key
+    bits = torch.where(key < 0, -key - 0x8000, key).to(torch.int16)
+    return index, bits.view(torch.float16).float()
 
 
 @functools.lru_cache(maxsize=2)
@@ -101,12 +119,12 @@ def _kernels(interpret: bool) -> tuple[Any, Any]:
 
     @triton.jit
     def mnn_tiles(
-        q_ptr, c_ptr, scale_ptr, qmask_ptr, cmask_ptr,
-        row_max_ptr, row_arg_ptr, part_max_ptr, part_arg_ptr,
+        q_ptr, c_ptr, scale_ptr, qmask_ptr, cmask_ptr, row_ptr, part_ptr,
         M, N, D,
         stride_qm, stride_ck, stride_cn, stride_sk, stride_mk,
         HAS_SCALE: tl.constexpr, HAS_QMASK: tl.constexpr, HAS_CMASK: tl.constexpr,
         BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
+        EVEN_D: tl.constexpr,
     ):
         pid_m = tl.program_id(0)
         k = tl.program_id(1).to(tl.int64)
@@ -114,42 +132,53 @@ def _kernels(interpret: bool) -> tuple[Any, Any]:
         rows = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
         dims = tl.arange(0, BLOCK_D)
         row_ok = rows < M
-        q = tl.load(q_ptr + rows[:, None] * stride_qm + dims[None, :],
-                    mask=row_ok[:, None] & (dims[None, :] < D), other=0.0)
+        # no mask along the channels when D == BLOCK_D: the loads are then vectorised
+        if EVEN_D:
+            q_mask = row_ok[:, None]
+        else:
+            q_mask = row_ok[:, None] & (dims[None, :] < D)
+        q = tl.load(q_ptr + rows[:, None] * stride_qm + dims[None, :], mask=q_mask, other=0.0)
         row_valid = row_ok
         if HAS_QMASK:
             row_valid = row_valid & (tl.load(qmask_ptr + rows, mask=row_ok, other=0) != 0)
-        run_max = tl.full([BLOCK_M], float("-inf"), tl.float32)
-        run_arg = tl.zeros([BLOCK_M], tl.int32)
+        # a cap on the order key: none for valid rows, -inf for masked and padding rows
+        row_cap = tl.where(row_valid, 0x7FFF, -0x7C00)
+        row_low = 0xFFFF - rows  # larger for the earlier query feature: first index on ties
+        run = tl.full([BLOCK_M], -0x7FFFFFFF, tl.int32)  # below every packed key
         part_base = (k * n_row_blocks + pid_m) * N
         for n0 in range(0, N, BLOCK_N):
             cols = n0 + tl.arange(0, BLOCK_N)
             col_ok = cols < N
+            if EVEN_D:
+                c_mask = col_ok[:, None]
+            else:
+                c_mask = col_ok[:, None] & (dims[None, :] < D)
             c = tl.load(c_ptr + k * stride_ck + cols[:, None] * stride_cn + dims[None, :],
-                        mask=col_ok[:, None] & (dims[None, :] < D), other=0)
+                        mask=c_mask, other=0)
             acc = tl.dot(q, tl.trans(c.to(tl.float16)))  # fp32 accumulation
-            s = acc.to(tl.float16).to(tl.float32)  # the value an fp16 product writes
+            s = acc.to(tl.float16)  # the value an fp16 product writes
             if HAS_SCALE:
                 cs = tl.load(scale_ptr + k * stride_sk + cols, mask=col_ok, other=1.0)
-                s = (s * cs.to(tl.float32)[None, :]).to(tl.float16).to(tl.float32)
+                s = (s.to(tl.float32) * cs.to(tl.float32)[None, :]).to(tl.float16)
             col_valid = col_ok
             if HAS_CMASK:
                 col_valid = col_valid & (
                     tl.load(cmask_ptr + k * stride_mk + cols, mask=col_ok, other=0) != 0)
-            s = tl.where(row_valid[:, None] & col_valid[None, :], s, float("-inf"))
-            # nearest candidate feature of each query feature: first index on ties
-            tile_max, tile_arg = tl.max(s, axis=1, return_indices=True,
-                                        return_indices_tie_break_left=True)
-            better = tile_max > run_max
-            run_max = tl.where(better, tile_max, run_max)
-            run_arg = tl.where(better, tile_arg + n0, run_arg)
+            col_cap = tl.where(col_valid, 0x7FFF, -0x7C00)
+            # fp16 bits -> an integer of the same order (sign-magnitude to two's complement,
+            # so +0 and -0 are equal, as they compare), capped to -inf where masked; padding
+            # is -inf too and loses every tie to a real feature (its index is larger)
+            bits = s.to(tl.int16, bitcast=True).to(tl.int32)
+            sign = bits >> 31
+            key = (bits ^ (sign & 0x7FFF)) - sign
+            key = tl.minimum(key, tl.minimum(row_cap[:, None], col_cap[None, :]))
+            high = key * 65536
+            # nearest candidate feature of each query feature (over all tiles so far)
+            run = tl.maximum(run, tl.max(high + (0xFFFF - cols)[None, :], axis=1))
             # nearest query feature of each candidate feature, within this query block
-            col_max, col_arg = tl.max(s, axis=0, return_indices=True,
-                                      return_indices_tie_break_left=True)
-            tl.store(part_max_ptr + part_base + cols, col_max.to(tl.float16), mask=col_ok)
-            tl.store(part_arg_ptr + part_base + cols, col_arg + pid_m * BLOCK_M, mask=col_ok)
-        tl.store(row_max_ptr + k * M + rows, run_max, mask=row_ok)
-        tl.store(row_arg_ptr + k * M + rows, run_arg, mask=row_ok)
+            tl.store(part_ptr + part_base + cols, tl.max(high + row_low[:, None], axis=0),
+                     mask=col_ok)
+        tl.store(row_ptr + k * M + rows, run, mask=row_ok)
 
     configs = [triton.Config({"BLOCK_N": bn}, num_warps=w, num_stages=s)
                for bn, w, s in ((64, 4, 3), (64, 8, 3), (128, 8, 3), (128, 8, 2))]
@@ -197,33 +226,29 @@ def fused_mnn(
         blocks = INTERPRET_BLOCKS
     block_m = BLOCK_M if blocks is None else blocks[0]
     n_row_blocks = -(-lq // block_m)
-    row_max = torch.empty(num, lq, dtype=torch.float32, device=device)
-    row_arg = torch.empty(num, lq, dtype=torch.int32, device=device)
-    part_max = torch.empty(num, n_row_blocks, lc, dtype=torch.float16, device=device)
-    part_arg = torch.empty(num, n_row_blocks, lc, dtype=torch.int32, device=device)
+    row = torch.empty(num, lq, dtype=torch.int32, device=device)
+    part = torch.empty(num, n_row_blocks, lc, dtype=torch.int32, device=device)
     qm = None if query_mask is None else query_mask.to(torch.bool).contiguous()
     cm = None if candidate_mask is None else candidate_mask.to(torch.bool).contiguous()
     cs = None if candidate_scale is None else candidate_scale.to(torch.float16).contiguous()
-    dummy = row_max  # never read: the HAS_* flags switch the loads off
+    dummy = row  # never read: the HAS_* flags switch the loads off
     args = (q, c, dummy if cs is None else cs, dummy if qm is None else qm.view(torch.uint8),
-            dummy if cm is None else cm.view(torch.uint8),
-            row_max, row_arg, part_max, part_arg, lq, lc, channels,
+            dummy if cm is None else cm.view(torch.uint8), row, part, lq, lc, channels,
             q.stride(0), c.stride(0), c.stride(1),
             0 if cs is None else cs.stride(0), 0 if cm is None else cm.stride(0))
     flags = dict(HAS_SCALE=cs is not None, HAS_QMASK=qm is not None, HAS_CMASK=cm is not None,
-                 BLOCK_M=block_m, BLOCK_D=block_d)
+                 BLOCK_M=block_m, BLOCK_D=block_d, EVEN_D=block_d == channels)
     grid = (n_row_blocks, num)
     if blocks is None:
         tuned[grid](*args, **flags)
     else:
         plain[grid](*args, BLOCK_N=blocks[1], **flags)
-    # reduce the query blocks: the first block holding a column's maximum wins ties
-    win = torch.argmax(part_max, dim=1, keepdim=True)
-    best_q = part_arg.gather(1, win)[:, 0, :].long()  # (K, L_cand) nearest query feature
-    nearest = row_arg.long()  # (K, L_query) nearest candidate feature
+    nearest, similarity = _unpack(row)  # (K, L_query): nearest candidate feature
+    # the query blocks' maxima: keys are distinct, so the maximum is the first index on ties
+    best_q, _ = _unpack(part.amax(dim=1))  # (K, L_cand): nearest query feature
     mutual = best_q.gather(1, nearest) == torch.arange(lq, device=device)
     if qm is not None:
         mutual &= qm
     if cm is not None:
         mutual &= cm.gather(1, nearest)
-    return FusedResult(mutual.sum(dim=1), nearest, mutual, row_max)
+    return FusedResult(mutual.sum(dim=1), nearest, mutual, similarity)

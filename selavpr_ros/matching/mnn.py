@@ -334,7 +334,8 @@ def _mnn(
     if candidate_scale is not None and tuple(candidate_scale.shape[:1]) != (num,):
         raise ValueError(f"candidate_scale must have {num} rows, got {candidate_scale.shape}")
 
-    resolved = _resolve_method(method, device, chunk_size, match_filter, precision, channels)
+    resolved = _resolve_method(method, device, chunk_size, match_filter, precision, channels,
+                               max(lq, lc))
     if resolved == "fused":
         return _fused_counts(q, candidates, qm, candidate_mask, candidate_scale,
                              memory_budget, kept)
@@ -401,11 +402,12 @@ def _query_mask_tensor(query_mask: np.ndarray | torch.Tensor | None, device: tor
 
 
 def _resolve_method(method: Method, device: torch.device, chunk_size: int | None,
-                    match_filter: str, precision: str = "fp32", channels: int = 0) -> Method:
+                    match_filter: str, precision: str = "fp32", channels: int = 0,
+                    features: int = 0) -> Method:
     """Return the method that runs ("auto" picks one; see :func:`mnn_scores`)."""
     if method not in ("auto", "tiled", "chunked", "fused"):
         raise ConfigError(f"unknown method {method!r}")
-    fused = fused_triton.supports(device, precision, match_filter, channels)
+    fused = fused_triton.supports(device, precision, match_filter, channels, features)
     if method == "auto":
         if device.type == "cpu" and chunk_size is None:
             return "tiled"
@@ -414,8 +416,9 @@ def _resolve_method(method: Method, device: torch.device, chunk_size: int | None
         raise ConfigError("the tiled method runs on the CPU")
     if method == "fused" and not fused:
         raise ConfigError(
-            "the fused method needs CUDA with Triton, precision 'fp16', match_filter 'none' and "
-            f"at most {fused_triton.MAX_CHANNELS} channels")
+            "the fused method needs CUDA with Triton, precision 'fp16', match_filter 'none', "
+            f"at most {fused_triton.MAX_CHANNELS} channels and {fused_triton.MAX_FEATURES} "
+            "features")
     return method
 
 
