@@ -132,7 +132,7 @@ def test_compiled_kernel_equals_chunked_fp16_and_exact_cpu() -> None:
 
 
 @pytest.mark.parametrize(("arch", "candidates", "flags", "block_n", "warps"), [
-    (90, "fp16", False, 64, 8), (90, "i8", True, 128, 8), (80, "fp32", True, 64, 4)])
+    (90, "fp16", False, 64, 8), (90, "fp16", True, 128, 8), (80, "fp16", True, 64, 4)])
 def test_kernel_compiles_for_hopper_and_ampere_without_a_gpu(
         arch: int, candidates: str, flags: bool, block_n: int, warps: int) -> None:
     try:

@@ -24,8 +24,9 @@ feature ``j`` is mutual when ``j``'s nearest query feature is ``i``.
 Same counts as the chunked method at fp16, except where cuBLAS and Triton, summing the
 channels in another order, round a value to different fp16 neighbours; tests use integer
 features, where both are exact. Supported: plain counts (no ratio or similarity filter) with
-masks and int8/fp16/fp32 candidates, at most 256 channels and ``MAX_FEATURES`` features,
-finite features; everything else stays on the chunked method (:func:`supports`).
+masks and int8/fp16/fp32 candidates (converted to fp16 first), at most 256 channels and
+``MAX_FEATURES`` features, finite features; everything else stays on the chunked method
+(:func:`supports`).
 
 Triton is imported lazily: this module imports without it. With ``TRITON_INTERPRET=1`` set
 before Triton is first imported, the same kernel runs on CPU tensors (numpy), which is how the
@@ -155,7 +156,7 @@ def _kernels(interpret: bool) -> tuple[Any, Any]:
                 c_mask = col_ok[:, None] & (dims[None, :] < D)
             c = tl.load(c_ptr + k * stride_ck + cols[:, None] * stride_cn + dims[None, :],
                         mask=c_mask, other=0)
-            acc = tl.dot(q, tl.trans(c.to(tl.float16)))  # fp32 accumulation
+            acc = tl.dot(q, tl.trans(c))  # fp16 inputs, fp32 accumulation
             s = acc.to(tl.float16)  # the value an fp16 product writes
             if HAS_SCALE:
                 cs = tl.load(scale_ptr + k * stride_sk + cols, mask=col_ok, other=1.0)
@@ -207,7 +208,7 @@ def fused_mnn(
 
     Args:
         q: (L_query, C) query features (converted to fp16).
-        c: (K, L_cand, C) candidate features: fp16, fp32 or int8 (converted in the kernel).
+        c: (K, L_cand, C) candidate features (converted to fp16, as the chunked method does).
         query_mask: (L_query,) bool; candidate_mask: (K, L_cand) bool; None = all valid.
         candidate_scale: (K, L_cand) per-feature scales (int8 maps), applied in fp16.
         blocks: (query, candidate) tile sizes; default: autotuned on CUDA,
@@ -218,9 +219,9 @@ def fused_mnn(
     q = q.to(torch.float16).contiguous()
     lq = q.shape[0]
     device = q.device
-    if c.dtype not in (torch.float16, torch.float32, torch.int8):
-        c = c.to(torch.float16)
-    c = c.contiguous()
+    # int8 or fp32 candidates to fp16 once here, as the chunked method converts them, rather
+    # than again in every query block's program (bench/PERFORMANCE.md)
+    c = c.to(torch.float16).contiguous()
     block_d = max(16, 1 << (channels - 1).bit_length())
     if blocks is None and interpreting():
         blocks = INTERPRET_BLOCKS
