@@ -119,6 +119,10 @@ class Localizer:
         self._memory_budget = int(cfg.rerank_memory_mb * 2**20)
         if device.type == "cuda":
             self._memory_budget = max(self._memory_budget, auto_memory_budget(device))
+        if device.type == "cpu" and self.rerank_k > 0:
+            from selavpr_ros.matching.block_reduce import compile_kernels
+
+            compile_kernels()  # at start-up rather than in the first query
         self._fetch_buffer: np.ndarray | None = None  # (rerank_k, L, C), reused per query
         self._fetch_lock = threading.Lock()
         self.pose = QueryPose(place_map, extractor, pose_config)

@@ -81,3 +81,14 @@ def reduce_block(sim: np.ndarray, row_offset: int, col_max: np.ndarray, col_arg:
                 best = v
                 arg = j
         row_arg[r] = arg
+
+
+def compile_kernels() -> None:
+    """Compile (or load from numba's cache) both forms of :func:`reduce_block` now.
+
+    Otherwise the first re-ranked query pays for it (about a second without a cache).
+    """
+    sim = np.zeros((1, 1), np.float32)
+    for second in (None, np.full(1, -np.inf, np.float32)):
+        reduce_block(sim, 0, np.full(1, -np.inf, np.float32), np.zeros(1, np.int32), second,
+                     np.zeros(1, np.int32))
