@@ -62,10 +62,13 @@ def test_mnn_gemm_and_classical_sections(tmp_path: Path) -> None:
         assert set(run["gflops"]) >= {"gemm_full", "gemm_blocked", "ours"}
         best = max(run["gflops"]["gemm_full"], run["gflops"]["gemm_blocked"])
         assert run["ratio"] == pytest.approx(run["gflops"]["ours"] / best)
-    assert 0.0 <= plain["bf16"]["agreement"] <= 1.0
+    for run in (plain, ratio):
+        assert 0.0 <= run["bf16"]["agreement"] <= 1.0
+        assert run["bf16"]["speedup_over_fp32_ours"] > 0
     assert all("not found" in run["error"] for run in sections["classical_rerank"])
     md = json_file.with_suffix(".md").read_text()
     assert "vs this CPU's fp32 GEMM" in md and "not measured" in md
+    assert "bf16 re-ranking" in md
 
 
 def test_mnn_fused_section_runs_or_says_why_not(tmp_path: Path) -> None:

@@ -77,6 +77,19 @@ def test_final_order_counts_then_similarity_then_id(scene) -> None:
     assert result.total_ms == pytest.approx(sum(result.timings_ms.values()))
 
 
+def test_bf16_reranking_through_the_localizer(scene) -> None:
+    """Precision bf16 reaches the re-ranker (named in the log line) and keeps the order here."""
+    pm, query, counts = scene
+    exact = Localizer(pm, FeatureOnlyExtractor(INFO), LocalizerConfig(top_k=7)).query(query)
+    localizer = Localizer(pm, FeatureOnlyExtractor(INFO), LocalizerConfig(top_k=7,
+                                                                          precision="bf16"))
+    assert "bf16 products" in localizer.describe_rerank()
+    result = localizer.query(query)
+    assert [c.place_id for c in result.candidates] == [c.place_id for c in exact.candidates]
+    assert sum(abs(a.rerank_score - b.rerank_score)
+               for a, b in zip(result.candidates, exact.candidates, strict=True)) <= 2
+
+
 def test_partial_rerank_keeps_global_order_for_the_rest(scene) -> None:
     pm, query, counts = scene
     result = Localizer(pm, FeatureOnlyExtractor(INFO), LocalizerConfig(top_k=6, rerank_k=3)).query(

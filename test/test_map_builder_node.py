@@ -71,6 +71,7 @@ def test_live_map_equals_the_offline_build(tmp_path: Path, ros_probe, start_proc
     with PlaceMap.open(tmp_path / "live") as m:
         saved = m.count
     assert f"{saved} in total" in response.message and "images received 8" in response.message
+    assert "refused 0" in response.message
     assert saved == 4  # images 0, 2, 4, 6 (image 7 is no keyframe)
 
     # the second half is committed by the shutdown on SIGTERM, without a save

@@ -391,3 +391,38 @@ def test_cuda_matches_reference() -> None:
     assert np.array_equal(mnn_scores(q, cands, device="cuda"), expected)
     half = mnn_scores(q, cands, device="cuda", precision="fp16")
     assert np.all(np.abs(half - expected) <= 0.02 * expected)
+
+
+def test_bf16_counts_equal_fp32_when_the_products_are_exact() -> None:
+    """Small integers are exact in bf16 (sums <= 256): bf16 must then give the fp32 counts."""
+    rng = np.random.default_rng(23)
+    q = rng.integers(-2, 3, size=(3721, 16)).astype(np.float32)
+    cands = rng.integers(-2, 3, size=(3, 3721, 16)).astype(np.float32)
+    cands[1, :50] = q[:50]  # real matches among the ties
+    for kwargs in ({}, {"match_filter": "ratio", "ratio": 0.95},
+                   {"match_filter": "min_similarity", "min_similarity": 3.0}):
+        exact = mnn_scores(q, cands, **kwargs)
+        assert np.array_equal(mnn_scores(q, cands, precision="bf16", **kwargs), exact), kwargs
+        pairs = mnn_matches(q, cands, precision="bf16", **kwargs)
+        assert np.array_equal(pairs.counts, exact)
+
+
+def test_bf16_counts_stay_close_to_fp32() -> None:
+    """On real-valued features bf16 rounds the similarities: counts move a little, not much."""
+    rng = np.random.default_rng(24)
+    q = unit(rng.standard_normal((900, 64)))
+    cands = unit(q[None] + 0.5 * rng.standard_normal((4, 900, 64))).astype(np.float16)
+    exact = mnn_scores(q, cands)
+    bf16 = mnn_scores(q, cands, precision="bf16")
+    assert not np.array_equal(bf16, np.zeros_like(bf16))
+    assert np.abs(bf16 - exact).sum() <= 0.05 * exact.sum()
+
+
+def test_fp16_is_refused_on_the_cpu_and_bf16_is_not() -> None:
+    q = np.zeros((4, 8), np.float32)
+    cands = np.zeros((1, 4, 8), np.float32)
+    with pytest.raises(ConfigError, match="CUDA"):
+        mnn_scores(q, cands, precision="fp16")
+    with pytest.raises(ConfigError, match="precision"):
+        mnn_scores(q, cands, precision="int4")  # type: ignore[arg-type]
+    assert mnn_scores(q, cands, precision="bf16").shape == (1,)

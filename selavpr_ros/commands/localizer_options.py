@@ -35,5 +35,4 @@ def add_localizer_arguments(parser: argparse.ArgumentParser, title: str) -> None
 def config_from_args(args: argparse.Namespace, device: str, precision: str) -> LocalizerConfig:
     """Return the LocalizerConfig given by :func:`add_localizer_arguments` flags."""
     values = {s.name: getattr(args, s.name) for s in settings(node_only=True)}
-    return config_from_values(values, device=device,
-                              precision="fp16" if precision == "fp16" else "fp32")
+    return config_from_values(values, device=device, precision=precision)

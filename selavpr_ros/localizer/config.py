@@ -34,8 +34,8 @@ class LocalizerConfig:
             extractor's ``RerankSettings.rerank_k``: e.g. 50 for the classical extractor, all
             ``top_k`` for SelaVPR and for maps that predate the recorded default). Always at
             most ``top_k``: see :meth:`rerank_depth`.
-        device, precision: where MNN scores are computed ("cpu", "cuda", "cuda:1"; "fp16" is
-            CUDA only).
+        device, precision: where and how MNN scores are computed ("cpu", "cuda", "cuda:1";
+            "fp32" exact; "fp16" CUDA only; "bf16" on CUDA or a CPU with bf16 instructions).
         rerank_memory_mb: working-memory budget of the MNN re-ranker (sets its chunk size); on
             CUDA at least this, more when a quarter of the free device memory is larger (fewer,
             larger chunks; at most 4 GiB).
@@ -73,8 +73,8 @@ class LocalizerConfig:
         none=-1))
     device: str = field(default="cpu", metadata=setting(
         "cpu, cuda or cuda:N (extraction and re-ranking)", node=False))
-    precision: Literal["fp32", "fp16"] = field(default="fp32", metadata=setting(
-        "fp32, or fp16 on CUDA", node=False))
+    precision: Literal["fp32", "fp16", "bf16"] = field(default="fp32", metadata=setting(
+        "fp32, fp16 on CUDA, or bf16 (CPU or CUDA)", node=False))
     rerank_memory_mb: float = field(default=256.0, metadata=setting(
         "working memory of the MNN re-ranker (MiB)", 1.0, 1e6, live=False))
     gpu_cache_mb: float = field(default=4096.0, metadata=setting(
@@ -108,8 +108,9 @@ class LocalizerConfig:
             raise ConfigError(f"top_k must be >= 1, got {self.top_k}")
         if self.rerank_k is not None and not 0 <= self.rerank_k <= self.top_k:
             raise ConfigError(f"rerank_k must be in [0, top_k={self.top_k}], got {self.rerank_k}")
-        if self.precision not in ("fp32", "fp16"):
-            raise ConfigError(f"precision must be 'fp32' or 'fp16', got {self.precision!r}")
+        if self.precision not in ("fp32", "fp16", "bf16"):
+            raise ConfigError(f"precision must be 'fp32', 'fp16' or 'bf16', got "
+                              f"{self.precision!r}")
         if self.precision == "fp16" and not self.device.startswith("cuda"):
             raise ConfigError("precision 'fp16' needs a CUDA device")
         if not self.rerank_memory_mb > 0:

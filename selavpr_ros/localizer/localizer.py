@@ -25,7 +25,7 @@ from selavpr_ros.localizer.decision import decide
 from selavpr_ros.localizer.pose import QueryPose
 from selavpr_ros.map import Place, PlaceMap, check_extractor
 from selavpr_ros.matching import MatchPairs, MnnMatches, mnn_matches, mnn_scores
-from selavpr_ros.matching.mnn import auto_memory_budget
+from selavpr_ros.matching.mnn import auto_memory_budget, cpu_has_bf16
 
 log = logging.getLogger(__name__)
 
@@ -119,6 +119,10 @@ class Localizer:
         self._memory_budget = int(cfg.rerank_memory_mb * 2**20)
         if device.type == "cuda":
             self._memory_budget = max(self._memory_budget, auto_memory_budget(device))
+        if device.type == "cpu" and self.rerank_k > 0:
+            from selavpr_ros.matching.block_reduce import compile_kernels
+
+            compile_kernels()  # at start-up rather than in the first query
         self._fetch_buffer: np.ndarray | None = None  # (rerank_k, L, C), reused per query
         self._fetch_lock = threading.Lock()
         self.pose = QueryPose(place_map, extractor, pose_config)
@@ -141,8 +145,14 @@ class Localizer:
         source = ("rerank_k" if self.config.rerank_k is not None
                   else "the map's default" if self._rerank.rerank_k is not None
                   else "all: the map records no default")
+        products = ""
+        if self.config.precision != "fp32":
+            products = f", {self.config.precision} products"
+            if self.config.precision == "bf16" and self.config.device == "cpu" \
+                    and not cpu_has_bf16():
+                products += " (this CPU has no bf16 instructions: emulated, slower than fp32)"
         return (f"re-ranking the top {self.rerank_k} of {self.config.top_k} candidates "
-                f"({source}), {self._rerank.describe_filter()}")
+                f"({source}), {self._rerank.describe_filter()}{products}")
 
     def query(self, image: np.ndarray | Features,
               camera: CameraModel | None = None) -> LocalizationResult:

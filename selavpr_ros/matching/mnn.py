@@ -9,13 +9,13 @@ computed by the same batched matmul and reduced by the same argmax (first index 
 
 On the CPU the default is the *tiled* method: each candidate's similarity matrix is computed a
 block of candidate rows at a time into a small, reused buffer sized to stay in the L3 cache
-(``TILE_BYTES``), and both arg-maxima are taken from the block while it is hot: the row arg-max
-(best query feature of each candidate feature) is final within the block, the column maximum
-(best candidate feature of each query feature) is kept per block and merged at the end, earlier
-block first, so ties still go to the first index. The (L, L) matrix is never written to memory,
-which is what makes the reference's batched product memory-bound. The ratio filter keeps each
-block's two largest values per column (the maximum taken out at its arg-max, so a tied maximum
-counts twice, as ``topk`` does) and merges them. Candidates are shared among
+(``TILE_BYTES``), and both arg-maxima are taken from the block while it is hot, in one
+vectorised pass (:mod:`selavpr_ros.matching.block_reduce`): the row arg-max (best query feature
+of each candidate feature) is final within the block, the column maximum (best candidate feature
+of each query feature) is carried from block to block, earlier block first, so ties still go to
+the first index. The (L, L) matrix is never written to memory, which is what makes the
+reference's batched product memory-bound. The ratio filter also carries each column's second
+largest value (a tied maximum counts twice, as ``topk`` does). Candidates are shared among
 worker threads that each run single-threaded torch ops, which avoids OpenMP barriers on tiny ops
 (costly when the cores are shared with other processes; bench/PERFORMANCE.md).
 
@@ -61,11 +61,12 @@ from selavpr_ros.matching import fused_triton
 
 log = logging.getLogger(__name__)
 
-Precision = Literal["fp32", "fp16"]
+Precision = Literal["fp32", "fp16", "bf16"]
 Method = Literal["auto", "tiled", "chunked", "fused"]
 DEFAULT_MEMORY_BUDGET = 256 * 2**20  # bytes of working memory per chunk of candidates
 TILE_BYTES = 4 * 2**20  # similarity block of the tiled method: stays in the L3 cache
 MIN_TILE_ROWS = 96  # smaller blocks make MKL switch kernels (and summation order)
+_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
 @dataclass(frozen=True, eq=False)
@@ -117,6 +118,23 @@ class _Kept:
 
     def result(self, counts: np.ndarray) -> MnnMatches:
         return MnnMatches(counts, self.nearest, self.mutual, self.similarity)
+
+
+def cpu_has_bf16() -> bool:
+    """Whether this CPU multiplies bf16 natively (``avx512_bf16`` or ``amx_bf16``, Linux).
+
+    Elsewhere torch emulates bf16 products, slower than fp32: worth saying to whoever asks
+    for bf16 there.
+    """
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    flags = line.split(":", 1)[1].split()
+                    return "avx512_bf16" in flags or "amx_bf16" in flags
+    except OSError:
+        pass
+    return False
 
 
 def chunk_size_for_budget(
@@ -261,8 +279,10 @@ def mnn_scores(
             ``d = sqrt(2 - 2 s)`` as for unit vectors) or "min_similarity" (keep it only if the
             similarity is at least ``min_similarity``).
         device: where to compute; default: the query tensor's device, else CPU.
-        precision: "fp32" (exact reference counts) or "fp16" (CUDA only; faster, counts can
-            differ slightly on near ties; and the fused method under Triton's interpreter).
+        precision: "fp32" (exact reference counts), "fp16" (CUDA only; and the fused method
+            under Triton's interpreter, for tests) or "bf16" (CPU or CUDA): faster products
+            whose counts can differ slightly on near ties (on the CPU the bf16 block is
+            widened to fp32 for the reductions).
         memory_budget: bytes of working memory per chunk; sets the chunk size. None: chosen
             from the device's free memory (CUDA: a quarter of it, at most 4 GiB).
         chunk_size: candidates per chunk; overrides ``memory_budget`` when given.
@@ -320,7 +340,7 @@ def _mnn(
     """Return the counts (and fill ``kept`` with the pairs): see :func:`mnn_scores`."""
     _check_options(match_filter, precision)
     device = _compute_device(query, device, precision, method)
-    dtype = torch.float16 if precision == "fp16" else torch.float32
+    dtype = _DTYPES[precision]
     channels = _check_shapes(query, candidates)
     num = int(candidates.shape[0])
     q = _to_tensor(query, device).reshape(-1, channels).to(dtype)
@@ -341,7 +361,8 @@ def _mnn(
                              memory_budget, kept)
     if resolved == "tiled":
         tiles = row_tiles(lc, lq)
-        if tiling_is_exact(lc, lq, channels, tiles):
+        # bf16 promises no exact counts, so its blocks need not reproduce the full product
+        if precision == "bf16" or tiling_is_exact(lc, lq, channels, tiles):
             return _tiled_counts(q, candidates, tiles, qm, candidate_mask,
                                  min_similarity if match_filter == "min_similarity" else None,
                                  workers, candidate_scale, kept,
@@ -361,8 +382,8 @@ def _mnn(
 def _check_options(match_filter: str, precision: str) -> None:
     if match_filter not in ("none", "ratio", "min_similarity"):
         raise ConfigError(f"unknown match_filter {match_filter!r}")
-    if precision not in ("fp32", "fp16"):
-        raise ConfigError(f"precision must be 'fp32' or 'fp16', got {precision!r}")
+    if precision not in _DTYPES:
+        raise ConfigError(f"precision must be one of {tuple(_DTYPES)}, got {precision!r}")
 
 
 def _compute_device(query: np.ndarray | torch.Tensor, device: str | torch.device | None,
@@ -536,58 +557,55 @@ def _tiled_counts(
     ratio: float | None = None,
 ) -> np.ndarray:
     """MNN counts by cache-sized row blocks, candidates shared among single-threaded workers."""
+    from selavpr_ros.matching.block_reduce import reduce_block  # numba: CPU machines only
+
     num, lq, channels = int(candidates.shape[0]), q.shape[0], q.shape[1]
     lc = tiles[-1][1]
     q_t = q.T.contiguous()
-    query_ids = torch.arange(lq)
-    starts = torch.tensor([start for start, _ in tiles])
     counts = np.zeros(num, dtype=np.int64)
     order = iter(range(num))  # next() on a range iterator is atomic under the GIL
     if workers is None:
         workers = torch.get_num_threads()
     workers = max(1, min(int(workers), num))
+    qm_np = None if qm is None else qm.numpy()
 
     def work(single_threaded: bool) -> None:
         if single_threaded:
             torch.set_num_threads(1)
         block = torch.empty(max(stop - start for start, stop in tiles), lq)
-        tile_max = torch.empty(len(tiles), lq)  # per block: best similarity of each query
-        tile_arg = torch.empty(len(tiles), lq, dtype=torch.long)  # ... and its row in block
-        # ratio filter: per block the second largest similarity of each query
-        tile_second = torch.empty(len(tiles), lq) if ratio is not None else None
-        best_q = torch.empty(lc, dtype=torch.long)  # best query feature of each cand. feature
+        # bf16 products come out in bf16 (torch's CPU mm): widened into ``block`` to reduce
+        narrow = torch.empty_like(block, dtype=q.dtype) if q.dtype != torch.float32 else None
+        col_max = np.empty(lq, np.float32)  # best similarity of each query feature so far
+        col_arg = np.empty(lq, np.int32)  # ... and the candidate feature holding it
+        col_second = np.empty(lq, np.float32) if ratio is not None else None
+        best_q = np.empty(lc, np.int32)  # best query feature of each candidate feature
         for n in order:
             c = _to_tensor(candidates[n], torch.device("cpu")).reshape(lc, channels)
-            c = c.to(torch.float32)
+            c = c.to(q.dtype)
             cs = _cpu_rows(candidate_scale, n, (lc, 1), torch.float32)
             cm = _cpu_rows(candidate_mask, n, (lc,), torch.bool)
             if cm is not None and not bool(cm.any()):
                 continue  # nothing valid: count 0
-            for t, (start, stop) in enumerate(tiles):
+            col_max.fill(-np.inf)
+            col_arg.fill(0)
+            if col_second is not None:
+                col_second.fill(-np.inf)
+            for start, stop in tiles:
                 sim = block[: stop - start]
-                torch.mm(c[start:stop], q_t, out=sim)
+                if narrow is None:
+                    torch.mm(c[start:stop], q_t, out=sim)
+                else:
+                    sim.copy_(torch.mm(c[start:stop], q_t, out=narrow[: stop - start]))
                 _scale_and_mask_block(sim, cs, cm, qm, start, stop)
-                torch.max(sim, dim=0, out=(tile_max[t], tile_arg[t]))
-                torch.argmax(sim, dim=1, out=best_q[start:stop])
-                if tile_second is not None:  # the block's maximum out: the next largest
-                    sim[tile_arg[t], query_ids] = float("-inf")
-                    torch.amax(sim, dim=0, out=tile_second[t])
-            # first block holding the column maximum: torch's argmax takes the first index
-            win = torch.argmax(tile_max, dim=0)
-            best_c = tile_arg.gather(0, win[None])[0] + starts[win]
-            mutual = best_q[best_c] == query_ids
-            if qm is not None:
-                mutual &= qm
-            if cm is not None:
-                mutual &= cm[best_c]
-            best_sim = tile_max.gather(0, win[None])[0]
-            if min_similarity is not None:
-                mutual &= best_sim >= min_similarity
-            if tile_second is not None:
-                mutual &= _merged_ratio_test(tile_max, tile_second, ratio or 0.0)
+                reduce_block(sim.numpy(), start, col_max, col_arg, col_second,
+                             best_q[start:stop])
+            best_c = col_arg.astype(np.int64)
+            mutual = _mutual(best_q, best_c, col_max, col_second, qm_np,
+                             None if cm is None else cm.numpy(), min_similarity, ratio)
             counts[n] = int(mutual.sum())
             if kept is not None:
-                kept.store(slice(n, n + 1), best_c[None], mutual[None], best_sim[None])
+                kept.store(slice(n, n + 1), torch.from_numpy(best_c)[None],
+                           torch.from_numpy(mutual)[None], torch.from_numpy(col_max)[None])
 
     if workers == 1:
         work(False)
@@ -602,16 +620,30 @@ def _tiled_counts(
     return counts
 
 
-def _merged_ratio_test(tile_max: torch.Tensor, tile_second: torch.Tensor,
-                       ratio: float) -> torch.Tensor:
-    """(L_query,) bool: the ratio test on the two largest of the blocks' top-2 values.
+def _mutual(best_q: np.ndarray, best_c: np.ndarray, best_sim: np.ndarray,
+            second: np.ndarray | None, qm: np.ndarray | None, cm: np.ndarray | None,
+            min_similarity: float | None, ratio: float | None) -> np.ndarray:
+    """(L_query,) bool: which query features' nearest candidate features count for the score."""
+    mutual = best_q[best_c] == np.arange(len(best_c))
+    if qm is not None:
+        mutual &= qm
+    if cm is not None:
+        mutual &= cm[best_c]
+    if min_similarity is not None:
+        mutual &= best_sim >= min_similarity
+    if second is not None:
+        mutual &= _ratio_passes(best_sim, second, ratio or 0.0)
+    return mutual
 
-    The two largest values of a column are the two largest of its blocks' two largest, so this
-    is :func:`_ratio_test` on the same values, computed the same way.
+
+def _ratio_passes(best: np.ndarray, second: np.ndarray, ratio: float) -> np.ndarray:
+    """(L_query,) bool: :func:`_ratio_test` on each column's two largest similarities.
+
+    Computed in float32 torch ops as :func:`_ratio_test` does, so both methods agree exactly.
     """
-    top2 = torch.topk(torch.cat([tile_max, tile_second]), 2, dim=0).values
+    top2 = torch.from_numpy(np.stack([best, second]))
     dist = torch.sqrt(torch.clamp(2.0 - 2.0 * top2, min=0.0))
-    return dist[0] < ratio * dist[1]
+    return (dist[0] < ratio * dist[1]).numpy()
 
 
 def _scale_and_mask_block(sim: torch.Tensor, cs: torch.Tensor | None, cm: torch.Tensor | None,

@@ -100,7 +100,8 @@ PARAMS = [
     Param("checkpoint", "", "SelaVPR weights: official .pth or converted .safetensors",
           read_only=True),
     Param("device", "cpu", "cpu, cuda or cuda:N (extraction and re-ranking)", read_only=True),
-    Param("precision", "fp32", "fp32, or fp16/bf16 autocast on CUDA", read_only=True),
+    Param("precision", "fp32", "fp32; fp16 (CUDA) or bf16 (CUDA, or a CPU with bf16 "
+          "instructions) for extraction and re-ranking", read_only=True),
     *from_settings(settings(node_only=True)),
     Param("image_topic", "/camera/image_raw", "camera topic", read_only=True),
     Param("image_type", "auto", "raw, compressed, or auto (compressed if the topic name ends "
@@ -133,8 +134,8 @@ selavpr_ros.ros.params.render_yaml from the node's declarations. Pass with
 
 def localizer_config(values: dict[str, Any]) -> LocalizerConfig:
     """Return the core's LocalizerConfig from the node's parameter values (checked by the core)."""
-    precision = "fp16" if values["precision"] == "fp16" else "fp32"
-    return config_from_values(values, device=str(values["device"]), precision=precision)
+    return config_from_values(values, device=str(values["device"]),
+                              precision=str(values["precision"]))
 
 
 def extractor_spec(values: dict[str, Any]) -> ExtractorSpec:

@@ -184,6 +184,7 @@ class MapBuilderNode(LifecycleNode):
         self._saves: list[tuple[threading.Event, list[Any]]] = []
         self._stopping = False
         self._received = 0
+        self._refused = 0  # frames the builder raised on (bad pixels, another camera, ...)
         self._error: str | None = "node is unconfigured"
         self._builder: MapBuilder | None = None
         self._extractor: Extractor | None = None
@@ -413,7 +414,8 @@ class MapBuilderNode(LifecycleNode):
         with self._cond:
             received, waiting = self._received, len(self._images)
         return (f"map {self.settings.map_path}: committed {committed} places, {b.map.count} in "
-                f"total; images received {received}, waiting {waiting}, skipped {skipped}")
+                f"total; images received {received}, waiting {waiting}, skipped {skipped}, "
+                f"refused {self._refused}")
 
     def _answer_saves(self, saves: list[tuple[threading.Event, list[Any]]]) -> None:
         if not saves:
@@ -489,7 +491,10 @@ class MapBuilderNode(LifecycleNode):
             self._take_camera(frame.stamp_ns)
             reason = builder.add(frame)
         except (SelaVPRError, OSError, ValueError, RuntimeError) as err:
-            self.get_logger().error(f"cannot add frame {frame.stamp_ns}: {err}")
+            self._refused += 1  # a stream of such frames logs once per 5 s, with the count
+            self.get_logger().error(f"cannot add frame {frame.stamp_ns}: {err} "
+                                    f"({self._refused} frames refused so far)",
+                                    throttle_duration_sec=5.0)
             return
         if reason == NO_POSE:
             self.get_logger().warning(
