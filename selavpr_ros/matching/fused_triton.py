@@ -43,6 +43,7 @@ from typing import Any
 import torch
 
 MAX_CHANNELS = 256  # one tile of channels held for the whole program
+MAX_FEATURES = 0xFFFF - 256  # indices, padding included, are packed into 16 bits
 BLOCK_M = 128  # query features per program on CUDA (tensor-core tile)
 INTERPRET_BLOCKS = (32, 32)  # (query, candidate) tile under the interpreter: several of each
 
@@ -85,7 +86,7 @@ class FusedResult:
     counts: torch.Tensor  # (K,) int64
     nearest: torch.Tensor  # (K, L_query) int64
     mutual: torch.Tensor  # (K, L_query) bool
-    similarity: torch.Tensor  # (K, L_query) float32 (the fp16 value; -inf when unmatched)
+    similarity: torch.Tensor  # (K, L_query) float32: the fp16 value (-inf: nothing valid)
 
 
 def candidates_per_launch(query_count: int, candidate_count: int, channels: int,
@@ -99,9 +100,6 @@ def candidates_per_launch(query_count: int, candidate_count: int, channels: int,
     per_candidate = (candidate_count * channels * 2 + blocks * candidate_count * 4
                      + candidate_count * 16 + query_count * 32)
     return max(1, min(65535, int(memory_budget // per_candidate)))  # 65535: CUDA's grid y
-
-
-MAX_FEATURES = 0xFFFF - 256  # indices, padding included, are packed into 16 bits
 
 
 def _unpack(packed: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
