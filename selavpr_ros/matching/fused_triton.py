@@ -35,6 +35,7 @@ tests check it without a GPU.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 from dataclasses import dataclass
@@ -238,10 +239,12 @@ def fused_mnn(
     flags = dict(HAS_SCALE=cs is not None, HAS_QMASK=qm is not None, HAS_CMASK=cm is not None,
                  BLOCK_M=block_m, BLOCK_D=block_d, EVEN_D=block_d == channels)
     grid = (n_row_blocks, num)
-    if blocks is None:
-        tuned[grid](*args, **flags)
-    else:
-        plain[grid](*args, BLOCK_N=blocks[1], **flags)
+    # Triton launches on the current CUDA device: make it the tensors' ("cuda:1")
+    with torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext():
+        if blocks is None:
+            tuned[grid](*args, **flags)
+        else:
+            plain[grid](*args, BLOCK_N=blocks[1], **flags)
     nearest, similarity = _unpack(row)  # (K, L_query): nearest candidate feature
     # the query blocks' maxima: keys are distinct, so the maximum is the first index on ties
     best_q, _ = _unpack(part.amax(dim=1))  # (K, L_cand): nearest query feature
