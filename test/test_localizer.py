@@ -15,6 +15,7 @@ from extractor_testlib import FeatureOnlyExtractor, unit
 from selavpr_ros.errors import ConfigError, MapFormatError
 from selavpr_ros.extractors.base import ExtractorInfo, Features
 from selavpr_ros.localizer import Localizer, LocalizerConfig, confidence, decide
+from selavpr_ros.localizer.decision import distinct_candidate
 from selavpr_ros.map import PlaceInfo, PlaceMap
 
 D, L, C = 32, 16, 8
@@ -177,6 +178,116 @@ def test_each_rule_rejects(changes: dict, reason: str) -> None:
     relaxed = {k: v for k, v in changes.items() if k == "margin_mode"}
     assert decide(IDS, SCORES, SIMS, positions, 400, LocalizerConfig(**relaxed),
                   reranked=True).accepted
+
+
+def plain_distinct(ids: list[int], positions: list, cfg: LocalizerConfig) -> int | None:
+    """Find the distinct candidate with a plain loop (the oracle of the numpy version)."""
+    for i in range(1, len(ids)):
+        if positions[0] is not None and positions[i] is not None:
+            far = math.dist(positions[0], positions[i]) >= cfg.margin_distance_m
+        else:
+            far = abs(ids[i] - ids[0]) >= cfg.margin_id_distance
+        if far:
+            return i
+    return None
+
+
+def as_array(positions: list) -> np.ndarray:
+    return np.array([[math.nan] * 3 if p is None else p for p in positions]).reshape(-1, 3)
+
+
+def test_distinct_candidate_equals_the_plain_loop() -> None:
+    cfg = LocalizerConfig()  # 25 m, 10 ids
+    # crafted: exactly 25 m (3-4-5 triangles), 10 ids apart, missing positions either side
+    crafted = [
+        ([5, 6, 7], [(0.0, 0.0, 0.0), (15.0, 20.0, 0.0), None]),  # exactly 25 m: distinct
+        ([5, 6, 7], [(0.0, 0.0, 0.0), (15.0, 19.0, 0.0), (0.0, 24.0, 7.0)]),  # 24.2, then 25
+        ([5, 14, 15], [None, (99.0, 0.0, 0.0), (99.0, 0.0, 0.0)]),  # 9 ids, then 10 ids
+        ([20, 11, 10], [(0.0, 0.0, 0.0), None, (1.0, 0.0, 0.0)]),  # 9 ids down; 1 m away
+        ([3], [None]),
+    ]
+    assert [plain_distinct(i, p, cfg) for i, p in crafted] == [1, 2, 2, None, None]
+    rng = np.random.default_rng(5)
+    cases = list(crafted)
+    for _ in range(300):  # random candidates, many of them on the 25 m limit
+        n = int(rng.integers(1, 30))
+        ids = rng.integers(0, 60, n).tolist()
+        best = rng.uniform(-1e3, 1e3, 3)
+        ways = rng.standard_normal((n, 3))
+        ways /= np.linalg.norm(ways, axis=1, keepdims=True)
+        dists = np.where(rng.random(n) < 0.5, 25.0, rng.uniform(0, 50, n))
+        points = best + ways * dists[:, None]
+        points[0] = best
+        positions = [None if rng.random() < 0.2 else tuple(p) for p in points.tolist()]
+        cases.append((ids, positions))
+    for ids, positions in cases:
+        want = plain_distinct(ids, positions, cfg)
+        assert distinct_candidate(ids, positions, cfg) == want
+        assert distinct_candidate(np.asarray(ids), as_array(positions), cfg) == want
+
+
+def test_decide_gives_the_same_decision_for_lists_and_arrays() -> None:
+    rng = np.random.default_rng(6)
+    for margin_mode in ("ratio", "difference"):
+        cfg = LocalizerConfig(margin_mode=margin_mode, min_margin=1.05 if margin_mode ==
+                              "ratio" else 3.0)
+        for _ in range(100):
+            n = int(rng.integers(1, 20))
+            ids = rng.permutation(80)[:n].tolist()
+            scores = sorted(rng.integers(0, 60, n).astype(float).tolist(), reverse=True)
+            sims = rng.uniform(0.2, 0.9, n).tolist()
+            positions = [None if rng.random() < 0.3 else (float(rng.integers(0, 60)), 0.0, 0.0)
+                         for _ in range(n)]
+            from_lists = decide(ids, scores, sims, positions, 200, cfg, reranked=True)
+            from_arrays = decide(np.asarray(ids), np.asarray(scores),
+                                 np.asarray(sims, np.float32).astype(np.float64),
+                                 as_array(positions), 200, cfg, reranked=True)
+            assert from_lists == from_arrays
+            assert from_lists.distinct_index == plain_distinct(ids, positions, cfg)
+
+
+def test_localizer_candidates_and_decision_against_the_map_rows(tmp_path: Path) -> None:
+    """Candidates' metadata equals the SQLite rows; the decision equals one done by hand."""
+    rng = np.random.default_rng(8)
+    n = 60
+    glob = unit(rng.standard_normal((n, D)))
+    local = unit(rng.standard_normal((n, L, C)))
+    infos = [PlaceInfo(stamp_ns=10**9 * i + 3,
+                       position=None if i % 4 == 0 else (2.0 * i, 0.0, 0.0),
+                       orientation=None if i % 4 == 0 or i % 7 == 0 else (0.0, 0.0, 0.0, 1.0))
+             for i in range(n)]
+    pm = PlaceMap.create(tmp_path / "m", FeatureOnlyExtractor(INFO), local_dtype="float32")
+    pm.append(Features(glob[:30], local[:30]), infos[:30])
+    pm.append(Features(glob[30:], local[30:]), infos[30:])
+    decided = 0
+    for config in (LocalizerConfig(top_k=40, rerank_k=20, min_margin=1.02),
+                   LocalizerConfig(top_k=40, rerank_k=0, min_margin=1.1)):
+        localizer = Localizer(pm, FeatureOnlyExtractor(INFO), config)
+        for _ in range(12):
+            target = int(rng.integers(0, n))
+            query = Features(unit(glob[target] + 0.5 * rng.standard_normal(D))[None],
+                             unit(local[target] + 0.5 * rng.standard_normal((L, C)))[None])
+            result = localizer.query(query)
+            cands = result.candidates
+            places = pm.places([c.place_id for c in cands])  # SQLite
+            assert [(c.place_stamp_ns, c.position, c.orientation) for c in cands] == [
+                (p.stamp_ns, p.position, p.orientation) for p in places]
+            # the decision by hand from the rows
+            k = config.rerank_k or len(cands)
+            scores = [c.rerank_score if config.rerank_k else c.global_similarity
+                      for c in cands[:k]]
+            d = plain_distinct([p.id for p in places[:k]], [p.position for p in places[:k]],
+                               config)
+            margin = math.inf if d is None else scores[0] / scores[d]
+            assert result.margin == margin
+            assert result.accepted == (margin >= config.min_margin)
+            fraction = scores[0] / L if config.rerank_k else scores[0]
+            full = config.confidence_full_fraction if config.rerank_k else 1.0
+            evidence = min(1.0, fraction / full)
+            want = evidence * (1.0 if d is None else 1 - scores[d] / scores[0])
+            assert result.confidence == pytest.approx(want if result.accepted else 0.0)
+            decided += d is not None
+    assert decided > 0  # the margin rule was exercised
 
 
 def test_confidence_is_bounded_and_monotone() -> None:

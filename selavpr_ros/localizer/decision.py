@@ -4,6 +4,9 @@ Inputs are the candidates in final order with their scores (MNN counts, or globa
 when re-ranking is off) and positions. The "distinct" candidate is the best one at least
 ``margin_distance_m`` from the best (by id distance when a position is missing): a second
 candidate next to the best is the same place seen again, not a competing hypothesis.
+
+The localizer runs this for every query over all its candidates, so the search is one numpy
+pass (positions as an (n, 3) array, NaN = missing) rather than a Python loop per candidate.
 """
 
 from __future__ import annotations
@@ -12,7 +15,12 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
+
 from selavpr_ros.localizer.config import LocalizerConfig
+
+# (n, 3) float array with NaN rows for missing positions, or one tuple / None per candidate
+Positions = np.ndarray | Sequence[tuple[float, float, float] | None]
 
 
 @dataclass(frozen=True)
@@ -26,23 +34,33 @@ class Decision:
 
 
 def distinct_candidate(
-    ids: Sequence[int],
-    positions: Sequence[tuple[float, float, float] | None],
+    ids: Sequence[int] | np.ndarray,
+    positions: Positions,
     config: LocalizerConfig,
 ) -> int | None:
     """Index of the first candidate after the best that is far enough from it."""
-    if not ids:
+    if len(ids) == 0:
         return None
-    best_pos = positions[0]
-    for i in range(1, len(ids)):
-        pos = positions[i]
-        if best_pos is not None and pos is not None:
-            far = math.dist(best_pos, pos) >= config.margin_distance_m
-        else:
-            far = abs(int(ids[i]) - int(ids[0])) >= config.margin_id_distance
-        if far:
-            return i
-    return None
+    pos = _position_array(positions)
+    ids = np.asarray(ids, dtype=np.int64)
+    limit = config.margin_distance_m
+    known = ~np.isnan(pos).any(axis=1)
+    diff = pos[1:] - pos[0]
+    dist = np.sqrt(np.einsum("ij,ij->i", diff, diff))
+    # numpy's rounding may differ from math.dist's by an ulp: the few at the limit use math.dist
+    for i in np.flatnonzero(np.abs(dist - limit) <= 1e-12 * limit).tolist():
+        dist[i] = math.dist(pos[0].tolist(), pos[i + 1].tolist())
+    far = np.where(known[1:] & known[0], dist >= limit,
+                   np.abs(ids[1:] - ids[0]) >= config.margin_id_distance)
+    hits = np.flatnonzero(far)
+    return int(hits[0]) + 1 if hits.size else None
+
+
+def _position_array(positions: Positions) -> np.ndarray:
+    if isinstance(positions, np.ndarray):
+        return positions.astype(np.float64, copy=False).reshape(-1, 3)
+    nan = (math.nan,) * 3
+    return np.array([nan if p is None else p for p in positions], np.float64).reshape(-1, 3)
 
 
 def confidence(score_fraction: float, best: float, distinct: float | None,
@@ -61,16 +79,16 @@ def confidence(score_fraction: float, best: float, distinct: float | None,
 
 
 def decide(
-    ids: Sequence[int],
-    scores: Sequence[float],
-    global_similarities: Sequence[float],
-    positions: Sequence[tuple[float, float, float] | None],
+    ids: Sequence[int] | np.ndarray,
+    scores: Sequence[float] | np.ndarray,
+    global_similarities: Sequence[float] | np.ndarray,
+    positions: Positions,
     query_feature_count: int,
     config: LocalizerConfig,
     reranked: bool,
 ) -> Decision:
     """Apply the acceptance rules of ``config`` to candidates in final order."""
-    if not ids:
+    if len(ids) == 0:
         return Decision(False, 0.0, "no candidates: the map is empty", 0.0, 0.0, None)
     best = float(scores[0])
     if reranked:
@@ -97,7 +115,8 @@ def decide(
     elif d is not None and margin < config.min_margin:  # no distinct place: infinite margin
         reason = (
             f"{what} margin ({config.margin_mode}) {margin:.3f} < {config.min_margin:.3f}: "
-            f"best place {ids[0]} scores {best:.4g}, distinct place {ids[d]} scores {distinct:.4g}"
+            f"best place {int(ids[0])} scores {best:.4g}, distinct place {int(ids[d])} "
+            f"scores {distinct:.4g}"
         )
     if reason:
         return Decision(False, 0.0, reason, fraction, margin, d)

@@ -23,7 +23,7 @@ from selavpr_ros.localizer.cache import LocalFeatureCache
 from selavpr_ros.localizer.config import LocalizerConfig
 from selavpr_ros.localizer.decision import decide
 from selavpr_ros.localizer.pose import QueryPose
-from selavpr_ros.map import Place, PlaceMap, check_extractor
+from selavpr_ros.map import PlaceMap, PlaceTable, check_extractor
 from selavpr_ros.matching import MatchPairs, MnnMatches, mnn_matches, mnn_scores
 from selavpr_ros.matching.mnn import auto_memory_budget, cpu_has_bf16
 
@@ -110,6 +110,7 @@ class Localizer:
         self._rerank = place_map.extractor_info.rerank
         cfg.check_rerank_depth(self.rerank_k)
         place_map.load_index()  # load now rather than in the first query
+        place_map.place_table()  # the same for the candidates' stamps and poses
         device = torch.device(cfg.device)
         if feature_cache is None:
             if device.type == "cuda" and cfg.gpu_cache_mb > 0 and self.rerank_k > 0:
@@ -229,18 +230,16 @@ class Localizer:
             timings["fetch"] = timings["rerank"] = 0.0
 
         order = self._final_order(ids, sims, scores, k)
-        places = self.place_map.places(ids[order]) if len(order) else []
-        candidates = tuple(
-            _candidate(p, float(sims[i]), float(scores[i]), int(i))
-            for p, i in zip(places, order, strict=True)
-        )
+        table = self.place_map.place_table()
+        chosen = ids[order]
+        candidates = _candidates(table, chosen, sims[order], scores[order], order)
         # the decision looks at the re-ranked candidates (all of them without re-ranking)
-        ranked = [float(scores[i]) for i in order[:k]] if k else [float(sims[i]) for i in order]
+        n = k if k else len(order)
         decision = decide(
-            ids=[c.place_id for c in candidates[: len(ranked)]],
-            scores=ranked,
-            global_similarities=[c.global_similarity for c in candidates],
-            positions=[c.position for c in candidates[: len(ranked)]],
+            ids=chosen[:n],
+            scores=scores[order[:n]] if k else sims[order],
+            global_similarities=sims[order],
+            positions=table.position[chosen[:n]],
             query_feature_count=n_query,
             config=cfg,
             reranked=k > 0,
@@ -297,13 +296,18 @@ class Localizer:
         return np.concatenate([head, np.arange(k, len(ids))]).astype(np.int64)
 
 
-def _candidate(place: Place, sim: float, score: float, rank: int) -> Candidate:
-    return Candidate(
-        place_id=place.id,
-        place_stamp_ns=place.stamp_ns,
-        position=place.position,
-        orientation=place.orientation,
-        global_similarity=sim,
-        rerank_score=score,
-        global_rank=rank,
-    )
+def _candidates(table: PlaceTable, ids: np.ndarray, sims: np.ndarray, scores: np.ndarray,
+                ranks: np.ndarray) -> tuple[Candidate, ...]:
+    """Build the result's candidates, their metadata from the map's in-memory place table."""
+    positions = _tuples(table.position[ids], table.has_position[ids])
+    orientations = _tuples(table.orientation[ids], table.has_orientation[ids])
+    return tuple(map(Candidate, ids.tolist(), table.stamp_ns[ids].tolist(), positions,
+                     orientations, sims.tolist(), scores.tolist(), ranks.tolist()))
+
+
+def _tuples(values: np.ndarray, known: np.ndarray) -> list[Any]:
+    """Rows as tuples of floats, None where unknown."""
+    rows: list[Any] = list(map(tuple, values.tolist()))
+    for i in np.flatnonzero(~known).tolist():
+        rows[i] = None
+    return rows

@@ -3,6 +3,10 @@
 SQLite gives each commit a transaction. The manifest's place count is authoritative: rows with
 ``id >= count`` are left over from an append that died before its manifest was replaced; readers
 never return them and the next writer deletes them before inserting.
+
+Rows below ``count`` never change, so the columns a query needs for every candidate (stamp and
+pose) are also kept in memory as a :class:`PlaceTable`: read once, extended with the new rows
+when ``count`` grows (a commit), so that it always holds exactly the rows readers may see.
 """
 
 from __future__ import annotations
@@ -116,6 +120,69 @@ def _place(row: Sequence[Any]) -> Place:
     )
 
 
+_TABLE_COLUMNS = "id, stamp_ns, px, py, pz, qx, qy, qz, qw"
+
+
+@dataclass(frozen=True)
+class PlaceTable:
+    """Stamps and poses of places ``0..len-1`` as read-only numpy columns (row = place id).
+
+    What the localizer reads for each of its candidates, without SQLite or a Python object per
+    place. ``position`` / ``orientation`` hold NaN where ``has_position`` / ``has_orientation``
+    is False.
+    """
+
+    stamp_ns: np.ndarray  # (n,) int64
+    position: np.ndarray  # (n, 3) float64
+    orientation: np.ndarray  # (n, 4) float64 (x, y, z, w)
+    has_position: np.ndarray  # (n,) bool
+    has_orientation: np.ndarray  # (n,) bool
+
+    def __len__(self) -> int:
+        return len(self.stamp_ns)
+
+    @staticmethod
+    def from_rows(rows: Sequence[Sequence[Any]], start: int, where: Path) -> PlaceTable:
+        """Columns of rows ``(id, stamp_ns, px, py, pz, qx, qy, qz, qw)`` with ids ``start..``."""
+        if not rows:
+            return _EMPTY_TABLE
+        ids, stamps, *pose = zip(*rows, strict=True)
+        if list(ids) != list(range(start, start + len(rows))):
+            raise MapFormatError(f"{where}: place rows {start}..{start + len(rows) - 1} are "
+                                 "not all there")
+        try:
+            values = np.array(pose, dtype=np.float64).T  # NULL -> NaN
+            stamp = np.array(stamps, dtype=np.int64)
+        except (TypeError, ValueError, OverflowError) as err:
+            raise MapFormatError(f"{where}: a place row has an invalid value: {err}") from err
+        known = ~np.isnan(values)
+        for name, part in (("position", known[:, :3]), ("orientation", known[:, 3:])):
+            if np.any(part.any(axis=1) != part.all(axis=1)):
+                raise MapFormatError(f"{where}: a place has a partial {name}")
+        return PlaceTable(stamp, values[:, :3], values[:, 3:], known[:, 0], known[:, 3])
+
+    def extended(self, more: PlaceTable) -> PlaceTable:
+        """Return this table followed by ``more`` (new arrays: snapshots never change)."""
+        if not len(more):
+            return self
+        if not len(self):
+            return more
+        return PlaceTable(*(np.concatenate([a, b]) for a, b in zip(
+            self._columns(), more._columns(), strict=True)))
+
+    def _columns(self) -> tuple[np.ndarray, ...]:
+        return (self.stamp_ns, self.position, self.orientation, self.has_position,
+                self.has_orientation)
+
+    def __post_init__(self) -> None:
+        for column in self._columns():
+            column.setflags(write=False)
+
+
+_EMPTY_TABLE = PlaceTable(np.zeros(0, np.int64), np.zeros((0, 3)), np.zeros((0, 4)),
+                          np.zeros(0, np.bool_), np.zeros(0, np.bool_))
+
+
 def rows_digest(rows: Iterable[Sequence[object]]) -> str:
     """sha256 of rows in a canonical text form (independent of the SQLite file's layout)."""
     digest = hashlib.sha256()
@@ -135,6 +202,7 @@ class MetadataStore:
     def __init__(self, path: Path, count: int, *, writable: bool) -> None:
         self.path = Path(path)
         self.count = count
+        self._table = _EMPTY_TABLE
         if not self.path.is_file():
             raise MapFormatError(f"{self.path} is missing (place metadata)")
         # A read-write connection lets SQLite roll back a journal left by a killed writer;
@@ -220,6 +288,25 @@ class MetadataStore:
                         f"{self.path}: place {row[0]!r} has an invalid value: {err}"
                     ) from err
         return [found[i] for i in ids]
+
+    def table(self) -> PlaceTable:
+        """Return the :class:`PlaceTable` of places ``0..count-1``, reading only new rows.
+
+        Rows below ``count`` never change (module docstring), so the table read so far stays
+        valid; a smaller ``count`` (never set by a commit) reads the table again.
+        """
+        with self._lock:
+            table, count = self._table, self.count
+            if len(table) > count:
+                table = _EMPTY_TABLE
+            if len(table) < count:
+                rows = self._db.execute(
+                    f"SELECT {_TABLE_COLUMNS} FROM places WHERE id >= ? AND id < ? ORDER BY id",
+                    (len(table), count),
+                ).fetchall()
+                table = table.extended(PlaceTable.from_rows(rows, len(table), self.path))
+            self._table = table
+        return table
 
     def digest(self, start: int, stop: int) -> str:
         with self._lock:

@@ -65,7 +65,7 @@ from selavpr_ros.map.manifest import (
     read_manifest,
     write_manifest,
 )
-from selavpr_ros.map.metadata import MetadataStore, Place, PlaceInfo
+from selavpr_ros.map.metadata import MetadataStore, Place, PlaceInfo, PlaceTable
 from selavpr_ros.map.paths import map_file
 from selavpr_ros.map.segments import (
     SegmentArrays,
@@ -582,6 +582,14 @@ class PlaceMap(Closing):
 
     def places(self, ids: Sequence[int] | np.ndarray) -> list[Place]:
         return self._store.get([int(i) for i in ids])
+
+    def place_table(self) -> PlaceTable:
+        """Stamps and poses of all places as numpy columns (see :class:`PlaceTable`).
+
+        Read from the metadata at the first call and extended by later commits, so it holds the
+        same rows as :meth:`places` at this map's current generation.
+        """
+        return self._store.table()
 
     def place(self, place_id: int) -> Place:
         return self._store.get([place_id])[0]
