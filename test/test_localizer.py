@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import replace
+from dataclasses import fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +14,7 @@ import reference_mnn  # bench/reference_mnn.py (pytest.ini: pythonpath = bench)
 from extractor_testlib import FeatureOnlyExtractor, unit
 from selavpr_ros.errors import ConfigError, MapFormatError
 from selavpr_ros.extractors.base import ExtractorInfo, Features
-from selavpr_ros.localizer import Localizer, LocalizerConfig, confidence, decide
+from selavpr_ros.localizer import Candidate, Localizer, LocalizerConfig, confidence, decide
 from selavpr_ros.localizer.decision import distinct_candidate
 from selavpr_ros.map import PlaceInfo, PlaceMap
 
@@ -270,6 +270,11 @@ def test_localizer_candidates_and_decision_against_the_map_rows(tmp_path: Path) 
             result = localizer.query(query)
             cands = result.candidates
             places = pm.places([c.place_id for c in cands])  # SQLite
+            # built without __init__ (see localizer._candidates): the same as built with it
+            names = [f.name for f in fields(Candidate)]
+            assert all(list(vars(c)) == names for c in cands)
+            assert cands == tuple(Candidate(**vars(c)) for c in cands)
+            assert hash(cands[0]) == hash(Candidate(**vars(cands[0])))
             assert [(c.place_stamp_ns, c.position, c.orientation) for c in cands] == [
                 (p.stamp_ns, p.position, p.orientation) for p in places]
             # the decision by hand from the rows
