@@ -164,6 +164,10 @@ def _localizer_args(args: argparse.Namespace) -> list[list[str]]:
              "--queries", str(50 if cuda else 5)]]
 
 
+def _decide_args(args: argparse.Namespace) -> list[list[str]]:
+    return [["--places", "300", "--top-k", "100", "--queries", str(args.queries)]]
+
+
 def _map_args(args: argparse.Namespace) -> list[list[str]]:
     return [["--places", str(args.map_places), "--device", args.device]]
 
@@ -376,6 +380,16 @@ def _localizer_md(report: dict[str, Any], d: dict[str, Any]) -> list[str]:
     return lines + [""]
 
 
+def _decide_md(report: dict[str, Any], d: dict[str, Any]) -> list[str]:
+    r = d["decide_ms"]
+    return [f"## Decide stage ({d['places']} places, top_k = rerank_k = {d['top_k']}, "
+            f"{d['queries']} queries, CPU)", "",
+            "| decide p50 ms | p95 ms | target | load | OMP_WAIT_POLICY |",
+            "|---|---|---|---|---|",
+            f"| {r['p50']:.3f} | {r['p95']:.3f} | <= 0.3 | {d['load_avg']:.2f} | "
+            f"{d['omp_wait_policy']} |", ""]
+
+
 def _map_md(report: dict[str, Any], d: dict[str, Any]) -> list[str]:
     return [f"## Map on disk ({d['places']} synthetic SelaVPR places, commits of "
             f"{d['commit']})", "",
@@ -499,6 +513,8 @@ TABLE: dict[str, Section] = {
                      needs="faiss", timeout_factor=4),
     "localizer": Section("bench_localizer.py", _localizer_args, _localizer_md,
                          "In-process localizer", needs="faiss"),
+    "decide": Section("bench_decide.py", _decide_args, _decide_md, "Decide stage",
+                      needs="faiss"),
     "map": Section("bench_map.py", _map_args, _map_md, "Map on disk", needs="faiss"),
     "formats": Section("bench_local_formats.py", _formats_args, _formats_md, "Local formats",
                        needs="faiss", timeout_factor=2),
@@ -514,7 +530,8 @@ TABLE: dict[str, Section] = {
 }
 # the order the sections run in by default
 SECTIONS = ("extraction", "runner", "feature_error", "mnn", "mnn_fused", "mnn_gemm", "ransac",
-            "search", "sweep", "classical_rerank", "localizer", "map", "node", "formats",
+            "search", "sweep", "classical_rerank", "localizer", "decide", "map", "node",
+            "formats",
             "descriptor_stats", "search_auto", "merge")
 NEEDS = {name: section.needs for name, section in TABLE.items() if section.needs}
 

@@ -49,6 +49,16 @@ def test_merge_section_reports_merge_and_build_times(tmp_path: Path) -> None:
     assert "## Merging two maps of 300 places" in json_file.with_suffix(".md").read_text()
 
 
+def test_decide_section(tmp_path: Path) -> None:
+    assert bench_run.main(["--sections", "decide", "--queries", "20",
+                           "--out", str(tmp_path)]) == 0
+    (json_file,) = tmp_path.glob("*.json")
+    decide = json.loads(json_file.read_text())["sections"]["decide"]
+    assert decide["top_k"] == 100 and decide["queries"] == 20
+    assert 0 < decide["decide_ms"]["p50"] <= decide["decide_ms"]["p95"]
+    assert "## Decide stage (300 places" in json_file.with_suffix(".md").read_text()
+
+
 def test_mnn_gemm_and_classical_sections(tmp_path: Path) -> None:
     """The GEMM comparison reports both GEMMs and the ratio; missing data is a note."""
     assert bench_run.main(["--sections", "mnn_gemm,classical_rerank", "--k", "2",
