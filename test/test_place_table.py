@@ -126,11 +126,14 @@ def test_merged_map_table(tmp_path: Path) -> None:
         assert merged.place_table().has_position.tolist() == [i % 3 != 0 for i in range(12)]
 
 
-def test_a_partial_position_is_refused(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("change", "message"), [("py = NULL", "partial position"),
+                                                ("qw = NULL", "partial orientation"),
+                                                ("px = 'east'", "invalid value")])
+def test_a_damaged_row_is_refused(tmp_path: Path, change: str, message: str) -> None:
     path = tmp_path / "m"
     with PlaceMap.create(path, INFO) as pm:
         pm.append(features(0, 3), infos(0, 3))
     with closing(sqlite3.connect(path / "places.sqlite")) as db, db:
-        db.execute("UPDATE places SET py = NULL WHERE id = 1")
-    with PlaceMap.open(path) as pm, pytest.raises(MapFormatError, match="partial position"):
+        db.execute(f"UPDATE places SET {change} WHERE id = 1")
+    with PlaceMap.open(path) as pm, pytest.raises(MapFormatError, match=message):
         pm.place_table()

@@ -120,7 +120,9 @@ def _place(row: Sequence[Any]) -> Place:
     )
 
 
-_TABLE_COLUMNS = "id, stamp_ns, px, py, pz, qx, qy, qz, qw"
+_POSE_COLUMNS = ("px", "py", "pz", "qx", "qy", "qz", "qw")
+_TABLE_ROW = np.dtype([("id", np.int64), ("stamp_ns", np.int64),
+                       *((name, np.float64) for name in _POSE_COLUMNS)])
 
 
 @dataclass(frozen=True)
@@ -142,32 +144,33 @@ class PlaceTable:
         return len(self.stamp_ns)
 
     @staticmethod
-    def from_rows(rows: Sequence[Sequence[Any]], start: int, where: Path) -> PlaceTable:
-        """Columns of rows ``(id, stamp_ns, px, py, pz, qx, qy, qz, qw)`` with ids ``start..``."""
-        if not rows:
-            return _EMPTY_TABLE
-        ids, stamps, *pose = zip(*rows, strict=True)
-        if list(ids) != list(range(start, start + len(rows))):
-            raise MapFormatError(f"{where}: place rows {start}..{start + len(rows) - 1} are "
-                                 "not all there")
+    def from_rows(rows: Iterable[Sequence[Any]], start: int, where: Path) -> PlaceTable:
+        """Read rows ``(id, stamp_ns, px, py, pz, qx, qy, qz, qw)`` with ids ``start..``.
+
+        ``rows`` may be a SQLite cursor: rows are converted one at a time (NULL -> NaN), never
+        held as a list of Python tuples.
+        """
         try:
-            values = np.array(pose, dtype=np.float64).T  # NULL -> NaN
-            stamp = np.array(stamps, dtype=np.int64)
+            data = np.fromiter(rows, dtype=_TABLE_ROW)
         except (TypeError, ValueError, OverflowError) as err:
             raise MapFormatError(f"{where}: a place row has an invalid value: {err}") from err
+        if not np.array_equal(data["id"], np.arange(start, start + len(data))):
+            raise MapFormatError(f"{where}: place rows from {start} on are not all there")
+        values = np.stack([data[name] for name in _POSE_COLUMNS], axis=1)
         known = ~np.isnan(values)
         for name, part in (("position", known[:, :3]), ("orientation", known[:, 3:])):
             if np.any(part.any(axis=1) != part.all(axis=1)):
                 raise MapFormatError(f"{where}: a place has a partial {name}")
-        return PlaceTable(stamp, values[:, :3], values[:, 3:], known[:, 0], known[:, 3])
+        return PlaceTable(data["stamp_ns"].copy(), values[:, :3], values[:, 3:], known[:, 0],
+                          known[:, 3])
 
     def extended(self, more: PlaceTable) -> PlaceTable:
         """Return this table followed by ``more`` (new arrays: snapshots never change)."""
-        if not len(more):
-            return self
         if not len(self):
             return more
-        return PlaceTable(*(np.concatenate([a, b]) for a, b in zip(
+        if not len(more):
+            return self
+        return PlaceTable(*(np.concatenate(pair) for pair in zip(
             self._columns(), more._columns(), strict=True)))
 
     def _columns(self) -> tuple[np.ndarray, ...]:
@@ -301,10 +304,12 @@ class MetadataStore:
                 table = _EMPTY_TABLE
             if len(table) < count:
                 rows = self._db.execute(
-                    f"SELECT {_TABLE_COLUMNS} FROM places WHERE id >= ? AND id < ? ORDER BY id",
-                    (len(table), count),
-                ).fetchall()
+                    f"SELECT id, stamp_ns, {', '.join(_POSE_COLUMNS)} FROM places "
+                    "WHERE id >= ? AND id < ? ORDER BY id", (len(table), count))
                 table = table.extended(PlaceTable.from_rows(rows, len(table), self.path))
+                if len(table) != count:
+                    raise MapFormatError(f"{self.path} holds {len(table)} of the {count} places "
+                                         "listed in the manifest")
             self._table = table
         return table
 
