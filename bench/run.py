@@ -531,8 +531,7 @@ TABLE: dict[str, Section] = {
 # the order the sections run in by default
 SECTIONS = ("extraction", "runner", "feature_error", "mnn", "mnn_fused", "mnn_gemm", "ransac",
             "search", "sweep", "classical_rerank", "localizer", "decide", "map", "node",
-            "formats",
-            "descriptor_stats", "search_auto", "merge")
+            "formats", "descriptor_stats", "search_auto", "merge")
 NEEDS = {name: section.needs for name, section in TABLE.items() if section.needs}
 
 
