@@ -36,36 +36,67 @@ def reduce_block(sim: np.ndarray, row_offset: int, col_max: np.ndarray, col_arg:
     ``sim``: (R, L) float32, C-contiguous. ``col_max``/``col_second``: (L,) float32, start at
     ``-inf``; ``col_arg``: (L,) int32, starts at 0; ``row_arg``: (R,) int32, written.
     ``col_second`` None skips the second largest value (numba compiles that case without it).
+    Rows are taken two at a time, which halves the reads and writes of the column state; an
+    odd last row is paired with a row of ``-inf``, which changes no column.
     """
     rows, cols = sim.shape
+    lane_max = np.empty((2, LANES), np.float32)  # per row of the pair: each lane's maximum
+    lane_at = np.empty((2, LANES), np.int32)  # ... and the step (column - lane) holding it
+    nothing = np.full(cols, -np.inf, np.float32)
+    pair_arg = np.empty(2, np.int32)
+    for r in range(0, rows, 2):
+        second_row = sim[r + 1] if r + 1 < rows else nothing
+        _reduce_pair(sim[r], second_row, np.int32(r + row_offset), col_max, col_arg,
+                     col_second, lane_max, lane_at, pair_arg)
+        row_arg[r] = pair_arg[0]
+        if r + 1 < rows:
+            row_arg[r + 1] = pair_arg[1]
+
+
+@njit(nogil=True, boundscheck=False, fastmath=_FASTMATH, inline="always")
+def _reduce_pair(row0: np.ndarray, row1: np.ndarray, here: np.int32, col_max: np.ndarray,
+                 col_arg: np.ndarray, col_second: np.ndarray | None, lane_max: np.ndarray,
+                 lane_at: np.ndarray, pair_arg: np.ndarray) -> None:  # pragma: no cover
+    """Rows ``here`` and ``here + 1`` into the column state; their arg-maxima into pair_arg."""
+    cols = row0.shape[0]
     full = cols - cols % LANES
-    lane_max = np.empty(LANES, np.float32)
-    lane_at = np.empty(LANES, np.int32)  # start of the step where the lane's maximum was seen
-    for r in range(rows):
-        row = sim[r]
-        here = np.int32(r + row_offset)
-        lane_max[:] = -np.inf
-        lane_at[:] = 0
-        for j0 in range(0, full, LANES):
-            step = np.int32(j0)
-            for lane in range(LANES):
-                j = j0 + lane
-                v = row[j]
-                if col_second is not None:
-                    lower = v if v < col_max[j] else col_max[j]
-                    col_second[j] = lower if lower > col_second[j] else col_second[j]
-                up = v > col_max[j]
-                col_max[j] = v if up else col_max[j]
-                col_arg[j] = here if up else col_arg[j]
-                better = v > lane_max[lane]
-                lane_max[lane] = v if better else lane_max[lane]
-                lane_at[lane] = step if better else lane_at[lane]
+    max0, max1, at0, at1 = lane_max[0], lane_max[1], lane_at[0], lane_at[1]
+    max0[:] = -np.inf
+    max1[:] = -np.inf
+    at0[:] = 0
+    at1[:] = 0
+    there = np.int32(here + 1)
+    for j0 in range(0, full, LANES):
+        step = np.int32(j0)
+        for lane in range(LANES):
+            j = j0 + lane
+            v0 = row0[j]
+            v1 = row1[j]
+            first = v0 >= v1  # the pair's larger value; the earlier row on a tie
+            hi = v0 if first else v1
+            if col_second is not None:  # second largest of {max, second, v0, v1}
+                lo = v1 if first else v0
+                lower = hi if hi < col_max[j] else col_max[j]
+                lower = lower if lower > lo else lo
+                col_second[j] = lower if lower > col_second[j] else col_second[j]
+            up = hi > col_max[j]
+            col_max[j] = hi if up else col_max[j]
+            col_arg[j] = (here if first else there) if up else col_arg[j]
+            better = v0 > max0[lane]
+            max0[lane] = v0 if better else max0[lane]
+            at0[lane] = step if better else at0[lane]
+            better = v1 > max1[lane]
+            max1[lane] = v1 if better else max1[lane]
+            at1[lane] = step if better else at1[lane]
+    for which in range(2):
+        row = row0 if which == 0 else row1
         best = np.float32(-np.inf)
         arg = 0
         for lane in range(LANES):
-            j = lane_at[lane] + lane
-            if lane_max[lane] > best or (lane_max[lane] == best and j < arg):
-                best = lane_max[lane]
+            j = lane_at[which, lane] + lane
+            value = lane_max[which, lane]
+            if value > best or (value == best and j < arg):
+                best = value
                 arg = j
         if best == -np.inf:
             arg = 0  # every column so far is -inf: the first one
@@ -76,11 +107,11 @@ def reduce_block(sim: np.ndarray, row_offset: int, col_max: np.ndarray, col_arg:
                 col_second[j] = lower if lower > col_second[j] else col_second[j]
             if v > col_max[j]:
                 col_max[j] = v
-                col_arg[j] = here
+                col_arg[j] = here + which
             if v > best:
                 best = v
                 arg = j
-        row_arg[r] = arg
+        pair_arg[which] = arg
 
 
 def compile_kernels() -> None:
