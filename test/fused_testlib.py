@@ -108,6 +108,11 @@ def main(out: str) -> int:
             arrays[f"{name}/{field}"] = getattr(fused, field)
         arrays[f"{name}/scores"] = mnn_scores(query, cands, method="fused", precision="fp16",
                                               **options)
+    import torch
+
+    from selavpr_ros.matching import mnn
+
+    arrays["self_check"] = np.array(mnn.fused_is_exact(torch.device("cpu")))
     np.savez(out, **arrays)
     return 0
 

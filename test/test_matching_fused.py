@@ -15,7 +15,7 @@ import torch
 
 from fused_testlib import CASES, FIELDS, compile_for_gpu, run_interpreted
 from selavpr_ros.errors import ConfigError
-from selavpr_ros.matching import mnn_matches
+from selavpr_ros.matching import fused_triton, mnn, mnn_matches
 from selavpr_ros.matching.mnn import _resolve_method
 
 pytest.importorskip("triton", reason="triton is not installed (requirements-dev.txt)")
@@ -88,6 +88,32 @@ def test_ties_across_tiles_and_query_blocks_go_to_the_first_index(
 def test_fully_masked_query_scores_zero(fused: dict[str, np.ndarray]) -> None:
     assert fused["query_masked/counts"].tolist() == [0, 0]
     assert np.isneginf(fused["query_masked/similarity"]).all()
+
+
+def test_the_self_check_passes_under_the_interpreter(fused: dict[str, np.ndarray]) -> None:
+    assert bool(fused["self_check"])
+
+
+@pytest.mark.parametrize("fault", ["wrong", "raises"])
+def test_a_kernel_that_disagrees_is_not_used(monkeypatch: pytest.MonkeyPatch,
+                                             caplog: pytest.LogCaptureFixture,
+                                             fault: str) -> None:
+    """The once-per-device check refuses a kernel whose pairs differ from the chunked ones."""
+    def broken(q: torch.Tensor, c: torch.Tensor, *args: object) -> fused_triton.FusedResult:
+        if fault == "raises":
+            raise RuntimeError("no kernel image for this GPU")
+        lq = q.shape[0]
+        nearest = torch.zeros(c.shape[0], lq, dtype=torch.long)
+        mutual = torch.zeros(c.shape[0], lq, dtype=torch.bool)
+        return fused_triton.FusedResult(mutual.sum(dim=1), nearest, mutual,
+                                        torch.zeros(c.shape[0], lq))
+
+    monkeypatch.setattr(mnn, "_FUSED_CHECKS", {})
+    monkeypatch.setattr(fused_triton, "fused_mnn", broken)
+    with caplog.at_level("WARNING", logger="selavpr_ros.matching.mnn"):
+        assert not mnn.fused_is_exact(torch.device("cpu"))
+    assert "fused MNN kernel not used" in caplog.text
+    assert ("failed" if fault == "raises" else "disagrees") in caplog.text
 
 
 def test_auto_picks_the_fused_kernel_only_where_it_applies() -> None:

@@ -30,7 +30,8 @@ On CUDA at fp16 with no filter the default is the *fused* method
 (:mod:`selavpr_ros.matching.fused_triton`): one Triton kernel computes the similarities tile
 by tile and keeps only the arg-maxima, so the (K, L, L) matrices are never written; it rounds
 each similarity to fp16 as the chunked product writes it, so both compare the same values.
-Without Triton, with a filter, or with ``method="chunked"`` the chunked method runs as before.
+Without Triton, with a filter, or with ``method="chunked"`` the chunked method runs as before,
+and so it does when the kernel fails its once-per-device check (:func:`fused_is_exact`).
 
 Project decision (differs from the reference): a candidate with exactly one mutual match scores
 1, not 0. Invalid (masked) features are never matched.
@@ -235,6 +236,45 @@ def tiling_is_exact(candidate_count: int, query_count: int, channels: int,
         return exact
 
 
+_FUSED_CHECKS: dict[str, bool] = {}
+
+
+def fused_is_exact(device: torch.device) -> bool:
+    """Whether the fused kernel gives the chunked method's fp16 counts and pairs on ``device``.
+
+    Checked once per process and device, as :func:`tiling_is_exact` checks the tiled method, on
+    small integer features whose products are exact in fp16 and tie often: both methods must
+    then agree to the last pair. A kernel that disagrees on some GPU or Triton version is not
+    used by ``method="auto"`` (a warning says so); the chunked method runs instead.
+    """
+    key = str(device)
+    with _TILING_LOCK:
+        if key in _FUSED_CHECKS:
+            return _FUSED_CHECKS[key]
+        gen = torch.Generator().manual_seed(4321)
+        q = torch.randint(-2, 3, (200, 64), generator=gen).to(device, torch.float16)
+        c = torch.randint(-2, 3, (3, 150, 64), generator=gen).to(device, torch.float16)
+        c[1, :40] = q[:40]  # real matches among the ties
+        runs = []
+        try:
+            for run in (_fused_counts, _chunked_counts):
+                kept = _Kept(3, 200)
+                if run is _fused_counts:
+                    counts = _fused_counts(q, c, None, None, None, None, kept)
+                else:
+                    counts = _chunked_counts(q, c, None, None, 3, "none", 0.0, 0.0, None, kept)
+                runs.append((counts, kept.nearest, kept.mutual))
+            exact = all(np.array_equal(a, b) for a, b in zip(*runs, strict=True))
+            why = "it disagrees with the chunked product"
+        except Exception as err:  # noqa: BLE001 - any failure of the kernel means: do not use it
+            exact, why = False, f"it failed: {type(err).__name__}: {err}"
+        if not exact:
+            log.warning("fused MNN kernel not used on %s: %s on exact integer features; "
+                        "re-ranking with the chunked method", device, why)
+        _FUSED_CHECKS[key] = exact
+        return exact
+
+
 def _to_tensor(x: np.ndarray | torch.Tensor, device: torch.device) -> torch.Tensor:
     if torch.is_tensor(x):
         return x.to(device)
@@ -356,6 +396,8 @@ def _mnn(
 
     resolved = _resolve_method(method, device, chunk_size, match_filter, precision, channels,
                                max(lq, lc))
+    if resolved == "fused" and method == "auto" and not fused_is_exact(device):
+        resolved = "chunked"
     if resolved == "fused":
         return _fused_counts(q, candidates, qm, candidate_mask, candidate_scale,
                              memory_budget, kept)
