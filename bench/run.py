@@ -33,6 +33,9 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / "bench"
+sys.path.insert(0, str(BENCH))
+
+import headline  # noqa: E402  (bench/headline.py)
 
 
 def machine(device: str) -> dict[str, Any]:
@@ -571,7 +574,8 @@ def markdown(report: dict[str, Any]) -> str:
              f"- Load average at start {m['load_avg_start']}, at end {report['load_avg_end']} "
              "(a shared machine: read the ratios, measured interleaved in one process)",
              f"- Command: `{report['command']}`",
-             "- All model weights are random: the timings are real, the features are not.", ""]
+             "- All model weights are random: the timings are real, the features are not.", "",
+             "## Headline figures", "", headline.table([report])]
     for name, section in TABLE.items():
         data = report["sections"].get(name)
         if data is None:
@@ -611,7 +615,17 @@ def main(argv: list[str] | None = None) -> int:
                         help="classical_rerank: every N-th query image")
     parser.add_argument("--timeout", type=float, default=1800, help="seconds per bench script")
     parser.add_argument("--out", type=Path, default=ROOT / "bench_results")
+    parser.add_argument("--headline", type=Path, nargs="+", default=None, metavar="REPORT",
+                        help="run nothing: print the headline table of these reports (.json)")
+    parser.add_argument("--readme", type=Path, default=None,
+                        help="with --headline: write the table into this README")
     args = parser.parse_args(argv)
+    if args.headline:
+        text = headline.table([json.loads(p.read_text()) for p in args.headline])
+        if args.readme:
+            headline.replace_in(args.readme, text)
+        print(text, end="")
+        return 0
     args.sections = [s.strip() for s in args.sections.split(",") if s.strip()]
     unknown = set(args.sections) - set(SECTIONS)
     if unknown:

@@ -105,3 +105,45 @@ def test_mnn_fused_markdown_judges_the_target() -> None:
     assert "**not met** (2.500 ms)" in "\n".join(bench_run._mnn_fused_md({}, data))
     data["rows"] = [dict(row, counts_identical=False, candidates_differing=1)]
     assert "**not met**" in "\n".join(bench_run._mnn_fused_md({}, data))
+
+
+def _report(sections: dict) -> dict:
+    return {"started": "2026-11-30 06:00 UTC", "load_avg_end": [1.5, 1.0, 1.0],
+            "machine": {"cpu": "Some CPU", "cpu_count": 2, "load_avg_start": [1.2, 1.0, 1.0],
+                        "gpu": None}, "sections": sections}
+
+
+def test_headline_table_into_the_readme(tmp_path: Path) -> None:
+    """Hand-made reports: each row's figure, '–' where a report lacks it, the README block."""
+    cpu = _report({
+        "mnn": {"rows": [{"k": 20, "ours_s": 1.0, "ref_s": 3.0, "ours_mib": 5, "ref_mib": 50,
+                          "counts_equal": True},
+                         {"k": 100, "ours_s": 2.0, "ref_s": 4.0, "ours_mib": 10, "ref_mib": 100,
+                          "counts_equal": True}]},
+        "decide": {"decide_ms": {"p50": 0.16, "p95": 0.25}, "top_k": 100},
+        "search": {"skipped": "faiss is not installed here"},
+    })
+    gpu = _report({"decide": {"decide_ms": {"p50": 0.05, "p95": 0.08}, "top_k": 100}})
+    gpu["machine"]["gpu"] = "NVIDIA H200"
+    cpu_json, gpu_json = tmp_path / "cpu.json", tmp_path / "gpu.json"
+    cpu_json.write_text(json.dumps(cpu))
+    gpu_json.write_text(json.dumps(gpu))
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# x\n\nbefore\n{bench_run.headline.START}\nold table\n"
+                      f"{bench_run.headline.END}\nafter\n")
+    assert bench_run.main(["--headline", str(cpu_json), str(gpu_json),
+                           "--readme", str(readme)]) == 0
+    text = readme.read_text()
+    assert "old table" not in text and text.startswith("# x\n\nbefore\n")
+    assert text.endswith(f"{bench_run.headline.END}\nafter\n")
+    lines = text.splitlines()
+    header = next(line for line in lines if line.startswith("| |"))
+    assert "Some CPU, 2 CPU cores (2026-11-30, load 1.2-1.5)" in header
+    assert "NVIDIA H200" in header
+    mnn = next(line for line in lines if line.startswith("| MNN re-ranking"))
+    assert mnn.endswith("| K=100: 2.00x faster (2.00 vs 4.00 s), 10 vs 100 MiB peak, "
+                        "identical counts | – |")
+    decide = next(line for line in lines if line.startswith("| decide stage"))
+    assert decide.endswith("| p50 0.16 / p95 0.25 ms (top_k 100) | p50 0.05 / p95 0.08 ms "
+                           "(top_k 100) |")
+    assert not any(line.startswith("| global search") for line in lines)  # skipped everywhere
