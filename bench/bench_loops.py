@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "test"))  # loop_testlib
 
 from selavpr_ros.eval.loop_plots import plot_pr, plot_trajectory  # noqa: E402
 from selavpr_ros.eval.loops import label, metrics, run_drive  # noqa: E402
@@ -82,9 +83,9 @@ def synthetic(args: argparse.Namespace, extractor_cfg: ClassicalConfig) -> dict:
 
 def relative(args: argparse.Namespace, extractor_cfg: ClassicalConfig) -> dict:
     """Relative poses of the synthetic drive's loops against the renderer's poses."""
+    from loop_testlib import run_detector  # test/
     from selavpr_ros.geometry.camera import CameraModel
     from selavpr_ros.geometry.transforms import invert, pose_matrix, rotation_angle_deg
-    from selavpr_ros.loop.odometry import PathTracker
     from selavpr_ros.synthetic import camera_info
     from selavpr_ros.synthetic.revisit import revisit_depths
 
@@ -98,24 +99,13 @@ def relative(args: argparse.Namespace, extractor_cfg: ClassicalConfig) -> dict:
         detector = LoopDetector(extractor, loop_config(args))
         detector.camera = CameraModel.from_camera_info(camera_info(route.camera))
         detector.two_view_relative = mode == "no_depth"
-        tracker = PathTracker()
-        events = [(f.stamp_ns, i) for i, f in enumerate(drive.frames)]
-        events += [(p.stamp_ns, -1 - j) for j, p in enumerate(drive.return_poses)]
         errors, loops, ms = [], 0, []
-        for _, key in sorted(events):
-            if key < 0:
-                tracker.add(drive.return_poses[-1 - key])
-                continue
-            f = drive.frames[key]
-            pose = Pose(f.stamp_ns, f.position, f.orientation)
-            tracker.add(pose)
-            t0 = time.perf_counter()
-            r = detector.process(pose, image=f.image, path_m=tracker.path_at(f.stamp_ns),
-                                 depth_m=depths[key] if mode == "depth" else None)
-            if r is None or not r.loop:
+        # the tests' feeding: odometry (return loop included) and posed images in time order
+        for _, r in run_detector(drive, detector, depths if mode == "depth" else None):
+            if not r.loop:
                 continue
             loops += 1
-            ms.append((time.perf_counter() - t0) * 1e3 - r.timings_ms["extract"])
+            ms.append(r.timings_ms["query"] + r.timings_ms["insert"])
             rel = r.relative
             if rel is None or not rel.ok:
                 continue
