@@ -9,7 +9,6 @@ the table replaces what stands between the two ``HEADLINE_*`` marker lines of th
 
 from __future__ import annotations
 
-import statistics
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -152,7 +151,7 @@ def _figure(report: dict[str, Any], section: str, figure: Figure) -> str:
         return "–"
     try:
         return figure(report, data) or "–"
-    except (KeyError, TypeError, ValueError, ZeroDivisionError, statistics.StatisticsError):
+    except (KeyError, TypeError, ValueError, ZeroDivisionError):
         return "– (report lacks this figure)"
 
 
