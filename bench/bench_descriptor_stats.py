@@ -34,7 +34,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from bench_search import GENERATORS, RouteMap  # noqa: E402
 
-DEFAULT_DATA = ROOT.parents[1] / "shared" / "data" / "gardens_point_walking"
+DEFAULT_DATA = ROOT.parent / "shared" / "data" / "gardens_point_walking"
 OFFSETS = (1, 2, 5, 10, 20, 50)
 GP_PLACES = 200  # images per Gardens Point traversal
 

@@ -41,8 +41,8 @@ from selavpr_ros.map import PlaceInfo, PlaceMap  # noqa: E402
 from selavpr_ros.map.local_format import LocalFormat  # noqa: E402
 from selavpr_ros.matching import mnn_scores  # noqa: E402
 
-DEFAULT_DATA = ROOT.parents[1] / "shared" / "data" / "gardens_point_walking"
-FORMATS = ["fp16", "int8", "pca64", "pca64-int8", "pca64-int8/2"]
+DEFAULT_DATA = ROOT.parent / "shared" / "data" / "gardens_point_walking"
+FORMATS = ["fp16", "int8", "int4", "pca64", "pca64-int8", "pca64-int4", "pca64-int8/2"]
 MIB = 2**20
 
 
@@ -191,7 +191,7 @@ def fetch(args: argparse.Namespace, tmp: Path) -> list[dict]:
         with PlaceMap.open(path) as pm:
             fm = pm.local_format
             shape = (k, fm.stored_count(info), fm.stored_dim(info))
-            buf = np.empty(shape, pm.manifest.local_dtype)
+            buf = np.empty(shape, fm.code_dtype)
             for _ in range(args.repeats):
                 ids = rng.choice(n, k, replace=False)
                 drop_cache(path)

@@ -17,6 +17,7 @@ from selavpr_ros.extractors.base import ExtractorInfo, Features
 from selavpr_ros.localizer import LocalFeatureCache, Localizer, LocalizerConfig
 from selavpr_ros.localizer.cache import local_feature_bytes
 from selavpr_ros.map import PlaceInfo, PlaceMap
+from selavpr_ros.map.local_format import LocalFormat
 
 D, L, C = 16, 12, 8
 
@@ -37,16 +38,17 @@ def _features(n: int, seed: int, variable: bool) -> Features:
                     local_mask=mask)
 
 
-def _map(tmp_path: Path, variable: bool, dtype: str = "float16") -> PlaceMap:
-    pm = PlaceMap.create(tmp_path / "m", _ids(variable), local_dtype=dtype)
+def _map(tmp_path: Path, variable: bool, dtype: str = "float16", fmt: str = "") -> PlaceMap:
+    pm = PlaceMap.create(tmp_path / "m", _ids(variable), local_dtype=dtype,
+                         local_format=LocalFormat.parse(fmt) if fmt else None)
     for seg, n in enumerate((9, 7, 11)):  # three segments
         pm.append(_features(n, seg, variable), [PlaceInfo(stamp_ns=i) for i in range(n)])
     return pm
 
 
-@pytest.mark.parametrize("variable", [False, True])
-def test_cpu_cache_gives_identical_results(tmp_path: Path, variable: bool) -> None:
-    pm = _map(tmp_path, variable)
+@pytest.mark.parametrize("variable, fmt", [(False, ""), (True, ""), (True, "int4")])
+def test_cpu_cache_gives_identical_results(tmp_path: Path, variable: bool, fmt: str) -> None:
+    pm = _map(tmp_path, variable, fmt=fmt)
     cfg = LocalizerConfig(top_k=20, rerank_k=15, min_margin=1.0)
     cache = LocalFeatureCache.build(pm, "cpu", 2**30)
     assert cache is not None and cache.nbytes == local_feature_bytes(pm)

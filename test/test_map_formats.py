@@ -1,7 +1,7 @@
-"""Compact local formats (int8, PCA, grid stride), version-1 maps, and the tuned index.
+"""Compact local formats (int8, int4, PCA, grid stride), version-1 maps, and the tuned index.
 
 Bounds are stated against the lossless fp16 map built from the same features, never against
-bit patterns: int8 codes are within half a quantisation step, PCA features within the energy
+bit patterns: int8/int4 codes are within half a quantisation step, PCA features within the energy
 the projection drops, and MNN counts within a stated fraction of the fp16 counts.
 """
 
@@ -19,14 +19,14 @@ from selavpr_ros.errors import ConfigError, MapFormatError
 from selavpr_ros.extractors.base import ExtractorInfo, Features
 from selavpr_ros.map import IndexSpec, PlaceInfo, PlaceMap
 from selavpr_ros.map import index as idx
-from selavpr_ros.map.local_format import LocalFormat, dequantize, quantize
+from selavpr_ros.map.local_format import LocalFormat, dequantize, pack_int4, quantize, unpack_int4
 from selavpr_ros.matching import mnn_scores
 
 GRID = (8, 8)
 C = 32
 INFO = ExtractorInfo("fake-grid", "weights-a", global_dim=16, local_count=64, local_dim=C,
                      local_grid=GRID)
-FORMATS = ["fp16", "int8", "pca16", "pca16-int8"]
+FORMATS = ["fp16", "int8", "int4", "pca16", "pca16-int8", "pca16-int4"]
 
 
 def route_features(n: int, seed: int = 0) -> Features:
@@ -56,6 +56,12 @@ def make_map(path: Path, fmt: str, feats: Features, stride: int = 1) -> PlaceMap
 def test_format_names_and_bad_formats() -> None:
     assert LocalFormat.parse("pca64-int8") == LocalFormat("int8", 64, 1)
     assert LocalFormat.parse("int8", 2).name == "int8/stride2"
+    assert LocalFormat.parse("pca64-int4") == LocalFormat("int4", 64, 1)
+    assert LocalFormat.parse("int4").name == "int4" and LocalFormat("int4", 8).name == "pca8-int4"
+    with pytest.raises(ConfigError, match="odd"):
+        LocalFormat.parse("pca15-int4")
+    with pytest.raises(ConfigError, match="two channels per byte"):
+        LocalFormat.parse("int4").check(ExtractorInfo("odd", "f", 16, 50, 33))
     with pytest.raises(ConfigError, match="unknown local format"):
         LocalFormat.parse("pca-int4")
     classical = ExtractorInfo("c", "f", 16, 50, 32, variable_local_count=True)
@@ -73,6 +79,26 @@ def test_quantize_is_within_half_a_step() -> None:
     assert np.all(error <= 0.5 * scale[:, None].astype(np.float32) * 1.01 + 1e-6)
     # a scale is the peak over 127 (up to fp16 rounding): codes use the full int8 range
     assert np.all(np.abs(codes).max(axis=1) >= 126)
+    codes, scale = quantize(x, bits=4)
+    error = np.abs(dequantize(codes, scale, "float32") - x)
+    assert np.all(error <= 0.5 * scale[:, None].astype(np.float32) * 1.01 + 1e-6)
+    assert np.abs(codes).max() == 7 and np.all(np.abs(codes).max(axis=1) >= 6)
+
+
+def test_int4_packing_round_trips_every_pair_of_codes() -> None:
+    pairs = np.array([(a, b) for a in range(-8, 8) for b in range(-8, 8)], np.int8)
+    codes = np.concatenate([pairs[:, :1], np.zeros((256, 2), np.int8), pairs[:, 1:],
+                            np.ones((256, 2), np.int8)], axis=1)  # C = 6: j and j + 3 share
+    packed = pack_int4(codes)
+    assert packed.dtype == np.uint8 and packed.shape == (256, 3)
+    assert len(np.unique(packed[:, 0])) == 256  # every pair is its own byte
+    assert packed[1, 0] == 0x98 and packed[255, 0] == 0x77  # nibbles -8, -7 and 7, 7
+    out = np.zeros((256, 6), np.int8)
+    out[:, :3] = packed.view(np.int8)
+    unpack_int4(out)
+    np.testing.assert_array_equal(out, codes)
+    with pytest.raises(ValueError, match="C-contiguous int8"):
+        unpack_int4(np.zeros((4, 12), np.int8)[:, ::2])
 
 
 @pytest.mark.parametrize("fmt", FORMATS)
@@ -86,14 +112,36 @@ def test_each_format_round_trips_and_passes_verify(tmp_path: Path, fmt: str) -> 
         got = pm.features(range(30)).local.astype(np.float32)
         dim = 16 if "pca" in fmt else C
         assert got.shape == (30, 64, dim)
-        # fp16 rounding (<= 2^-11 relative), plus half an int8 step (<= 1/254 of the peak)
-        bound = 1e-3 + (1 / 254 + 1e-3 if "int8" in fmt else 0.0)
+        # fp16 rounding (<= 2^-11 relative), plus half a step (1/254 or 1/14 of the peak)
+        step = {"int8": 1 / 254, "int4": 1 / 14}.get(fmt[-4:], 0.0)
+        bound = 1e-3 + (step + 1e-3 if step else 0.0)
         assert np.abs(got - want).max() <= bound
         np.testing.assert_array_equal(pm.global_descriptors(), feats.global_desc)
         if "pca" in fmt:  # the projection keeps most of what a 12-d subspace holds
             kept = np.linalg.norm(feats.local.reshape(-1, C) @ codec.components, axis=1)
             assert kept.min() > 0.9
     assert cli(["map-info", str(tmp_path / "m"), "--verify"]) == 0
+
+
+def test_int4_map_stores_packed_bytes_and_reads_codes(tmp_path: Path) -> None:
+    feats = route_features(10)
+    make_map(tmp_path / "m", "int4", feats).close()
+    with PlaceMap.open(tmp_path / "m", verify=True) as pm:
+        files = pm.manifest.segments[0].files
+        stored = np.load(tmp_path / "m" / files["local"].name, mmap_mode="r")
+        assert stored.shape == (10, 64, C // 2) and stored.dtype == np.uint8
+        assert pm.local_format.place_bytes(INFO) == 64 * (C // 2 + 2)  # codes + fp16 scales
+        assert pm.local_format.place_bytes(INFO, fetched=True) == 64 * (C + 2)
+        ids = np.array([7, 2, 2, 9])
+        codes, scale, mask = pm.local_codes(ids)
+        want_codes, want_scale = quantize(feats.local[ids], bits=4)
+        np.testing.assert_array_equal(codes, want_codes)
+        np.testing.assert_array_equal(scale, want_scale)
+        buf = np.full((4, 64, C), 99, np.int8)
+        assert pm.local_codes(ids, out=buf)[0] is buf and mask is None
+        np.testing.assert_array_equal(buf, want_codes)
+        with pytest.raises(ValueError, match="out is"):
+            pm.local_codes(ids, out=np.empty((4, 64, C // 2), np.uint8))
 
 
 def test_pca_projection_is_checksummed(tmp_path: Path) -> None:
@@ -109,7 +157,8 @@ def test_pca_projection_is_checksummed(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("fmt, stride, tolerance", [
-    ("int8", 1, 0.05), ("pca16", 1, 0.10), ("pca16-int8", 1, 0.10), ("fp16", 2, 0.0),
+    ("int8", 1, 0.05), ("int4", 1, 0.06), ("pca16", 1, 0.10), ("pca16-int8", 1, 0.10),
+    ("pca16-int4", 1, 0.10), ("fp16", 2, 0.0),
 ])
 def test_reranking_stays_close_to_fp16(tmp_path: Path, fmt: str, stride: int,
                                        tolerance: float) -> None:
@@ -127,7 +176,7 @@ def test_reranking_stays_close_to_fp16(tmp_path: Path, fmt: str, stride: int,
         q_ref, _ = ref.codec.query(query)
         codes, scale, _ = pm.local_codes(ids)
         q, _ = pm.codec.query(query)
-        assert codes.dtype == (np.int8 if "int8" in fmt else np.float16)
+        assert codes.dtype == (np.int8 if "int" in fmt else np.float16)
         base = mnn_scores(q_ref, ref_codes)
         counts = mnn_scores(q, codes, candidate_scale=scale)
         chunked = mnn_scores(q, codes, candidate_scale=scale, method="chunked")

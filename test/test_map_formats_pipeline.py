@@ -16,8 +16,8 @@ import eval_testlib
 import node_testlib
 from selavpr_ros.cli import main as cli
 
-FORMATS = [("fp16", "1"), ("int8", "1"), ("pca64", "1"), ("pca64-int8", "1"),
-           ("pca64-int8", "2")]
+FORMATS = [("fp16", "1"), ("int8", "1"), ("int4", "1"), ("pca64", "1"), ("pca64-int8", "1"),
+           ("pca64-int4", "1"), ("pca64-int8", "2")]
 
 
 @pytest.fixture(scope="module")

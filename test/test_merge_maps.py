@@ -50,7 +50,7 @@ def content(path: Path) -> tuple[list, np.ndarray, np.ndarray]:
         return pm.places(ids), pm.global_descriptors(), codes
 
 
-@pytest.mark.parametrize("fmt", ["fp16", "pca4-int8"])
+@pytest.mark.parametrize("fmt", ["fp16", "pca4-int8", "int4"])
 def test_merged_map_holds_both_inputs(tmp_path: Path, fmt: str, capsys) -> None:
     a = drive(tmp_path / "a", 9, 1, fmt=fmt, commits=3)
     with PlaceMap.open(a) as first:

@@ -80,8 +80,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                      help="recall@100 against exact search that --index auto tunes for "
                           "(default 0.95)")
     out.add_argument("--local-format", default="fp16", metavar="FMT",
-                     help="local features of a new map: fp16 (default, lossless), int8, "
-                          "pca64, pca64-int8 (any pcaN)")
+                     help="local features of a new map: fp16 (default, lossless), int8, int4, "
+                          "pca64, pca64-int8, pca64-int4 (any pcaN)")
     out.add_argument("--local-stride", type=int, default=1, metavar="N",
                      help="keep every N-th row and column of a dense local grid (default 1)")
     out.add_argument("--local-codec-from", metavar="MAP",

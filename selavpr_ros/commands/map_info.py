@@ -78,7 +78,7 @@ def map_info(path: str | Path, verify: bool = False) -> dict[str, Any]:
 
 def _local_format(loc: dict[str, Any]) -> str:
     fmt = loc["format"]
-    lossless = fmt["dtype"] != "int8" and not fmt["pca_dim"] and fmt["stride"] == 1
+    lossless = fmt["dtype"] in ("float16", "float32") and not fmt["pca_dim"] and fmt["stride"] == 1
     return (f"{fmt['name']} ({loc['stored_count']} x {loc['stored_dim']} {fmt['dtype']} per "
             f"place{', lossless' if lossless else ''})")
 

@@ -21,12 +21,16 @@ UPLOAD_PLACES = 256  # places per host -> device copy while filling the cache (~
 
 
 def local_feature_bytes(place_map: PlaceMap) -> int:
-    """Bytes of the map's local features (and int8 scales, masks) as stored."""
-    return place_map.count * place_map.local_format.place_bytes(place_map.extractor_info)
+    """Bytes of the map's local features (and scales, masks) as re-ranking reads them."""
+    return place_map.count * place_map.local_format.place_bytes(place_map.extractor_info,
+                                                                fetched=True)
 
 
 class LocalFeatureCache:
-    """All local features (and masks, int8 scales) of a map on ``device``, as stored."""
+    """All local features (and masks, scales) of a map on ``device``, as re-ranking reads them.
+
+    Quantised maps stay int8 codes (int4 expanded), never floats.
+    """
 
     def __init__(self, local: torch.Tensor, mask: torch.Tensor | None,
                  scale: torch.Tensor | None = None) -> None:
@@ -67,7 +71,7 @@ class LocalFeatureCache:
                 return None
         info, fmt = place_map.extractor_info, place_map.local_format
         count, rows = place_map.count, fmt.stored_count(info)
-        dtype = torch.from_numpy(np.zeros(0, place_map.manifest.local_dtype)).dtype
+        dtype = torch.from_numpy(np.zeros(0, fmt.code_dtype)).dtype
         local = torch.empty((count, rows, fmt.stored_dim(info)), dtype=dtype, device=device)
         mask = scale = None
         if info.variable_local_count:

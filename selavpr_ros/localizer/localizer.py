@@ -285,7 +285,7 @@ class Localizer:
             fmt, info = m.local_format, m.extractor_info
             shape = (self.rerank_k, fmt.stored_count(info), fmt.stored_dim(info))
             if self._fetch_buffer is None or self._fetch_buffer.shape[0] < len(ids):
-                self._fetch_buffer = np.empty(shape, m.manifest.local_dtype)
+                self._fetch_buffer = np.empty(shape, fmt.code_dtype)
             out = self._fetch_buffer[: len(ids)]
         return self.place_map.local_codes(ids, out=out)
 

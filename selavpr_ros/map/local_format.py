@@ -7,12 +7,16 @@ compactly, chosen when it is created and recorded in its manifest:
   stored as a ``scale`` array next to the codes. Re-ranking multiplies int8 dot products by the
   candidate feature's scale (an int8 x float product over <= 2^24 is exact in float32), so
   places are never decoded into float32 copies.
+- ``int4``: the same with 15 levels (``max |x| / 7``), two codes per byte: channel ``j`` in
+  the low nibble and channel ``j + C/2`` in the high nibble of byte ``j``. A fetch expands the
+  nibbles into int8 codes in place (:func:`unpack_int4`), and re-ranking then reads them as it
+  reads int8 codes, so the map is a quarter of fp16 on disk and in the page cache.
 - ``pcaN``: features projected onto the N leading right-singular vectors of the map's own
   features (uncentred PCA: the best rank-N approximation of their dot products) and
   L2-normalised again, so cosine semantics (ratio test, similarity threshold) still hold. The
   projection is fitted on the first commit's features and stored in the map (``codec/``,
   checksummed); queries are projected the same way.
-- ``pcaN-int8``: both.
+- ``pcaN-int8``, ``pcaN-int4``: both.
 - ``stride`` S > 1 keeps every S-th row and column of a dense grid (SelaVPR), on the map and on
   the query side alike.
 
@@ -31,11 +35,14 @@ import numpy as np
 from selavpr_ros.errors import ConfigError, MapFormatError
 from selavpr_ros.extractors.base import ExtractorInfo
 
-STORED_DTYPES = ("float16", "float32", "int8")
+STORED_DTYPES = ("float16", "float32", "int8", "int4")
+QUANTIZED_BITS = {"int8": 8, "int4": 4}
+UNPACK_ROWS = 4096  # features expanded per step: ~0.5 MiB, stays in cache
 CODEC_DIR = "codec"
 PCA_KEY = "pca_components"
 PCA_FIT_MAX_VECTORS = 200_000  # features sampled to fit the projection
-_NAME = re.compile(r"^(?:(fp16|fp32|int8)|pca(\d+)(-int8)?)$")
+_NAME = re.compile(r"^(?:(fp16|fp32|int8|int4)|pca(\d+)(?:-(int8|int4))?)$")
+_SHORT = {"float16": "fp16", "float32": "fp32", "int8": "int8", "int4": "int4"}
 
 
 @dataclass(frozen=True)
@@ -55,31 +62,50 @@ class LocalFormat:
                 f"{self.stride}"
             )
         if self.pca_dim and self.dtype == "float32":
-            raise ConfigError("a PCA local format is stored as float16 or int8")
+            raise ConfigError("a PCA local format is stored as float16, int8 or int4")
+        if self.dtype == "int4" and self.pca_dim % 2:
+            raise ConfigError(f"int4 packs two channels per byte: pca{self.pca_dim} is odd")
 
     @classmethod
     def parse(cls, name: str, stride: int = 1) -> LocalFormat:
-        """``fp16``, ``fp32``, ``int8``, ``pca64`` or ``pca64-int8`` (any PCA size)."""
+        """``fp16``, ``fp32``, ``int8``, ``int4``, ``pca64``, ``pca64-int8`` or ``pca64-int4``."""
         match = _NAME.match(name.strip().lower())
         if match is None:
             raise ConfigError(
-                f"unknown local format {name!r}: use fp16, int8, pcaN or pcaN-int8 (e.g. pca64)"
+                f"unknown local format {name!r}: use fp16, int8, int4, pcaN, pcaN-int8 or "
+                f"pcaN-int4 (e.g. pca64)"
             )
-        plain, pca, int8 = match.groups()
+        plain, pca, quantized = match.groups()
+        dtypes = {short: dtype for dtype, short in _SHORT.items()}
         if plain:
-            return cls({"fp16": "float16", "fp32": "float32", "int8": "int8"}[plain], 0, stride)
-        return cls("int8" if int8 else "float16", int(pca), stride)
+            return cls(dtypes[plain], 0, stride)
+        return cls(quantized or "float16", int(pca), stride)
 
     @property
     def name(self) -> str:
-        short = {"float16": "fp16", "float32": "fp32", "int8": "int8"}[self.dtype]
+        short = _SHORT[self.dtype]
         base = short if not self.pca_dim else f"pca{self.pca_dim}" + (
-            "-int8" if self.dtype == "int8" else "")
+            f"-{short}" if self.quantized else "")
         return base if self.stride == 1 else f"{base}/stride{self.stride}"
 
     @property
     def quantized(self) -> bool:
-        return self.dtype == "int8"
+        return self.dtype in QUANTIZED_BITS
+
+    @property
+    def packed(self) -> bool:
+        """Two codes per stored byte (int4)."""
+        return self.dtype == "int4"
+
+    @property
+    def code_dtype(self) -> str:
+        """The dtype re-ranking reads: int8 codes for both quantised formats."""
+        return "int8" if self.quantized else self.dtype
+
+    @property
+    def file_dtype(self) -> str:
+        """The dtype of the ``local`` files (packed int4 nibbles are bytes)."""
+        return "uint8" if self.packed else self.dtype
 
     @property
     def lossless(self) -> bool:
@@ -101,6 +127,11 @@ class LocalFormat:
                 f"PCA to {self.pca_dim} dims needs local features of more dims "
                 f"(extractor {info.name!r} has {info.local_dim})"
             )
+        if self.packed and self.stored_dim(info) % 2:
+            raise ConfigError(
+                f"int4 packs two channels per byte; extractor {info.name!r} has "
+                f"{info.local_dim}-d local features"
+            )
 
     def stored_count(self, info: ExtractorInfo) -> int:
         if self.stride == 1 or info.local_grid is None:
@@ -109,12 +140,23 @@ class LocalFormat:
         return math.ceil(h / self.stride) * math.ceil(w / self.stride)
 
     def stored_dim(self, info: ExtractorInfo) -> int:
+        """Channels of a stored feature (as re-ranking reads it)."""
         return self.pca_dim or info.local_dim
 
-    def place_bytes(self, info: ExtractorInfo) -> int:
-        """Bytes of one place's stored local features (codes, scales, mask)."""
+    def file_dim(self, info: ExtractorInfo) -> int:
+        """Last axis of the ``local`` files: half the channels for packed int4."""
+        return self.stored_dim(info) // 2 if self.packed else self.stored_dim(info)
+
+    def place_bytes(self, info: ExtractorInfo, fetched: bool = False) -> int:
+        """Bytes of one place's local features (codes, scales, mask) as stored.
+
+        ``fetched``: as re-ranking holds them instead (int4 expanded to int8 codes).
+        """
         count = self.stored_count(info)
-        total = count * self.stored_dim(info) * np.dtype(self.dtype).itemsize
+        if fetched:
+            total = count * self.stored_dim(info) * np.dtype(self.code_dtype).itemsize
+        else:
+            total = count * self.file_dim(info) * np.dtype(self.file_dtype).itemsize
         if self.quantized:
             total += count * 2
         if info.variable_local_count:
@@ -227,8 +269,9 @@ class LocalCodec:
         local, mask, keypoints = self.subsample(local, mask, keypoints)
         out: dict[str, np.ndarray] = {}
         if self.format.quantized:
-            codes, scale = quantize(self._project(local))
-            out["local"], out["scale"] = codes, scale
+            codes, scale = quantize(self._project(local), QUANTIZED_BITS[self.format.dtype])
+            out["local"] = pack_int4(codes) if self.format.packed else codes
+            out["scale"] = scale
         elif self.format.pca_dim:
             out["local"] = self._project(local).astype(self.format.dtype)
         else:
@@ -240,13 +283,40 @@ class LocalCodec:
         return out
 
 
-def quantize(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """int8 codes and float16 per-vector scales with ``x ~= codes * scale``."""
+def quantize(x: np.ndarray, bits: int = 8) -> tuple[np.ndarray, np.ndarray]:
+    """int8 codes in +-(2^(bits-1) - 1) and float16 per-vector scales: ``x ~= codes * scale``."""
+    top = 2 ** (bits - 1) - 1
     peak = np.abs(x).max(axis=-1)
-    scale = np.where(peak > 0, peak / 127.0, 1.0).astype(np.float16)
+    scale = np.where(peak > 0, peak / top, 1.0).astype(np.float16)
     scale = np.where(scale > 0, scale, np.float16(1.0)).astype(np.float16)  # fp16 underflow
-    codes = np.clip(np.rint(x / scale[..., None].astype(np.float32)), -127, 127)
+    codes = np.clip(np.rint(x / scale[..., None].astype(np.float32)), -top, top)
     return codes.astype(np.int8), scale
+
+
+def pack_int4(codes: np.ndarray) -> np.ndarray:
+    """Pack (..., C) int8 codes in -8..7 into (..., C/2) bytes (see the module docstring)."""
+    half = codes.shape[-1] // 2
+    low = codes[..., :half].view(np.uint8) & np.uint8(0x0F)
+    high = codes[..., half:].view(np.uint8) << np.uint8(4)
+    return low | high
+
+
+def unpack_int4(codes: np.ndarray) -> None:
+    """Expand packed bytes held in the first half of each (..., C) int8 row, in place.
+
+    ``codes`` is C-contiguous; byte ``j`` of a row becomes codes ``j`` and ``j + C/2``
+    (arithmetic shifts sign-extend each nibble), a block of features at a time.
+    """
+    if not codes.flags.c_contiguous or codes.dtype != np.int8:
+        raise ValueError("unpack_int4 needs a C-contiguous int8 array")
+    rows = codes.reshape(-1, codes.shape[-1])
+    half = rows.shape[1] // 2
+    for start in range(0, len(rows), UNPACK_ROWS):
+        block = rows[start:start + UNPACK_ROWS]
+        packed = block[:, :half]
+        np.right_shift(packed, 4, out=block[:, half:])
+        np.left_shift(packed, 4, out=packed)
+        np.right_shift(packed, 4, out=packed)
 
 
 def dequantize(codes: np.ndarray, scale: np.ndarray | None, dtype: str = "float16"

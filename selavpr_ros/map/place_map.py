@@ -8,7 +8,7 @@ Layout of ``<name>.selavpr/`` (format version 2; version 1 maps open unchanged):
     local-<gen>.npy          (n, L, C) local features added by commit <gen>, in the map's
                              local format (fp16 by default; int8, PCA, grid stride: see
                              map/local_format.py)
-    scale-<gen>.npy          float16 (n, L), per-feature scales, only for int8 local features
+    scale-<gen>.npy          float16 (n, L), per-feature scales, only for int8/int4 local features
     mask-<gen>.npy           bool (n, L), only for extractors with a variable feature count
     keypoints-<gen>.npy      float32 (n, L, 2), only for extractors with keypoints
     points-<gen>.npy         float16 (n, L, 3), optional per commit: the 3-D point (camera
@@ -54,7 +54,13 @@ from selavpr_ros.extractors.base import Extractor, ExtractorInfo, Features
 from selavpr_ros.geometry.camera import CameraModel
 from selavpr_ros.map import index as idx
 from selavpr_ros.map.fsutil import WriteLock, fsync_dir, sha256_file
-from selavpr_ros.map.local_format import CODEC_DIR, LocalCodec, LocalFormat, dequantize
+from selavpr_ros.map.local_format import (
+    CODEC_DIR,
+    LocalCodec,
+    LocalFormat,
+    dequantize,
+    unpack_int4,
+)
 from selavpr_ros.map.manifest import (
     METADATA_NAME,
     OPTIONAL_KINDS,
@@ -390,7 +396,7 @@ class PlaceMap(Closing):
         for kind in self._kinds:
             shape, dtype = expected_shapes(
                 kind, segment.rows, info.global_dim, m.local_format.stored_count(info),
-                m.local_format.stored_dim(info), m.local_dtype,
+                m.local_format.file_dim(info), m.local_format.file_dtype,
             )
             array = open_array(self.path, segment.files[kind], shape, dtype)
             self._arrays[kind].add(segment.start, array)
@@ -526,11 +532,21 @@ class PlaceMap(Closing):
     ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
         """Read the stored local features of ``ids`` as they are (codes, int8 scales, masks).
 
-        Re-ranking reads these (into ``out``, a reused buffer of the stored dtype and shape)
-        and compares them with :meth:`LocalCodec.query` of the query, without decoding.
+        Re-ranking reads these (into ``out``, a reused buffer of the code dtype and shape)
+        and compares them with :meth:`LocalCodec.query` of the query, without decoding into
+        floats. int4 bytes land in the first half of each row and expand there into int8 codes.
         """
         ids = np.asarray(ids, dtype=np.int64)
-        codes = self._arrays["local"].gather(ids, out=out)
+        fmt, info = self.local_format, self.extractor_info
+        if fmt.packed:
+            shape = (len(ids), fmt.stored_count(info), fmt.stored_dim(info))
+            codes = np.empty(shape, np.int8) if out is None else out
+            if codes.shape != shape or codes.dtype != np.int8:
+                raise ValueError(f"out is {codes.shape} {codes.dtype}, expected {shape} int8")
+            self._arrays["local"].gather(ids, out=codes.view(np.uint8)[..., : fmt.file_dim(info)])
+            unpack_int4(codes)
+        else:
+            codes = self._arrays["local"].gather(ids, out=out)
         scale = self._arrays["scale"].gather(ids) if "scale" in self._arrays else None
         mask = self._arrays["mask"].gather(ids) if "mask" in self._arrays else None
         return codes, scale, mask
