@@ -37,7 +37,6 @@ from selavpr_ros.extractors.base import ExtractorInfo
 
 STORED_DTYPES = ("float16", "float32", "int8", "int4")
 QUANTIZED_BITS = {"int8": 8, "int4": 4}
-UNPACK_ROWS = 4096  # features expanded per step: ~0.5 MiB, stays in cache
 CODEC_DIR = "codec"
 PCA_KEY = "pca_components"
 PCA_FIT_MAX_VECTORS = 200_000  # features sampled to fit the projection
@@ -304,19 +303,13 @@ def pack_int4(codes: np.ndarray) -> np.ndarray:
 def unpack_int4(codes: np.ndarray) -> None:
     """Expand packed bytes held in the first half of each (..., C) int8 row, in place.
 
-    ``codes`` is C-contiguous; byte ``j`` of a row becomes codes ``j`` and ``j + C/2``
-    (arithmetic shifts sign-extend each nibble), a block of features at a time.
+    ``codes`` is C-contiguous; byte ``j`` of a row becomes codes ``j`` and ``j + C/2``.
     """
     if not codes.flags.c_contiguous or codes.dtype != np.int8:
         raise ValueError("unpack_int4 needs a C-contiguous int8 array")
-    rows = codes.reshape(-1, codes.shape[-1])
-    half = rows.shape[1] // 2
-    for start in range(0, len(rows), UNPACK_ROWS):
-        block = rows[start:start + UNPACK_ROWS]
-        packed = block[:, :half]
-        np.right_shift(packed, 4, out=block[:, half:])
-        np.left_shift(packed, 4, out=packed)
-        np.right_shift(packed, 4, out=packed)
+    from selavpr_ros.map.int4_kernel import expand_rows  # numba, loaded by int4 maps only
+
+    expand_rows(codes.reshape(-1, codes.shape[-1]))
 
 
 def dequantize(codes: np.ndarray, scale: np.ndarray | None, dtype: str = "float16"
