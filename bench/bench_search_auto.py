@@ -5,7 +5,9 @@ The map is the synthetic route-structured one of ``bench_search.py`` (random wal
 sphere with revisits; D=1024). ``tune_index`` chooses the kind and sets ``nprobe`` or
 ``k_factor`` on a held-out sample of the map's own descriptors for a target recall@100; the
 index is then measured on other queries (perturbed revisits, as in ``bench_search.py``):
-single-query latency, recall@100 against exact search, recall of the exact neighbours within
+single-query latency (as tuned, and through the threaded shards a read-only map searches,
+when the map is large enough to be split), recall@100 against exact search, recall of the
+exact neighbours within
 20 places along the road (the rest of an exact top-100 is unrelated places at background
 similarity; see bench_descriptor_stats.py), index bytes (as written to disk = held in memory),
 the process's peak RSS, build time (train + add + tuning sweep) and the load average.
@@ -33,7 +35,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from bench_search import random_walk_map, recall, time_queries  # noqa: E402
-from selavpr_ros.map.index import TUNE_KINDS, tune_index, write_index  # noqa: E402
+from selavpr_ros.map.index import TUNE_KINDS, threaded_shards, tune_index, write_index  # noqa: E402
 
 NEAR_PLACES = 20
 
@@ -64,6 +66,10 @@ def main() -> int:
               f"{spec.tuned_recall:.4f}, {build_s:.0f} s", flush=True)
         _, exact = faiss.knn(queries, db, args.k, metric=faiss.METRIC_INNER_PRODUCT)
         latency, ids = time_queries(index, queries, args.k)
+        sharded = threaded_shards(index, spec)
+        shards = sharded.count() if isinstance(sharded, faiss.IndexShards) else 1
+        shard_latency, shard_ids = time_queries(sharded, queries, args.k) if shards > 1 else (
+            latency, ids)
         # the exact neighbours on the query's own stretch of road (any visit), found or not
         near = np.abs(route.location[exact] - route.query_location[:, None]) <= NEAR_PLACES
         found_near = sum(len(set(e[m]) & set(f)) for e, m, f in zip(exact, near, ids, strict=True))
@@ -75,6 +81,8 @@ def main() -> int:
             "k_factor": spec.k_factor, "pq_m": spec.pq_m,
             "coarse": spec.coarse, "target": args.target, "held_out_recall": spec.tuned_recall,
             "query_ms": latency * 1e3, "recall_at_k": recall(ids, exact), "k": args.k,
+            "shards": shards, "sharded_query_ms": shard_latency * 1e3,
+            "sharded_recall_at_k": recall(shard_ids, exact),
             "near_in_exact_top_k": float(near.mean()),
             "recall_of_near": found_near / max(1, int(near.sum())),
             "index_bytes": index_bytes, "index_bytes_per_place": index_bytes / n,
@@ -85,7 +93,7 @@ def main() -> int:
             "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         })
         print(json.dumps(rows[-1]), flush=True)
-        del index, db
+        del index, sharded, db
     print(json.dumps({"bench": "search_auto", "dim": args.dim, "k": args.k,
                       "threads": faiss.omp_get_max_threads(), "rows": rows}))
     return 0

@@ -64,7 +64,7 @@ LOCALIZER_PLACES = 6
 
 @pytest.fixture(scope="session")
 def localizer_world(tmp_path_factory):
-    """Make a checkpoint, maps A (6 places) and B (3 other places), their images as PNG."""
+    """Make a checkpoint, maps A (6 places; also as int4) and B (3 other places), PNG images."""
     import cv2
 
     import node_testlib
@@ -83,4 +83,6 @@ def localizer_world(tmp_path_factory):
             files[name].append(str(path))
     map_a = node_testlib.build_map(root / "a.selavpr", checkpoint, images_a)
     map_b = node_testlib.build_map(root / "b.selavpr", checkpoint, images_b)
-    return {"checkpoint": checkpoint, "map_a": map_a, "map_b": map_b, "files": files}
+    map_a_int4 = node_testlib.build_map(root / "a-int4.selavpr", checkpoint, images_a, "int4")
+    return {"checkpoint": checkpoint, "map_a": map_a, "map_b": map_b, "map_a_int4": map_a_int4,
+            "files": files}

@@ -15,6 +15,7 @@ import numpy as np
 
 from selavpr_ros.extractors.factory import ExtractorSpec, create_extractor
 from selavpr_ros.map import PlaceInfo, PlaceMap
+from selavpr_ros.map.local_format import LocalFormat
 
 
 def place_images(count: int, seed: int = 0, size: tuple[int, int] = (96, 128)) -> list[np.ndarray]:
@@ -39,10 +40,12 @@ def place_pose(i: int) -> tuple[tuple[float, float, float], tuple[float, float, 
     return (30.0 * i, 0.5 * i, 0.0), (0.0, 0.0, 0.0, 1.0)
 
 
-def build_map(path: Path, checkpoint: Path, images: list[np.ndarray]) -> Path:
+def build_map(path: Path, checkpoint: Path, images: list[np.ndarray],
+              local_format: str = "fp16") -> Path:
     """Build a map with one place per image, stamps 1 s apart, poses from :func:`place_pose`."""
     extractor = create_extractor(ExtractorSpec(checkpoint=str(checkpoint), batch_size=8))
-    with PlaceMap.create(path, extractor) as place_map:
+    with PlaceMap.create(path, extractor,
+                         local_format=LocalFormat.parse(local_format)) as place_map:
         features = extractor.extract(images)
         places = [PlaceInfo(stamp_ns=(1_000 + i) * 10**9, frame_id="camera",
                             position=place_pose(i)[0], orientation=place_pose(i)[1],

@@ -236,6 +236,21 @@ def test_reload_swaps_the_map_and_a_failed_reload_keeps_it(world, ros_probe, sta
     assert result.candidates[0].global_similarity == pytest.approx(1.0, abs=1e-3)
 
 
+def test_a_compact_int4_map_is_served_unchanged(world, ros_probe, start_process):
+    """The node on the int4 copy of map A (a quarter of its local bytes) names the same place."""
+    from selavpr_msgs.msg import PlaceRecognition
+
+    ros_probe.subscribe(PlaceRecognition, "/place_recognition")
+    start_localizer(start_process, world, map_path=world["map_a_int4"])
+    ros_probe.wait_for_publishers("/place_recognition")
+    publisher = publish(start_process, "/cam/image_raw", [world["files"]["a"][4]], "--reliable")
+    publisher.wait_for_output("done", timeout=60)
+    result = ros_probe.wait_for_messages("/place_recognition", timeout=60)[0]
+    assert result.accepted, result.reject_reason
+    assert result.matched_place_id == 4 and result.candidates[0].place_id == 4
+    assert result.candidates[0].rerank_score > result.candidates[1].rerank_score
+
+
 @pytest.mark.parametrize("case", ["missing map", "no map_path", "bad parameter type"])
 def test_startup_refuses_bad_configuration_in_one_line(case, world, start_process, tmp_path):
     params = {"missing map": [f"map_path:={tmp_path / 'missing.selavpr'}",

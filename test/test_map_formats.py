@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import faiss
 import numpy as np
 import pytest
 
@@ -321,3 +322,45 @@ def test_pqfs_index_round_trips_through_the_map(tmp_path: Path) -> None:
     with PlaceMap.create(tmp_path / "bad", INFO, index=IndexSpec("pqfs", pq_m=5)) as pm:
         with pytest.raises(ConfigError, match="pq_m=5 must divide"):
             pm.append(feats.select(slice(0, 20)), places(20))
+
+
+def test_threaded_shards_return_what_the_single_index_returns(monkeypatch) -> None:
+    """Shards cut a pqfs index at its code blocks; with every place re-scored, same top-k."""
+    rng = np.random.default_rng(12)
+    vectors = unit(rng.standard_normal((1001, 32)))  # 1001: the last code block is padded
+    queries = unit(rng.standard_normal((20, 32)))
+    index, spec = idx.build_index(IndexSpec("pqfs", pq_m=8, k_factor=303), vectors)
+    monkeypatch.setattr(idx, "SHARD_MIN_PLACES", 300)
+    sharded = idx.threaded_shards(index, spec, threads=3)
+    assert isinstance(sharded, faiss.IndexShards) and sharded.ntotal == 1001
+    parts = [faiss.downcast_index(sharded.at(i)) for i in range(3)]
+    assert [p.ntotal for p in parts] == [320, 352, 329]  # cuts at multiples of 32 places
+    assert all(p.k_factor == 101 for p in parts)  # 303 / 3: the same places re-scored in all
+    sims, ids = index.search(queries, 10)  # 10 x 101 > 352: every place re-scored both ways
+    del index  # the shards own copies of the codes
+    got_sims, got_ids = sharded.search(queries, 10)
+    np.testing.assert_array_equal(got_ids, ids)
+    np.testing.assert_allclose(got_sims, sims, rtol=1e-6)
+    again, _ = idx.build_index(IndexSpec("pqfs", pq_m=8), vectors)
+    assert idx.threaded_shards(again, spec, threads=1) is again  # one thread: no shards
+    monkeypatch.setattr(idx, "SHARD_MIN_PLACES", 501)
+    assert idx.threaded_shards(again, spec, threads=3) is again  # shards would be too small
+    flat, flat_spec = idx.build_index(IndexSpec("flat"), vectors)
+    assert idx.threaded_shards(flat, flat_spec, threads=3) is flat
+
+
+def test_read_only_pqfs_map_searches_its_shards(tmp_path: Path, monkeypatch) -> None:
+    rng = np.random.default_rng(13)
+    g = unit(rng.standard_normal((400, 16)))
+    feats = Features(g, unit(rng.standard_normal((400, 64, C))).astype(np.float16))
+    with PlaceMap.create(tmp_path / "m", INFO, index=IndexSpec("pqfs", pq_m=4, k_factor=80),
+                         ) as pm:
+        pm.append(feats, places(400))
+        want = pm.search(g[:30], 10)
+    monkeypatch.setattr(idx, "SHARD_MIN_PLACES", 100)
+    monkeypatch.setattr(faiss, "omp_get_max_threads", lambda: 2)
+    with PlaceMap.open(tmp_path / "m") as pm:
+        assert isinstance(pm.load_index(), faiss.IndexShards)
+        got = pm.search(g[:30], 10)
+    np.testing.assert_array_equal(got.ids, want.ids)
+    np.testing.assert_allclose(got.similarities, want.similarities, rtol=1e-6)

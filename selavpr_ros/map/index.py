@@ -13,6 +13,8 @@ a reader always gets the index that matches its descriptors). A flat index is re
 so opening costs nothing whatever the map size; the others are read into memory when the map is
 first searched. IVF indexes are trained once, on the first commit (``nlist`` is then recorded);
 :meth:`PlaceMap.rebuild_index` retrains. GPU faiss is used when present (flat and IVF kinds).
+A read-only ``pqfs`` index of a large map is split into one shard per thread at load
+(:func:`threaded_shards`), because faiss searches a single query on a single thread.
 """
 
 from __future__ import annotations
@@ -184,7 +186,7 @@ NPROBES = (1, 2, 4, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768,
 # IVF-SQ8 reads 1 byte per dimension of the places in the lists it visits, pqfs half a byte per
 # 4 dimensions of every place: IVF is only worth it while it visits at most 1/8 of its lists.
 IVF_MAX_FRACTION = 8
-K_FACTORS = (1, 2, 4, 8, 12, 16, 24, 32, 48, 64, 96, 128)
+K_FACTORS = (1, 2, 4, 8, 12, 16, 24, 32, 40, 48, 56, 64, 80, 96, 112, 128)
 PQFS_TRAIN_MAX = 65_536
 TUNE_KINDS = ("ivfsq8", "pqfs")
 
@@ -391,6 +393,55 @@ def configure_search(index: faiss.Index, spec: IndexSpec) -> None:
         cast(faiss.IndexHNSW, index).hnsw.efSearch = spec.ef_search
     elif spec.kind == "pqfs":
         cast(faiss.IndexRefine, index).k_factor = float(spec.k_factor)
+
+
+SHARD_MIN_PLACES = 250_000  # places per shard; smaller shards lose more to threads than they gain
+
+
+def threaded_shards(index: faiss.Index, spec: IndexSpec,
+                    threads: int | None = None) -> faiss.Index:
+    """Split a loaded ``pqfs`` index into shards that one query searches in parallel.
+
+    One shard per thread (``threads``: faiss's OpenMP threads) with at least
+    ``SHARD_MIN_PLACES`` places each; other kinds and smaller maps come back unchanged. The
+    shards hold the same 4-bit and 8-bit codes, cut at the fast-scan code blocks, and each
+    re-scores ``k_factor / shards`` times k of its own best, so the places re-scored in all and
+    the recall stay those the index was tuned for. Ids are the map's (successive shards).
+    The codes are copied, so the caller drops ``index`` to keep one copy in memory.
+    """
+    threads = faiss.omp_get_max_threads() if threads is None else threads
+    count = min(threads, index.ntotal // SHARD_MIN_PLACES)
+    if spec.kind != "pqfs" or count < 2:
+        return index
+    refine = cast(faiss.IndexRefine, index)
+    base = faiss.downcast_index(refine.base_index)
+    exact = faiss.downcast_index(refine.refine_index)
+    # views of the codes, no copy: a block of base.bbs places takes bbs * M2 / 2 bytes
+    packed = faiss.rev_swig_ptr(base.codes.get(), base.codes.size())
+    rescore = faiss.rev_swig_ptr(exact.codes.data(), exact.codes.size())
+    block, per_place, code_size = base.bbs, base.M2 // 2, exact.code_size
+    empty_base, empty_exact = faiss.clone_index(base), faiss.clone_index(exact)
+    empty_base.reset()
+    empty_exact.reset()
+    total = index.ntotal
+    cuts = [min(total, round(total * i / count / block) * block) for i in range(count)] + [total]
+    shards = faiss.IndexShards(index.d, True, True)  # threaded, ids continue shard to shard
+    for start, stop in zip(cuts[:-1], cuts[1:], strict=True):
+        padded = -(-(stop - start) // block) * block
+        part_base = faiss.clone_index(empty_base)
+        faiss.copy_array_to_AlignedTable(
+            np.ascontiguousarray(packed[start * per_place:(start + padded) * per_place]),
+            part_base.codes)
+        part_base.ntotal, part_base.ntotal2 = stop - start, padded
+        part_exact = faiss.clone_index(empty_exact)
+        faiss.copy_array_to_vector(
+            np.ascontiguousarray(rescore[start * code_size:stop * code_size]), part_exact.codes)
+        part_exact.ntotal = stop - start
+        part = faiss.IndexRefine(part_base, part_exact)  # keeps both alive (faiss's wrapper)
+        part.k_factor = max(1.0, refine.k_factor / count)
+        shards.add_shard(part)
+    log.info("pqfs index of %d places split into %d shards searched in parallel", total, count)
+    return shards
 
 
 def maybe_to_gpu(index: faiss.Index, spec: IndexSpec) -> faiss.Index:

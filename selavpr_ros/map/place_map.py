@@ -454,6 +454,8 @@ class PlaceMap(Closing):
             self._index = index
             self._close_index_fd()  # read (or mapped): the descriptor is no longer needed
         if self._search_index is None and self._index is not None:
+            if not self.writable:  # never extended: the parallel shards replace the loaded index
+                self._index = idx.threaded_shards(self._index, self.index_spec)
             self._search_index = idx.maybe_to_gpu(self._index, self.index_spec)
         return self._search_index
 
