@@ -414,26 +414,29 @@ def threaded_shards(index: faiss.Index, spec: IndexSpec,
     if spec.kind != "pqfs" or count < 2:
         return index
     refine = cast(faiss.IndexRefine, index)
-    base = faiss.downcast_index(refine.base_index)
-    exact = faiss.downcast_index(refine.refine_index)
+    base = cast(faiss.IndexPQFastScan, faiss.downcast_index(refine.base_index))
+    exact = cast(faiss.IndexScalarQuantizer, faiss.downcast_index(refine.refine_index))
     # views of the codes, no copy: a block of base.bbs places takes bbs * M2 / 2 bytes
     packed = faiss.rev_swig_ptr(base.codes.get(), base.codes.size())
     rescore = faiss.rev_swig_ptr(exact.codes.data(), exact.codes.size())
     block, per_place, code_size = base.bbs, base.M2 // 2, exact.code_size
-    empty_base, empty_exact = faiss.clone_index(base), faiss.clone_index(exact)
+    empty_base = cast(faiss.IndexPQFastScan, faiss.clone_index(base))
+    empty_exact = cast(faiss.IndexScalarQuantizer, faiss.clone_index(exact))
     empty_base.reset()
     empty_exact.reset()
     total = index.ntotal
     cuts = [min(total, round(total * i / count / block) * block) for i in range(count)] + [total]
-    shards = faiss.IndexShards(index.d, True, True)  # threaded, ids continue shard to shard
+    shards = faiss.IndexShards(index.d, True)  # threaded
+    shards.successive_ids = True  # a shard's ids continue where the previous one's end
     for start, stop in zip(cuts[:-1], cuts[1:], strict=True):
         padded = -(-(stop - start) // block) * block
-        part_base = faiss.clone_index(empty_base)
+        part_base = cast(faiss.IndexPQFastScan, faiss.clone_index(empty_base))
         faiss.copy_array_to_AlignedTable(
             np.ascontiguousarray(packed[start * per_place:(start + padded) * per_place]),
             part_base.codes)
-        part_base.ntotal, part_base.ntotal2 = stop - start, padded
-        part_exact = faiss.clone_index(empty_exact)
+        part_base.ntotal = stop - start
+        part_base.ntotal2 = padded  # type: ignore[attr-defined]  # missing from faiss's stubs
+        part_exact = cast(faiss.IndexScalarQuantizer, faiss.clone_index(empty_exact))
         faiss.copy_array_to_vector(
             np.ascontiguousarray(rescore[start * code_size:stop * code_size]), part_exact.codes)
         part_exact.ntotal = stop - start
