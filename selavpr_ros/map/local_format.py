@@ -314,7 +314,7 @@ def unpack_int4(codes: np.ndarray) -> None:
 
 def dequantize(codes: np.ndarray, scale: np.ndarray | None, dtype: str = "float16"
                ) -> np.ndarray:
-    """Decode stored local features into floats (``codes * scale`` for int8)."""
+    """Decode local features into floats (``codes * scale`` for int8 and expanded int4)."""
     if scale is None:
         return codes.astype(dtype, copy=False)
     return (codes.astype(np.float32) * scale[..., None].astype(np.float32)).astype(dtype)

@@ -6,8 +6,8 @@ Layout of ``<name>.selavpr/`` (format version 2; version 1 maps open unchanged):
     places.sqlite            place metadata (id, stamp, frame, pose, source, GPS)
     global-<gen>.npy         float32 (n, D) global descriptors added by commit <gen>
     local-<gen>.npy          (n, L, C) local features added by commit <gen>, in the map's
-                             local format (fp16 by default; int8, PCA, grid stride: see
-                             map/local_format.py)
+                             local format (fp16 by default; int8, int4 = (n, L, C/2)
+                             bytes of two codes, PCA, grid stride: see map/local_format.py)
     scale-<gen>.npy          float16 (n, L), per-feature scales, only for int8/int4 local features
     mask-<gen>.npy           bool (n, L), only for extractors with a variable feature count
     keypoints-<gen>.npy      float32 (n, L, 2), only for extractors with keypoints
