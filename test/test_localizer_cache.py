@@ -52,6 +52,9 @@ def test_cpu_cache_gives_identical_results(tmp_path: Path, variable: bool, fmt: 
     cfg = LocalizerConfig(top_k=20, rerank_k=15, min_margin=1.0)
     cache = LocalFeatureCache.build(pm, "cpu", 2**30)
     assert cache is not None and cache.nbytes == local_feature_bytes(pm)
+    # int4 stays packed on the device: half the bytes of int8 codes
+    assert cache.local.dtype == (torch.uint8 if fmt == "int4" else torch.float16)
+    assert cache.local.shape[-1] == (C // 2 if fmt == "int4" else C)
     plain = Localizer(pm, _ids(variable), cfg)
     cached = Localizer(pm, _ids(variable), cfg, feature_cache=cache)
     assert plain.feature_cache is None and cached.feature_cache is cache

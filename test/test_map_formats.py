@@ -13,6 +13,7 @@ from pathlib import Path
 import faiss
 import numpy as np
 import pytest
+import torch
 
 from extractor_testlib import unit
 from selavpr_ros.cli import main as cli
@@ -20,7 +21,14 @@ from selavpr_ros.errors import ConfigError, MapFormatError
 from selavpr_ros.extractors.base import ExtractorInfo, Features
 from selavpr_ros.map import IndexSpec, PlaceInfo, PlaceMap
 from selavpr_ros.map import index as idx
-from selavpr_ros.map.local_format import LocalFormat, dequantize, pack_int4, quantize, unpack_int4
+from selavpr_ros.map.local_format import (
+    LocalFormat,
+    dequantize,
+    expand_int4_tensor,
+    pack_int4,
+    quantize,
+    unpack_int4,
+)
 from selavpr_ros.matching import mnn_scores
 
 GRID = (8, 8)
@@ -132,7 +140,6 @@ def test_int4_map_stores_packed_bytes_and_reads_codes(tmp_path: Path) -> None:
         stored = np.load(tmp_path / "m" / files["local"].name, mmap_mode="r")
         assert stored.shape == (10, 64, C // 2) and stored.dtype == np.uint8
         assert pm.local_format.place_bytes(INFO) == 64 * (C // 2 + 2)  # codes + fp16 scales
-        assert pm.local_format.place_bytes(INFO, fetched=True) == 64 * (C + 2)
         ids = np.array([7, 2, 2, 9])
         codes, scale, mask = pm.local_codes(ids)
         want_codes, want_scale = quantize(feats.local[ids], bits=4)
@@ -143,6 +150,10 @@ def test_int4_map_stores_packed_bytes_and_reads_codes(tmp_path: Path) -> None:
         np.testing.assert_array_equal(buf, want_codes)
         with pytest.raises(ValueError, match="out is"):
             pm.local_codes(ids, out=np.empty((4, 64, C // 2), np.uint8))
+        raw, _, _ = pm.local_codes(ids, packed=True)
+        np.testing.assert_array_equal(raw, stored[ids])
+        expanded = expand_int4_tensor(torch.from_numpy(raw))
+        np.testing.assert_array_equal(expanded.numpy(), want_codes)
 
 
 def test_pca_projection_is_checksummed(tmp_path: Path) -> None:

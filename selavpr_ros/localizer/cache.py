@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from selavpr_ros.map import PlaceMap
+from selavpr_ros.map.local_format import expand_int4_tensor
 
 log = logging.getLogger(__name__)
 
@@ -21,22 +22,23 @@ UPLOAD_PLACES = 256  # places per host -> device copy while filling the cache (~
 
 
 def local_feature_bytes(place_map: PlaceMap) -> int:
-    """Bytes of the map's local features (and scales, masks) as re-ranking reads them."""
-    return place_map.count * place_map.local_format.place_bytes(place_map.extractor_info,
-                                                                fetched=True)
+    """Bytes of the map's local features (and scales, masks) as stored."""
+    return place_map.count * place_map.local_format.place_bytes(place_map.extractor_info)
 
 
 class LocalFeatureCache:
-    """All local features (and masks, scales) of a map on ``device``, as re-ranking reads them.
+    """All local features (and masks, scales) of a map on ``device``, as stored.
 
-    Quantised maps stay int8 codes (int4 expanded), never floats.
+    Quantised maps stay codes, never floats; int4 bytes stay packed (half of int8) and only
+    the gathered candidates are expanded into int8 codes, on the device.
     """
 
     def __init__(self, local: torch.Tensor, mask: torch.Tensor | None,
-                 scale: torch.Tensor | None = None) -> None:
+                 scale: torch.Tensor | None = None, packed: bool = False) -> None:
         self.local = local
         self.mask = mask
         self.scale = scale
+        self.packed = packed
         self.device = local.device
 
     @property
@@ -71,8 +73,8 @@ class LocalFeatureCache:
                 return None
         info, fmt = place_map.extractor_info, place_map.local_format
         count, rows = place_map.count, fmt.stored_count(info)
-        dtype = torch.from_numpy(np.zeros(0, fmt.code_dtype)).dtype
-        local = torch.empty((count, rows, fmt.stored_dim(info)), dtype=dtype, device=device)
+        dtype = torch.from_numpy(np.zeros(0, fmt.file_dtype)).dtype
+        local = torch.empty((count, rows, fmt.file_dim(info)), dtype=dtype, device=device)
         mask = scale = None
         if info.variable_local_count:
             mask = torch.empty((count, rows), dtype=torch.bool, device=device)
@@ -80,7 +82,7 @@ class LocalFeatureCache:
             scale = torch.empty((count, rows), dtype=torch.float16, device=device)
         for start in range(0, count, UPLOAD_PLACES):
             stop = min(count, start + UPLOAD_PLACES)
-            codes, scales, masks = place_map.local_codes(np.arange(start, stop))
+            codes, scales, masks = place_map.local_codes(np.arange(start, stop), packed=True)
             local[start:stop].copy_(torch.from_numpy(codes))
             if mask is not None and masks is not None:
                 mask[start:stop].copy_(torch.from_numpy(masks))
@@ -88,7 +90,7 @@ class LocalFeatureCache:
                 scale[start:stop].copy_(torch.from_numpy(scales))
         log.info("cached %d places' local features on %s (%.0f MiB)", count, device,
                  needed / 2**20)
-        return cls(local, mask, scale)
+        return cls(local, mask, scale, packed=fmt.packed)
 
     def gather(self, ids: np.ndarray) -> tuple[torch.Tensor, torch.Tensor | None]:
         """(K, L, C) local features and (K, L) masks (or None) of places ``ids``, on the device."""
@@ -108,4 +110,4 @@ class LocalFeatureCache:
             local, scale, mask = (None if t is None else t.index_select(0, index)
                                   for t in tensors)
         assert local is not None
-        return local, scale, mask
+        return (expand_int4_tensor(local) if self.packed else local), scale, mask

@@ -31,6 +31,7 @@ import re
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 
 from selavpr_ros.errors import ConfigError, MapFormatError
 from selavpr_ros.extractors.base import ExtractorInfo
@@ -146,16 +147,10 @@ class LocalFormat:
         """Last axis of the ``local`` files: half the channels for packed int4."""
         return self.stored_dim(info) // 2 if self.packed else self.stored_dim(info)
 
-    def place_bytes(self, info: ExtractorInfo, fetched: bool = False) -> int:
-        """Bytes of one place's local features (codes, scales, mask) as stored.
-
-        ``fetched``: as re-ranking holds them instead (int4 expanded to int8 codes).
-        """
+    def place_bytes(self, info: ExtractorInfo) -> int:
+        """Bytes of one place's stored local features (codes, scales, mask)."""
         count = self.stored_count(info)
-        if fetched:
-            total = count * self.stored_dim(info) * np.dtype(self.code_dtype).itemsize
-        else:
-            total = count * self.file_dim(info) * np.dtype(self.file_dtype).itemsize
+        total = count * self.file_dim(info) * np.dtype(self.file_dtype).itemsize
         if self.quantized:
             total += count * 2
         if info.variable_local_count:
@@ -298,6 +293,12 @@ def pack_int4(codes: np.ndarray) -> np.ndarray:
     low = codes[..., :half].view(np.uint8) & np.uint8(0x0F)
     high = codes[..., half:].view(np.uint8) << np.uint8(4)
     return low | high
+
+
+def expand_int4_tensor(packed: torch.Tensor) -> torch.Tensor:
+    """(..., C/2) packed bytes (uint8) -> (..., C) int8 codes, on the tensor's device."""
+    signed = packed.view(torch.int8)
+    return torch.cat([(signed << 4) >> 4, signed >> 4], dim=-1)
 
 
 def unpack_int4(codes: np.ndarray) -> None:

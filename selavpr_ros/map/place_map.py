@@ -530,17 +530,19 @@ class PlaceMap(Closing):
         return out
 
     def local_codes(
-        self, ids: Sequence[int] | np.ndarray, out: np.ndarray | None = None
+        self, ids: Sequence[int] | np.ndarray, out: np.ndarray | None = None,
+        packed: bool = False,
     ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
         """Read the stored local features of ``ids`` as they are (codes, int8 scales, masks).
 
         Re-ranking reads these (into ``out``, a reused buffer of the code dtype and shape)
         and compares them with :meth:`LocalCodec.query` of the query, without decoding into
-        floats. int4 bytes land in the first half of each row and expand there into int8 codes.
+        floats. int4 bytes land in the first half of each row and expand there into int8 codes
+        (``packed``: the bytes as stored instead).
         """
         ids = np.asarray(ids, dtype=np.int64)
         fmt, info = self.local_format, self.extractor_info
-        if fmt.packed:
+        if fmt.packed and not packed:
             shape = (len(ids), fmt.stored_count(info), fmt.stored_dim(info))
             codes = np.empty(shape, np.int8) if out is None else out
             if codes.shape != shape or codes.dtype != np.int8:
