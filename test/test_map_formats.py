@@ -360,6 +360,15 @@ def test_threaded_shards_return_what_the_single_index_returns(monkeypatch) -> No
     assert idx.threaded_shards(flat, flat_spec, threads=3) is flat
 
 
+def test_pqfs_index_of_other_parts_is_refused(tmp_path: Path) -> None:
+    """An IndexRefine of other indexes under a manifest that says pqfs: one-line refusal."""
+    other = faiss.IndexRefine(faiss.IndexFlatIP(16), faiss.IndexFlatIP(16))
+    other.add(unit(np.random.default_rng(14).standard_normal((40, 16))))
+    faiss.write_index(other, str(tmp_path / "index.faiss"))
+    with pytest.raises(MapFormatError, match="re-scores a faiss IndexFlatIP with IndexFlatIP"):
+        idx.read_index(tmp_path / "index.faiss", IndexSpec("pqfs"), writable=False)
+
+
 def test_read_only_pqfs_map_searches_its_shards(tmp_path: Path, monkeypatch) -> None:
     rng = np.random.default_rng(13)
     g = unit(rng.standard_normal((400, 16)))

@@ -377,6 +377,17 @@ def read_index(
             f"{name} is a faiss {type(index).__name__} (metric {index.metric_type}), but the "
             f"manifest says a {spec.kind!r} inner-product index"
         )
+    if spec.kind == "pqfs":  # what threaded_shards and configure_search rely on
+        refine = cast(faiss.IndexRefine, index)
+        base = faiss.downcast_index(refine.base_index)
+        exact = faiss.downcast_index(refine.refine_index)
+        if not (isinstance(base, faiss.IndexPQFastScan)
+                and isinstance(exact, faiss.IndexScalarQuantizer)):
+            raise MapFormatError(
+                f"{name} re-scores a faiss {type(base).__name__} with "
+                f"{type(exact).__name__}, but a 'pqfs' index is a 4-bit PQ fast scan re-scored "
+                f"with scalar codes"
+            )
     configure_search(index, spec)
     return index
 
