@@ -78,6 +78,9 @@ def test_live_map_equals_the_offline_build(tmp_path: Path, ros_probe, start_proc
     resume.touch()
     publisher.wait_for_output("done", timeout=60)
     node.wait_for_output(f"image {stamps[15]} queued", timeout=30)
+    # the frames' poses may still be on their way (see the camera/depth test below)
+    ros_harness.wait_until(lambda: "8 in total" in call_save(ros_probe).message, 90,
+                           "every keyframe committed")
     node.proc.send_signal(signal.SIGTERM)
     assert node.proc.wait(timeout=60) == 0, node.output()
     assert "8 places added, 8 in total" in node.output()
