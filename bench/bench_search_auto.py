@@ -7,10 +7,10 @@ sphere with revisits; D=1024). ``tune_index`` chooses the kind and sets ``nprobe
 index is then measured on other queries (perturbed revisits, as in ``bench_search.py``):
 single-query latency (as tuned, and through the threaded shards a read-only map searches,
 when the map is large enough to be split), recall@100 against exact search, recall of the
-exact neighbours within
-20 places along the road (the rest of an exact top-100 is unrelated places at background
-similarity; see bench_descriptor_stats.py), index bytes (as written to disk = held in memory),
-the process's peak RSS, build time (train + add + tuning sweep) and the load average.
+exact neighbours within 20 places along the road (the rest of an exact top-100 is unrelated
+places at background similarity; see bench_descriptor_stats.py), index bytes (as written to
+disk = held in memory), the process's peak RSS, build time (train + add + tuning sweep) and
+the load average.
 ``--kinds`` limits the kinds tried (``tune_index`` tries ivfsq8, then pqfs).
 
     python bench/bench_search_auto.py --sizes 100000 [1000000] --target 0.95 [--kinds pqfs]
