@@ -104,6 +104,7 @@ def answers(probe, publisher, timeout=240.0):
     return {sent[stamp_ns(m.header.stamp)]: m for m in probe.messages("/place_recognition")}
 
 
+@pytest.mark.ros_tools
 def test_pnp_robot_pose_and_map_to_odom(street, ros_probe, start_process, tmp_path):
     tf2_ros = pytest.importorskip("tf2_ros", reason="tf2_ros is absent "
                                   "(install ../shared/vendor/ros2-jazzy or apt ros-jazzy-tf2-ros)")

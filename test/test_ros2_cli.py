@@ -19,7 +19,7 @@ import yaml
 import ros_harness
 from test_localizer_node import publish, sent_stamps, stamp_ns
 
-pytestmark = [pytest.mark.ros, pytest.mark.slow]
+pytestmark = [pytest.mark.ros, pytest.mark.slow, pytest.mark.ros_tools]
 
 VENDOR = ros_harness.REPO_ROOT.parent / "shared" / "vendor" / "ros2-jazzy"
 ROS2 = Path(sys.executable).parent / "ros2"
