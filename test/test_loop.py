@@ -13,7 +13,7 @@ from selavpr_ros.extractors.classical import ClassicalExtractor
 from selavpr_ros.io.poses import Pose
 from selavpr_ros.localizer import Localizer
 from selavpr_ros.loop import LoopConfig, LoopDetector, RunDatabase
-from selavpr_ros.loop.odometry import PathTracker
+from selavpr_ros.loop.odometry import RESET_AFTER, PathTracker
 from selavpr_ros.map import PlaceMap
 
 
@@ -121,12 +121,45 @@ def test_path_tracker_counts_travel_and_flags_jumps_and_gaps() -> None:
     assert t.add(Pose(0, (0.0, 0.0, 0.0))) == ""
     assert t.add(Pose(10**8, (1.0, 0.0, 0.0))) == ""
     assert t.add(Pose(2 * 10**8, (100.0, 0.0, 0.0))) == "jump"  # 99 m in 0.1 s
-    assert t.add(Pose(3 * 10**9, (101.0, 0.0, 0.0))) == "gap"
+    assert t.add(Pose(3 * 10**9, (101.0, 0.0, 0.0))) == "held"  # gap or stray stamp?
     assert t.add(Pose(10**8, (0.0, 0.0, 0.0))) == "old"
+    assert t.add(Pose(3 * 10**9 + 10**8, (102.0, 0.0, 0.0))) == "gap"  # time went on
     assert t.path_at(2 * 10**8) == pytest.approx(1.0)
     assert t.path_at(3 * 10**9) == pytest.approx(2.0)
     assert t.path_at(int(0.5 * 10**8)) == pytest.approx(0.5)
+    assert t.path_at(3 * 10**9 + 10**8) == pytest.approx(3.0)
     assert (t.jumps, t.gaps) == (1, 1)
+    assert t.track.last_stamp == 3 * 10**9 + 10**8
+
+
+def straight_odometry(t: PathTracker, start_s: float, count: int) -> list[str]:
+    """Feed ``count`` poses at 10 Hz driving 1 m/s along x from ``start_s``; their events."""
+    return [t.add(Pose(round((start_s + i / 10) * 1e9), (start_s + i / 10, 0.0, 0.0)))
+            for i in range(count)]
+
+
+def test_one_stray_future_stamp_does_not_stop_the_track() -> None:
+    t = PathTracker(max_speed_mps=20.0, max_gap_s=1.0)
+    straight_odometry(t, 0.0, 10)
+    assert t.add(Pose(10**15, (0.9, 0.0, 0.0))) == "held"  # 1e6 s ahead
+    assert t.add(Pose(10**9, (1.0, 0.0, 0.0))) == "outlier"
+    assert straight_odometry(t, 1.1, 20) == [""] * 20  # later messages are taken again
+    assert t.outliers == 1 and t.gaps == 0
+    assert t.track.last_stamp == round(3.0 * 1e9)
+    assert t.path_at(round(2.5e9)) == pytest.approx(2.5)
+
+
+def test_time_going_back_restarts_the_track_after_a_few_messages() -> None:
+    t = PathTracker(max_speed_mps=20.0, max_gap_s=1.0)
+    straight_odometry(t, 100.0, 20)  # 100.0 .. 101.9 s, 1.9 m
+    events = straight_odometry(t, 0.0, RESET_AFTER + 3)  # the bag replayed from 0 s
+    assert events == ["old"] * (RESET_AFTER - 1) + ["reset"] + [""] * 3
+    assert t.resets == 1 and t.track.last_stamp == round((RESET_AFTER + 2) / 10 * 1e9)
+    assert t.track.first_stamp == 0
+    # travel counted before the reset stays: the path only grows
+    assert t.path_at(round((RESET_AFTER + 2) / 10 * 1e9)) == pytest.approx(
+        1.9 + (RESET_AFTER + 2) / 10)
+    assert t.add(Pose(round(50e9), (0.0, 0.0, 0.0))) == "held"
 
 
 def test_config_is_checked() -> None:

@@ -146,6 +146,12 @@ class PoseTrack:
             del self._stamps[:i]
             del self._poses[:i]
 
+    def drop_from(self, stamp_ns: int) -> None:
+        """Forget poses at or after ``stamp_ns`` (the track restarts there)."""
+        i = bisect.bisect_left(self._stamps, stamp_ns)
+        del self._stamps[i:]
+        del self._poses[i:]
+
     def at(self, stamp_ns: int, tolerance_ns: int) -> Pose | None:
         """Return the pose at ``stamp_ns``; None when no pose lies on both sides within tolerance.
 
