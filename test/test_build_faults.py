@@ -166,3 +166,21 @@ def test_folder_stamps_and_positions_out_of_range_are_one_line(
     assert build(tmp_path / "m", checkpoint, "--images", str(folder), *option) == 2
     _one_line_error(capsys)
     assert not (tmp_path / "m").exists()
+
+
+@pytest.mark.parametrize("out", ["a", "."])
+def test_writing_onto_the_local_codec_map_is_refused(tmp_path: Path, checkpoint: Path,
+                                                     capsys: pytest.CaptureFixture[str],
+                                                     out: str) -> None:
+    """The map a PCA projection is read from is not the map written (nor inside it)."""
+    folder = _folder(tmp_path, 3)
+    common = ["--images", str(folder), "--min-distance", "0", "--local-format", "pca8"]
+    assert build(tmp_path / "a", checkpoint, *common) == 0
+    before = {p: p.stat().st_mtime_ns for p in (tmp_path / "a").rglob("*")}
+    target = tmp_path / out
+    assert build(target, checkpoint, *common, "--append",
+                 "--local-codec-from", str(tmp_path / "a")) == 2
+    what = "is" if out == "a" else "holds"
+    _one_line_error(capsys, f"build-map: refusing to write {target}: it {what} the "
+                            f"--local-codec-from map in use ({tmp_path / 'a'})")
+    assert {p: p.stat().st_mtime_ns for p in (tmp_path / "a").rglob("*")} == before

@@ -136,5 +136,8 @@ def test_out_must_be_new_and_inputs_two(tmp_path: Path) -> None:
     a = drive(tmp_path / "a", 4, 1)
     with pytest.raises(MapFormatError, match="at least two"):
         merge_maps(tmp_path / "x", [a])
+    b = drive(tmp_path / "b", 4, 2)
+    (tmp_path / "x").mkdir()
+    (tmp_path / "x" / "notes.txt").write_text("someone's file\n")
     with pytest.raises(MapFormatError, match="exists and is not empty"):
-        merge_maps(a, [a, a])
+        merge_maps(tmp_path / "x", [a, b])

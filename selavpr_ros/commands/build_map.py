@@ -151,9 +151,13 @@ def _places_in(path: Path) -> int:
 
 def run(args: argparse.Namespace) -> int:
     from selavpr_ros.geometry.camera import CameraModel
+    from selavpr_ros.map.fsutil import refuse_writing_onto
     from selavpr_ros.mapping.builder import BuildConfig, MapBuilder, build
     from selavpr_ros.mapping.keyframes import KeyframeConfig
 
+    if args.local_codec_from:  # read while the map is written: never the same map
+        refuse_writing_onto(args.map, {"--local-codec-from map": args.local_codec_from},
+                            "build-map")
     spec = spec_from_args(args)
     config = BuildConfig(
         keyframes=KeyframeConfig(args.min_distance, args.min_rotation, args.min_interval),

@@ -82,3 +82,22 @@ class WriteLock:
         tb: TracebackType | None,
     ) -> None:
         self.release()
+
+
+def refuse_writing_onto(out: str | os.PathLike[str], in_use: dict[str, str | os.PathLike[str]],
+                        writer: str) -> None:
+    """Refuse to write a map at ``out`` when it is (or holds) a map that is read to make it.
+
+    ``in_use`` names each map being read (``{"prior_map": path}``); writing onto one would
+    replace the map the writer still reads. Paths are compared after resolving links.
+    """
+    target = Path(out).expanduser().resolve()
+    for role, path in in_use.items():
+        if not str(path):
+            continue
+        source = Path(path).expanduser().resolve()
+        if target == source or source.is_relative_to(target):
+            what = "is" if target == source else "holds"  # OUT a folder around the map
+            raise MapFormatError(
+                f"{writer}: refusing to write {out}: it {what} the {role} in use ({path}); "
+                "write the new map elsewhere")

@@ -11,12 +11,15 @@ Segment files are copied byte for byte, each checked against its input's sha256 
 copied, so a damaged input is refused rather than spread. The index is rebuilt over all global
 descriptors with the first input's index settings (re-tuned when they were tuned). Atomic like
 a commit: the map is written under a hidden temporary name next to OUT and renamed to OUT
-when complete; a failure removes the temporary directory and leaves nothing at OUT.
+when complete; a failure removes the temporary directory and leaves nothing at OUT. A merge
+that is killed cannot clean up: the next merge into OUT removes its directory (unless locked
+by a merge still running).
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import shutil
 import time
@@ -31,13 +34,14 @@ import numpy as np
 
 from selavpr_ros.errors import MapFormatError
 from selavpr_ros.map import index as idx
-from selavpr_ros.map.fsutil import fsync_dir, sha256_file
+from selavpr_ros.map.fsutil import WriteLock, fsync_dir, refuse_writing_onto, sha256_file
 from selavpr_ros.map.manifest import METADATA_NAME, FileEntry, Manifest, Segment, write_manifest
 from selavpr_ros.map.metadata import MetadataStore
 from selavpr_ros.map.place_map import PlaceMap
 from selavpr_ros.map.segments import segment_file_name
 
 COPY_BLOCK = 8 * 2**20
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -185,38 +189,112 @@ def _copy_state(source: PlaceMap, target: Path, entries: dict[str, FileEntry]
     return copied
 
 
+def _os_error(out: Path, err: OSError) -> MapFormatError:
+    """Return a one-line refusal naming ``out`` and what the file system said."""
+    where = f" ({err.filename})" if err.filename else ""
+    return MapFormatError(f"cannot merge into {out}: {err.strerror or err}{where}")
+
+
+def _check_inputs(out: Path, inputs: list[str | Path]) -> None:
+    """Refuse OUT onto (or around) an input, a map given twice, or OUT that cannot be a folder."""
+    refuse_writing_onto(out, {f"input map {i}": p for i, p in enumerate(inputs, 1)},
+                        "merge-maps")
+    seen: dict[Path, int] = {}
+    for i, path in enumerate(inputs, 1):
+        first = seen.setdefault(Path(path).resolve(), i)
+        if first != i:
+            raise MapFormatError(
+                f"input maps {first} ({inputs[first - 1]}) and {i} ({path}) are the same map: "
+                "its places would be merged twice")
+    for parent in out.parents:  # the first one that exists must be a folder
+        if parent.exists() or parent.is_symlink():
+            if not parent.is_dir():
+                raise MapFormatError(f"cannot merge into {out}: {parent} is not a directory")
+            break
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise MapFormatError(f"cannot merge into {out}: it exists and is not empty")
+
+
+def _check_distinct(maps: list[PlaceMap], inputs: list[str | Path]) -> None:
+    """Refuse two inputs with one ``map_id`` (a copy of one map): its places would be doubled."""
+    seen: dict[str, int] = {}
+    for i, m in enumerate(maps, 1):
+        first = seen.setdefault(m.map_id, i)
+        if first != i:
+            raise MapFormatError(
+                f"input maps {first} ({inputs[first - 1]}) and {i} ({inputs[i - 1]}) are the "
+                f"same map (map_id {m.map_id}, a copy?): its places would be merged twice")
+
+
+def remove_leftovers(out: Path) -> None:
+    """Remove the working folders ``.OUT.merge-*`` of merges that were killed before renaming.
+
+    A running merge holds the lock of its folder, so only the folders of dead ones go; tens of
+    MB each would otherwise pile up next to OUT with every retry.
+    """
+    prefix = f".{out.name}.merge-"
+    for old in out.parent.iterdir():
+        if not old.name.startswith(prefix) or old.is_symlink() or not old.is_dir():
+            continue
+        lock = WriteLock(old)
+        try:
+            lock.acquire()
+        except MapFormatError:
+            continue  # a merge into the same OUT is running
+        except OSError as err:
+            log.warning("cannot remove %s, left by a killed merge: %s", old, err)
+            continue
+        try:
+            shutil.rmtree(old)
+            log.info("removed %s, left by a merge that did not finish", old)
+        except OSError as err:
+            log.warning("cannot remove %s, left by a killed merge: %s", old, err)
+        finally:
+            lock.release()
+
+
 def merge_maps(out: str | Path, inputs: list[str | Path], *, progress: bool = False
                ) -> MergeSummary:
     """Join the maps ``inputs`` (in order) into a new map at ``out``; see the module docstring.
 
     Raises:
-        MapFormatError: fewer than two inputs, ``out`` exists, an input is damaged, or the
-            inputs differ in extractor, fingerprint, frame or local format.
+        MapFormatError: fewer than two inputs, ``out`` exists, is an input or cannot be
+            written, an input is given twice or is damaged, or the inputs differ in
+            extractor, fingerprint, frame or local format.
     """
     start_time = time.perf_counter()
     out = Path(out)
     if len(inputs) < 2:
         raise MapFormatError("merge-maps needs at least two input maps")
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise MapFormatError(f"cannot merge into {out}: it exists and is not empty")
-    resolved = [Path(p).resolve() for p in inputs]
-    if out.resolve() in resolved:
-        raise MapFormatError(f"cannot merge into {out}: it is one of the inputs")
+    _check_inputs(out, inputs)
     with ExitStack() as stack:
         maps = [stack.enter_context(PlaceMap.open(p)) for p in inputs]
+        _check_distinct(maps, inputs)
         check_mergeable(maps)
-        out.parent.mkdir(parents=True, exist_ok=True)
         tmp = out.parent / f".{out.name}.merge-{uuid.uuid4().hex[:8]}"
-        tmp.mkdir()
+        lock = WriteLock(tmp)  # tells a later merge that this folder is in use
+        try:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            remove_leftovers(out)
+            tmp.mkdir()
+            lock.acquire()
+        except OSError as err:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise _os_error(out, err) from err
         try:
             manifest = _write_merged(tmp, maps, progress)
             if out.exists():
                 out.rmdir()  # an empty directory given as OUT
             os.rename(tmp, out)
             fsync_dir(out.parent)
+        except OSError as err:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise _os_error(out, err) from err
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
+        finally:
+            lock.release()
     return MergeSummary(
         path=out, places=manifest.count,
         inputs=tuple((str(m.path), m.count) for m in maps),
