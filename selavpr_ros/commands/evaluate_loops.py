@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +13,7 @@ import numpy as np
 from selavpr_ros.commands.extractor_options import add_extractor_arguments, spec_from_args
 from selavpr_ros.commands.source_options import add_source_arguments, source_from_args
 from selavpr_ros.errors import ConfigError
+from selavpr_ros.extractors.factory import ExtractorSpec
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +31,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_extractor_arguments(parser)
     parser.add_argument("--prior-map", default="",
                         help="map giving the extractor (e.g. the classical vocabulary); without "
-                             "it a classical extractor is fitted on the drive")
+                             "it the extractor is fitted on the drive: classical unless "
+                             "--extractor or --checkpoint says otherwise")
     parser.add_argument("--local-stride", type=int, default=1, metavar="N",
                         help="classical extractor fitted on the drive: local features on every "
                              "N-th grid point (MNN re-ranking costs fall with N^2; default 1)")
@@ -49,10 +52,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _extractor(args: argparse.Namespace):  # noqa: ANN202 - Extractor
+    """Return the prior map's extractor, else one fitted on the drive (classical by default)."""
     from selavpr_ros.extractors.factory import extractor_for_map
-    from selavpr_ros.io.sources import open_frames
     from selavpr_ros.map import PlaceMap
-    from selavpr_ros.mapping.open_map import new_extractor
 
     spec = spec_from_args(args)
     if args.local_stride < 1:
@@ -62,7 +64,22 @@ def _extractor(args: argparse.Namespace):  # noqa: ANN202 - Extractor
             raise ConfigError("--local-stride applies to an extractor fitted on the drive; "
                               "--prior-map fixes the extractor")
         with PlaceMap.open(args.prior_map) as place_map:
-            return extractor_for_map(spec, place_map)
+            extractor = extractor_for_map(spec, place_map)
+        log.info("extractor %s from the prior map %s", extractor.info.describe(),
+                 args.prior_map)
+        return extractor
+    if not spec.kind and not spec.checkpoint:  # nothing to say which: the one needing nothing
+        spec = replace(spec, kind="classical")
+    extractor = _fitted_extractor(args, spec)
+    log.info("extractor %s, fitted on the drive (no --prior-map)", extractor.info.describe())
+    return extractor
+
+
+def _fitted_extractor(args: argparse.Namespace,
+                      spec: ExtractorSpec):  # noqa: ANN202 - Extractor
+    """Return the extractor of ``spec``, with its learned state fitted on the drive's images."""
+    from selavpr_ros.io.sources import open_frames
+    from selavpr_ros.mapping.open_map import new_extractor
 
     def sample(count: int) -> list[np.ndarray]:
         with open_frames(source_from_args(args)) as opened:
@@ -73,8 +90,6 @@ def _extractor(args: argparse.Namespace):  # noqa: ANN202 - Extractor
 
     if args.local_stride == 1:
         return new_extractor(spec, sample)
-    from dataclasses import replace
-
     from selavpr_ros.extractors.classical import ClassicalExtractor
     from selavpr_ros.extractors.factory import create_extractor
 
@@ -87,7 +102,13 @@ def _extractor(args: argparse.Namespace):  # noqa: ANN202 - Extractor
 
 def run(args: argparse.Namespace) -> int:
     from selavpr_ros.eval.loop_plots import plot_pr, plot_trajectory
-    from selavpr_ros.eval.loops import label, metrics, read_correspondences, run_drive
+    from selavpr_ros.eval.loops import (
+        check_correspondences,
+        label,
+        metrics,
+        read_correspondences,
+        run_drive,
+    )
     from selavpr_ros.io.sources import open_frames
     from selavpr_ros.localizer.config import from_values, settings
     from selavpr_ros.loop import LoopDetector
@@ -98,9 +119,15 @@ def run(args: argparse.Namespace) -> int:
     corr = read_correspondences(args.correspondences) if args.correspondences else None
     if args.radius <= 0:
         raise ConfigError(f"--radius must be > 0, got {args.radius}")
+    source = source_from_args(args)
+    if corr is not None:  # before the (long) run: names of another drive score nothing
+        with open_frames(source) as opened:
+            refs = [frame.source_ref for frame in opened.frames]
+        check_correspondences(corr, refs, args.correspondences,
+                              "message index on the image topic (0, 1, 2, ...)" if source.bag
+                              else "file name in the image folder")
     extractor = _extractor(args)
     detector = LoopDetector(extractor, config)
-    source = source_from_args(args)
     track = None
     if source.bag:
         from selavpr_ros.io.bags import BagFrames
@@ -110,14 +137,14 @@ def run(args: argparse.Namespace) -> int:
     with open_frames(source) as opened:
         records = run_drive(opened.frames, detector, track, progress=not args.no_progress,
                             total=opened.total)
-    records = label(records, detector, radius_m=None if corr else args.radius,
+    records = label(records, detector, radius_m=None if corr is not None else args.radius,
                     correspondences=corr)
     report = metrics(records)
     report["config"] = {s.name: getattr(config, s.name)
                         for s in settings(config_class=LoopConfig)}
     report["extractor"] = extractor.info.describe()
     report["local_features"] = extractor.info.local_count
-    report["ground_truth"] = (f"correspondences {args.correspondences}" if corr
+    report["ground_truth"] = (f"correspondences {args.correspondences}" if corr is not None
                               else f"within {args.radius} m")
     print(f"keyframes {report['keyframes']}, positives {report['positives']}, loops "
           f"{report['loops']} ({report['true_loops']} true, {report['false_loops']} false)")

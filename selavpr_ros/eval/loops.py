@@ -14,6 +14,7 @@ precision is the largest recall among points without a false loop.
 from __future__ import annotations
 
 import csv
+import logging
 import math
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
@@ -25,6 +26,8 @@ from selavpr_ros.io.frames import Frame
 from selavpr_ros.io.poses import PoseTrack
 from selavpr_ros.loop import LoopDetector
 from selavpr_ros.loop.odometry import PathTracker
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -48,8 +51,12 @@ class KeyframeRecord:
 
 
 def read_correspondences(path: str | Path) -> dict[str, set[str]]:
-    """``query,match[,match...]`` rows (``#`` comments allowed) -> {query: {matches}}."""
+    """``query,match[,match...]`` rows (``#`` comments allowed) -> {query: {matches}}.
+
+    A file without a row is refused: scoring against no positives would look like a result.
+    """
     out: dict[str, set[str]] = {}
+    n = 0
     try:
         with open(path, newline="", encoding="utf-8") as f:
             for n, row in enumerate(csv.reader(f), 1):
@@ -59,9 +66,40 @@ def read_correspondences(path: str | Path) -> dict[str, set[str]]:
                 if len(row) < 2:
                     raise ConfigError(f"{path}:{n}: a row needs a query and at least one match")
                 out.setdefault(row[0], set()).update(row[1:])
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"correspondence file {path} is not UTF-8 text (byte {err.start} "
+                          f"is {err.object[err.start]:#04x}); save it as UTF-8 CSV") from err
+    except csv.Error as err:
+        raise ConfigError(f"{path}:{n + 1}: not CSV: {err}") from err
     except OSError as err:
         raise ConfigError(f"cannot read correspondence file {path}: {err}") from err
+    if not out:
+        raise ConfigError(f"correspondence file {path} is empty: it needs query,match[,match...] "
+                          "rows")
     return out
+
+
+def check_correspondences(correspondences: dict[str, set[str]], refs: Iterable[str],
+                          path: str | Path, naming: str) -> None:
+    """Refuse a correspondence file that names no frame of the drive; warn if it names some.
+
+    ``refs`` are the drive's frame references and ``naming`` says how they are made ("file
+    name in the image folder", "message index on the image topic"): names of another drive or
+    scheme give no positive, and every loop would be scored false without a word.
+    """
+    names = set(correspondences).union(*correspondences.values())
+    frames = set(refs)
+    unknown = sorted(names - frames)
+    if len(unknown) == len(names):
+        example = min(frames) if frames else None
+        raise ConfigError(
+            f"correspondence file {path} names no frame of the drive (it names e.g. "
+            f"'{unknown[0]}'); frames of this drive are named by their {naming}"
+            + (f", e.g. '{example}'" if example is not None else " (the drive has no frame)"))
+    if unknown:
+        log.warning("%d of %d frame names in %s are not frames of the drive (e.g. '%s'; frames "
+                    "are named by their %s): their rows give no positives", len(unknown),
+                    len(names), path, unknown[0], naming)
 
 
 def run_drive(frames: Iterable[Frame], detector: LoopDetector,
