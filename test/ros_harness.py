@@ -76,8 +76,9 @@ class NodeProcess:
         return self.proc.poll()
 
     def output(self) -> str:
-        """Everything the process printed so far."""
-        self._log.flush()
+        """Everything the process printed so far (also after :meth:`stop`)."""
+        if not self._log.closed:
+            self._log.flush()
         return self.log_path.read_text(errors="replace")
 
     def wait_for_output(self, text: str, timeout: float = 30.0) -> None:
@@ -164,6 +165,26 @@ class RosProbe:
 
     def wait_for_node(self, name: str, timeout: float = 30.0) -> None:
         wait_until(lambda: name in self.node.get_node_names(), timeout, f"node '{name}'")
+
+    def call(self, srv_type: type, service: str, request: Any, timeout: float = 60.0) -> Any:
+        """Call ``service`` and return its response; fail the test when none comes in time."""
+        client = self.node.create_client(srv_type, service)
+        try:
+            assert client.wait_for_service(timeout_sec=timeout), f"no service {service}"
+            future = client.call_async(request)
+            wait_until(future.done, timeout, f"the response of {service}")
+            return future.result()
+        finally:
+            self.node.destroy_client(client)
+
+    def set_parameters(self, node: str, **values: Any) -> Any:
+        """Set parameters of ``node`` (fully qualified); return the SetParametersResult list."""
+        from rcl_interfaces.srv import SetParameters
+        from rclpy.parameter import Parameter
+
+        request = SetParameters.Request(
+            parameters=[Parameter(k, value=v).to_parameter_msg() for k, v in values.items()])
+        return self.call(SetParameters, f"{node}/set_parameters", request).results
 
     def close(self) -> None:
         self._executor.shutdown(timeout_sec=2.0)

@@ -68,7 +68,7 @@ def stamp_ns(stamp) -> int:
     return stamp.sec * 10**9 + stamp.nanosec
 
 
-def latest_diagnostics(probe, node: str = f"/{NODE}") -> dict[str, str]:
+def latest_diagnostics(probe, node: str = NODE) -> dict[str, str]:
     """Return the values of all the node's statuses in its latest DiagnosticArray."""
     for array in reversed(probe.messages("/diagnostics")):
         mine = [s for s in array.status if s.name.startswith(f"{node}: ")]

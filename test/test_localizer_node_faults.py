@@ -166,7 +166,7 @@ def test_reloads_under_a_frame_stream_fail_no_frame(world, ros_probe, start_proc
     def failures_ok() -> bool:
         for array in reversed(ros_probe.messages("/diagnostics")):
             for s in array.status:
-                if s.name == f"/{NODE}: failures":
+                if s.name == f"{NODE}: failures":
                     return s.level == DiagnosticStatus.OK
         return False
 
@@ -178,7 +178,7 @@ def test_diagnostics_follow_a_recent_window_and_say_stale(world, ros_probe, star
 
     from selavpr_msgs.msg import PlaceRecognition
 
-    ns_node = f"/robot1/{NODE}"
+    ns_node = f"robot1/{NODE}"  # diagnostic names carry no leading slash
     ros_probe.subscribe(PlaceRecognition, "/robot1/place_recognition")
     ros_probe.subscribe(DiagnosticArray, "/diagnostics")
     argv = [ros_harness.executable(NODE), "--ros-args", "-r", "__ns:=/robot1",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -120,6 +121,19 @@ def test_replayed_revisit_bag_publishes_only_true_loops_as_offline(
         assert math.dist(top.position, query.position) <= lt.TRUE_LOOP_M
 
 
+def replay_and_compare(world: dict[str, Any], probe: ros_harness.RosProbe,
+                       start_process: Any, node: Any, bag: Path) -> list[Any]:
+    """Replay ``bag`` to the running node; return its loops, checked to be the offline ones."""
+    publisher = start_process([sys.executable, PUBLISHER, str(bag)])
+    publisher.wait_for_output("done", timeout=120)
+    keyframes = world["offline"]
+    node.wait_for_output(f"keyframe {len(keyframes) - 1} at", timeout=300)
+    expected = [(r.keyframe.stamp_ns, r.then_stamp_ns) for _, r in keyframes if r.loop]
+    msgs = probe.wait_for_messages("/loop_closure", count=len(expected), timeout=30)
+    assert [(stamp_ns(m.stamp_now), stamp_ns(m.stamp_then)) for m in msgs] == expected
+    return msgs
+
+
 def test_camera_info_and_depth_give_each_loop_a_relative_pose(
         world: dict[str, Any], ros_probe: Any, start_process: Any) -> None:
     from selavpr_ros.geometry.transforms import invert, pose_matrix
@@ -130,14 +144,8 @@ def test_camera_info_and_depth_give_each_loop_a_relative_pose(
                       depths=revisit_depths(lt.ROUTE, drive))
     node = start(world, ros_probe, start_process, camera_info_topic="/camera/camera_info",
                  depth_topic="/camera/depth/image_raw")
-    publisher = start_process([sys.executable, PUBLISHER, str(bag)])
-    publisher.wait_for_output("done", timeout=120)
-    keyframes = world["offline"]
-    node.wait_for_output(f"keyframe {len(keyframes) - 1} at", timeout=300)
-    expected = [(r.keyframe.stamp_ns, r.then_stamp_ns) for _, r in keyframes if r.loop]
-    msgs = ros_probe.wait_for_messages("/loop_closure", count=len(expected), timeout=30)
     # camera info does not change the decision (min_inliers is 0 by default)
-    assert [(stamp_ns(m.stamp_now), stamp_ns(m.stamp_then)) for m in msgs] == expected
+    msgs = replay_and_compare(world, ros_probe, start_process, node, bag)
     posed = [m for m in msgs if m.has_relative_pose]
     assert len(posed) >= 0.8 * len(msgs)
     errors = []
@@ -157,11 +165,11 @@ def test_camera_info_and_depth_give_each_loop_a_relative_pose(
     assert node.stop() == 0
 
 
-def write_faulty_bag(drive: Any, path: Path) -> tuple[set[int], int]:
-    """Pass two with a hole in the odometry (images without poses) and a 500 m jump."""
-    second = [f for f in drive.frames if f.traversal == 1]
-    hole = {f.stamp_ns for f in second[4:8]}
-    jump_from = second[14].stamp_ns
+OdometryEdit = Callable[[Pose], list[tuple[int, Pose]]]
+
+
+def write_drive_bag(drive: Any, path: Path, odometry: OdometryEdit) -> None:
+    """Write the drive as a bag; ``odometry(pose)`` gives the (recorded, pose) to write."""
     items: list[tuple[int, Any]] = [(f.stamp_ns, f) for f in drive.frames]
     items += [(p.stamp_ns, p) for p in drive.return_poses]
     with BagWriter(path) as writer:
@@ -170,12 +178,25 @@ def write_faulty_bag(drive: Any, path: Path) -> tuple[set[int], int]:
                                                              item.orientation)
             if not isinstance(item, Pose):
                 writer.write_image("/camera/image_raw", stamp, item.image, "camera")
-            if stamp in hole:
-                continue
-            if stamp >= jump_from:
-                x, y, z = pose.position
-                pose = Pose(stamp, (x + 500.0, y, z), pose.orientation)
-            writer.write_odometry("/odom", pose, "odom", "base_link")
+            for recorded, message in odometry(pose):
+                writer.write_odometry("/odom", message, "odom", "base_link", recorded)
+
+
+def write_faulty_bag(drive: Any, path: Path) -> tuple[set[int], int]:
+    """Pass two with a hole in the odometry (images without poses) and a 500 m jump."""
+    second = [f for f in drive.frames if f.traversal == 1]
+    hole = {f.stamp_ns for f in second[4:8]}
+    jump_from = second[14].stamp_ns
+
+    def odometry(pose: Pose) -> list[tuple[int, Pose]]:
+        if pose.stamp_ns in hole:
+            return []
+        if pose.stamp_ns >= jump_from:
+            x, y, z = pose.position
+            pose = Pose(pose.stamp_ns, (x + 500.0, y, z), pose.orientation)
+        return [(pose.stamp_ns, pose)]
+
+    write_drive_bag(drive, path, odometry)
     return hole, jump_from
 
 
@@ -234,3 +255,91 @@ def test_shipped_parameter_file_is_derived_from_the_declarations() -> None:
     core = LoopConfig()  # every core setting is a parameter with the core's default
     for s in settings(config_class=LoopConfig):
         assert values[s.name] == getattr(core, s.name), s.name
+
+
+def test_one_odometry_stamp_far_in_the_future_does_not_stop_loop_closure(
+        world: dict[str, Any], ros_probe: Any, start_process: Any, tmp_path: Path) -> None:
+    drive = world["drive"]
+    stray_after = [f for f in drive.frames if f.traversal == 0][10].stamp_ns
+    bag = tmp_path / "stray_stamp_bag"
+
+    def odometry(pose: Pose) -> list[tuple[int, Pose]]:
+        messages = [(pose.stamp_ns, pose)]
+        if pose.stamp_ns == stray_after:  # recorded in order, stamped 1e6 s ahead
+            messages.append((pose.stamp_ns + 1, Pose(pose.stamp_ns + 10**15, pose.position,
+                                                      pose.orientation)))
+        return messages
+
+    write_drive_bag(drive, bag, odometry)
+    node = start(world, ros_probe, start_process)
+    # the stray message is dropped: the run is the same as without it
+    replay_and_compare(world, ros_probe, start_process, node, bag)
+    out = node.output()
+    assert "stray stamp dropped" in out
+    assert "older than the last one" not in out and "no odometry within" not in out
+    assert node.stop() == 0
+
+
+def test_save_answers_after_a_failed_save_and_never_replaces_the_prior_map(
+        world: dict[str, Any], ros_probe: Any, start_process: Any, tmp_path: Path) -> None:
+    from std_srvs.srv import Trigger
+
+    drive = world["drive"]
+    first = [f for f in drive.frames if f.traversal == 0][:12]
+    bag = tmp_path / "short_bag"
+    with BagWriter(bag) as writer:
+        for f in first:
+            writer.write_image("/camera/image_raw", f.stamp_ns, f.image, "camera")
+            writer.write_odometry("/odom", Pose(f.stamp_ns, f.position, f.orientation), "odom",
+                                  "base_link")
+    node = start(world, ros_probe, start_process)  # save_map empty
+    publisher = start_process([sys.executable, PUBLISHER, str(bag)])
+    publisher.wait_for_output("done", timeout=120)
+    node.wait_for_output("keyframe 2 at", timeout=120)
+
+    service = "/loop_closure_node/save"
+    failed = ros_probe.call(Trigger, service, Trigger.Request())
+    assert not failed.success and "save_map is empty" in failed.message
+    # saving onto the prior map in use is refused when set, in one line
+    refused = ros_probe.set_parameters("/loop_closure_node", save_map=str(world["vocabulary"]))
+    assert not refused[0].successful and "prior_map" in refused[0].reason
+    saved = tmp_path / "run.selavpr"
+    assert ros_probe.set_parameters("/loop_closure_node", save_map=str(saved))[0].successful
+    done = ros_probe.call(Trigger, service, Trigger.Request())  # answered after a failure
+    assert done.success, done.message
+    again = ros_probe.call(Trigger, service, Trigger.Request())  # and after a success
+    assert again.success, again.message
+    with PlaceMap.open(world["vocabulary"]) as prior:
+        assert prior.count == 0
+    with PlaceMap.open(saved) as run:
+        assert run.count >= 3
+    assert "Logger severity" not in node.output()
+
+    # Ctrl-C: the run is saved once more and that last line still reaches /rosout
+    from rcl_interfaces.msg import Log
+
+    ros_probe.subscribe(Log, "/rosout", qos=1000)
+    assert node.stop() == 0
+    ros_harness.wait_until(
+        lambda: any(m.name == "loop_closure_node" and "saved the run's" in m.msg
+                    for m in ros_probe.messages("/rosout")), 10, "the final save on /rosout")
+    out = node.output()
+    assert "Failed to publish log message" not in out and "terminate called" not in out
+    assert "Traceback" not in out
+
+
+def test_save_map_naming_the_prior_map_is_refused_at_start(
+        world: dict[str, Any], start_process: Any, tmp_path: Path) -> None:
+    import shutil
+
+    prior = tmp_path / "prior.selavpr"
+    shutil.copytree(world["vocabulary"], prior)
+    before = sorted(p.name for p in prior.iterdir())
+    node = start_process(node_args(world, prior_map=prior, save_map=prior))
+    ros_harness.wait_until(lambda: node.returncode is not None, 60, "the node to exit")
+    assert node.returncode == 1
+    lines = [line for line in node.output().splitlines() if "cannot start" in line]
+    assert len(lines) == 1 and "prior_map" in lines[0], node.output()
+    assert sorted(p.name for p in prior.iterdir()) == before
+    with PlaceMap.open(prior, verify=True) as place_map:
+        assert place_map.count == 0

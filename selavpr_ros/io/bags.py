@@ -435,9 +435,14 @@ class BagWriter(Closing):
         self._write(topic, COMPRESSED_IMAGE, stamp_ns, msg)
 
     def write_odometry(
-        self, topic: str, pose: Pose, frame_id: str, child_frame_id: str
+        self, topic: str, pose: Pose, frame_id: str, child_frame_id: str,
+        recorded_ns: int | None = None,
     ) -> None:
-        """Build a ``nav_msgs/Odometry`` at ``pose.stamp_ns`` (identity rotation when unknown)."""
+        """Build a ``nav_msgs/Odometry`` at ``pose.stamp_ns`` (identity rotation when unknown).
+
+        ``recorded_ns`` is when the bag received it (default: its stamp), as a recorder
+        writes a message whose header stamp is off.
+        """
         t = self._ts.types
         q = pose.orientation or (0.0, 0.0, 0.0, 1.0)
         geometry = t["geometry_msgs/msg/Pose"](
@@ -456,4 +461,4 @@ class BagWriter(Closing):
                 covariance=np.zeros(36, np.float64),
             ),
         )
-        self._write(topic, ODOMETRY, pose.stamp_ns, msg)
+        self._write(topic, ODOMETRY, pose.stamp_ns if recorded_ns is None else recorded_ns, msg)

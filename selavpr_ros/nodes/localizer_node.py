@@ -43,10 +43,8 @@ from typing import Any
 
 from geometry_msgs.msg import PoseWithCovarianceStamped
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
-from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from sensor_msgs.msg import CameraInfo
 from std_msgs.msg import Float64MultiArray
-from std_srvs.srv import Trigger
 from visualization_msgs.msg import MarkerArray
 
 from selavpr_msgs.msg import PlaceRecognition
@@ -80,17 +78,11 @@ from selavpr_ros.ros.conversions import (
     transform_msg,
 )
 from selavpr_ros.ros.latest_frame import LatestFrameSlot
-from selavpr_ros.ros.params import Param, declare, from_settings, on_live_update
-from selavpr_ros.ros.runtime import (
-    autostart,
-    describe_error,
-    publish_diagnostics_every_second,
-    run_node,
-)
+from selavpr_ros.ros.managed_node import ManagedNode
+from selavpr_ros.ros.params import Param, from_settings, on_live_update
+from selavpr_ros.ros.runtime import autostart, describe_error, run_node
 from selavpr_ros.ros.stats import EventWindow, RollingStats
 from selavpr_ros.ros.topics import image_message_type, subscription_qos
-
-SUCCESS, FAILURE = TransitionCallbackReturn.SUCCESS, TransitionCallbackReturn.FAILURE
 
 PARAMS = [
     Param("map_path", "", "place map directory (required); a change takes effect at "
@@ -167,12 +159,11 @@ def map_summary(localizer: Localizer) -> dict[str, Any]:
             "extractor": m.extractor_info.name}
 
 
-class LocalizerNode(LifecycleNode):
+class LocalizerNode(ManagedNode):
     """Subscribes to a camera topic and publishes ``selavpr_msgs/PlaceRecognition``."""
 
     def __init__(self) -> None:
-        super().__init__("localizer_node")
-        self.values = declare(self, PARAMS)
+        super().__init__("localizer_node", PARAMS)
         self.config = localizer_config(self.values)
         self.reloc = from_values(RelocalizationConfig, self.values)
         self.gate = ConsistencyGate(self.reloc)
@@ -192,8 +183,6 @@ class LocalizerNode(LifecycleNode):
         self._query_lock = threading.Lock()
         self.localizer: Localizer | None = None
         self.map_info: dict[str, Any] = {}
-        self.failure_reason = ""
-        self.state_label = "unconfigured"
         self._outputs: dict[str, Any] = {}
         self._subscription: Any = None
         self._worker: threading.Thread | None = None
@@ -206,12 +195,9 @@ class LocalizerNode(LifecycleNode):
         self._last_frame: float | None = None
         self._last_bad_log = 0.0
 
-        service_group = MutuallyExclusiveCallbackGroup()
-        self.create_service(Trigger, "~/reload_map", self._reload_map,
-                            callback_group=service_group)
-        self.create_service(Trigger, "~/relocalize", self._relocalize,
-                            callback_group=service_group)
-        publish_diagnostics_every_second(self, self.diagnostic_statuses)
+        self.add_trigger_service("~/reload_map", self._reload_map)
+        self.add_trigger_service("~/relocalize", self._relocalize)
+        self.publish_diagnostics(self.diagnostic_statuses)
         autostart(self, bool(self.values["autostart"]), lambda: self.failure_reason)
 
     # --- parameters ---------------------------------------------------------------------
@@ -226,39 +212,32 @@ class LocalizerNode(LifecycleNode):
         self.failures.horizon_s = self.processed.horizon_s = float(values["error_window_s"])
 
     # --- lifecycle ----------------------------------------------------------------------
-    def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
+    def configure(self) -> None:
         path = str(self.values["map_path"])
         try:
             localizer = open_localizer(path, self.spec, self.config)
-        except Exception as err:  # noqa: BLE001 - any failure leaves the node unconfigured
-            self.failure_reason = f"cannot open map '{path}': {describe_error(err)}"
-            self.get_logger().error(f"configure failed: {self.failure_reason}")
-            return FAILURE
+        except Exception as err:
+            raise ConfigError(f"cannot open map '{path}': {describe_error(err)}") from err
         try:
             self._start_tf()
         except ImportError as err:
-            self.failure_reason = (f"base_frame / publish_tf need tf2_ros (apt: "
-                                   f"ros-jazzy-tf2-ros): {err}")
-            self.get_logger().error(f"configure failed: {self.failure_reason}")
             localizer.place_map.close()
-            return FAILURE
+            raise ConfigError(f"base_frame / publish_tf need tf2_ros (apt: "
+                              f"ros-jazzy-tf2-ros): {err}") from err
         with self._query_lock:
             self.localizer, self.map_info = localizer, map_summary(localizer)
-        self.failure_reason = ""
         self._outputs = {
             "result": self.create_publisher(PlaceRecognition, "place_recognition", 10),
             "pose": self.create_publisher(PoseWithCovarianceStamped, "pose", 10),
             "loop": self.create_publisher(Float64MultiArray, "loop_closure", 10),
             "markers": self.create_publisher(MarkerArray, "candidate_markers", 1),
         }
-        self.state_label = "inactive"
         m = self.map_info
         self.get_logger().info(
             f"configured: map {m['map_path']} ({m['map_places']} places, {m['extractor']}), "
             f"device {self.config.device}; {localizer.describe_rerank()}")
-        return SUCCESS
 
-    def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+    def activate(self) -> None:
         self.slot = LatestFrameSlot()
         self._subscription = self.create_subscription(
             self.image_msg_type, self.values["image_topic"], self._on_frame, self.qos,
@@ -270,39 +249,13 @@ class LocalizerNode(LifecycleNode):
                 callback_group=MutuallyExclusiveCallbackGroup())
         self._worker = threading.Thread(target=self._work, name="localizer_worker", daemon=True)
         self._worker.start()
-        self.state_label = "active"
         topic = self.resolve_topic_name(self.values["image_topic"])
         self.get_logger().info(
             f"selavpr_ros {__version__} localizer_node started: map {self.map_info['map_path']} "
             f"({self.map_info['map_places']} places, {self.map_info['extractor']}), camera "
             f"{topic} ({self.image_msg_type.__name__}), device {self.config.device}")
-        return SUCCESS
 
-    def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
-        self._stop_processing()
-        self.state_label = "inactive"
-        self.get_logger().info("deactivated: not processing frames")
-        return SUCCESS
-
-    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
-        self._release()
-        self.state_label = "unconfigured"
-        self.get_logger().info("cleaned up: map and model released")
-        return SUCCESS
-
-    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
-        self._stop_processing()
-        self._release()
-        self.state_label = "finalized"
-        return SUCCESS
-
-    def on_error(self, state: LifecycleState) -> TransitionCallbackReturn:
-        self._stop_processing()
-        self._release()
-        self.state_label = "unconfigured"
-        return SUCCESS
-
-    def _stop_processing(self) -> None:
+    def deactivate(self) -> None:
         if self._subscription is not None:
             self.destroy_subscription(self._subscription)
             self._subscription = None
@@ -313,21 +266,25 @@ class LocalizerNode(LifecycleNode):
         if self._worker is not None:
             self._worker.join(timeout=30.0)
             self._worker = None
+            self.get_logger().info("deactivated: not processing frames")
 
-    def _release(self) -> None:
+    def release(self, final: bool) -> None:
         for publisher in self._outputs.values():
             self.destroy_publisher(publisher)
         self._outputs = {}
         with self._query_lock:
             localizer, self.localizer = self.localizer, None
-        if localizer is not None:
-            localizer.place_map.close()
-            device = localizer.config.device
-            del localizer
-            if device.startswith("cuda"):
-                import torch
+        if localizer is None:
+            return
+        localizer.place_map.close()
+        device = localizer.config.device
+        del localizer
+        if device.startswith("cuda"):
+            import torch
 
-                torch.cuda.empty_cache()
+            torch.cuda.empty_cache()
+        if not final:
+            self.get_logger().info("cleaned up: map and model released")
 
     # --- worker -------------------------------------------------------------------------
     def _on_camera_info(self, msg: Any) -> None:
@@ -494,15 +451,11 @@ class LocalizerNode(LifecycleNode):
         broadcaster.sendTransform(transform_msg(
             held, frame, self.reloc.odom_frame, self.get_clock().now().to_msg()))
 
-    def _relocalize(self, _request: Trigger.Request,
-                    response: Trigger.Response) -> Trigger.Response:
+    def _relocalize(self) -> tuple[bool, str]:
         self.gate.request()
-        response.success = True
-        response.message = (
-            "the next consistent estimate will be published once"
-            if self.reloc.relocalization_mode == "on_request"
-            else "relocalization_mode is continuous: estimates are published anyway")
-        return response
+        return True, ("the next consistent estimate will be published once"
+                      if self.reloc.relocalization_mode == "on_request"
+                      else "relocalization_mode is continuous: estimates are published anyway")
 
     def _publish(self, out: PlaceRecognition, release: bool) -> None:
         pubs, v = self._outputs, self.values
@@ -524,32 +477,23 @@ class LocalizerNode(LifecycleNode):
                 f"skipped undecodable frame ({self.bad_frames} so far): {err}")
 
     # --- services and diagnostics ------------------------------------------------------
-    def _reload_map(self, _request: Trigger.Request,
-                    response: Trigger.Response) -> Trigger.Response:
+    def _reload_map(self) -> tuple[bool, str]:
         path = str(self.values["map_path"])
         current = self.localizer
         if current is None:
-            response.success = False
-            response.message = f"node is {self.state_label}: configure it to load a map"
-            return response
+            return False, f"node is {self.state_label}: configure it to load a map"
         try:
             new = open_localizer(path, self.spec, self.config, reuse=current)
         except Exception as err:  # noqa: BLE001 - whatever the map holds, keep serving
             self.reload_failures += 1
-            response.success = False
-            response.message = (f"reload failed, keeping {self.map_info['map_path']}: "
-                                f"{describe_error(err)}")
-            self.get_logger().error(response.message)
-            return response
+            return False, (f"reload failed, keeping {self.map_info['map_path']}: "
+                           f"{describe_error(err)}")
         with self._query_lock:  # waits for an in-flight query on the old map
             old, self.localizer = self.localizer, new
             self.map_info = map_summary(new)
         if old is not None:
             old.place_map.close()
-        response.success = True
-        response.message = f"loaded {path} ({self.map_info['map_places']} places)"
-        self.get_logger().info(response.message)
-        return response
+        return True, f"loaded {path} ({self.map_info['map_places']} places)"
 
     def diagnostic_statuses(self) -> list[Any]:
         v, now = self.values, time.monotonic()
@@ -559,7 +503,6 @@ class LocalizerNode(LifecycleNode):
             processed=self.processed.count(now), failed=self.failures.count(now),
             since_last_frame_s=None if last is None else now - last,
             rate_hz=self.stats.rate_hz(now))
-        name = self.get_fully_qualified_name()
         hardware = diag.device_name(self.config.device)
         active = self.state_label == "active"
         counters = {
@@ -574,25 +517,20 @@ class LocalizerNode(LifecycleNode):
             diag.ERROR, f"not configured: {self.failure_reason}" if self.failure_reason
             else f"node is {self.state_label}")
         return [
-            diag.status(f"{name}: input", hardware,
+            diag.status(self.diagnostic_name("input"), hardware,
                         diag.input_level(window, float(v["stale_after_s"]), active,
                                          self.state_label),
                         {"image_topic": self.resolve_topic_name(v["image_topic"]),
                          "state": self.state_label}),
-            diag.status(f"{name}: processing", hardware,
+            diag.status(self.diagnostic_name("processing"), hardware,
                         diag.rate_level(window, float(v["expected_rate"])), counters),
-            diag.status(f"{name}: failures", hardware, diag.failure_level(window),
+            diag.status(self.diagnostic_name("failures"), hardware, diag.failure_level(window),
                         {"failed_recent": window.failed, "processed_recent": window.processed,
                          "window_s": window.window_s, "reload_failures": self.reload_failures}),
-            diag.status(f"{name}: map and model", hardware, model,
+            diag.status(self.diagnostic_name("map and model"), hardware, model,
                         {**self.map_info, "device": self.config.device,
                          "reload_failures": self.reload_failures}),
         ]
-
-    def destroy_node(self) -> None:
-        self._stop_processing()
-        self._release()
-        super().destroy_node()
 
 
 def main(args: list[str] | None = None) -> int:

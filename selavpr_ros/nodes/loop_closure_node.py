@@ -32,10 +32,8 @@ from typing import Any
 from geometry_msgs.msg import Pose as PoseMsg
 from nav_msgs.msg import Odometry
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
-from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from sensor_msgs.msg import CameraInfo, Image
 from std_msgs.msg import Float64MultiArray
-from std_srvs.srv import Trigger
 
 from selavpr_msgs.msg import LoopClosure
 from selavpr_ros import __version__
@@ -43,24 +41,20 @@ from selavpr_ros.errors import ConfigError, ImageDecodeError, SelaVPRError
 from selavpr_ros.extractors.base import Extractor
 from selavpr_ros.extractors.factory import ExtractorSpec, create_extractor, extractor_for_map
 from selavpr_ros.io.images import decode_image_message
-from selavpr_ros.io.poses import Pose, PoseTrack
+from selavpr_ros.io.poses import Pose
 from selavpr_ros.localizer.config import from_values, settings
 from selavpr_ros.loop import LoopConfig, LoopDetector, LoopResult
 from selavpr_ros.loop.odometry import PathTracker
 from selavpr_ros.map import PlaceMap
+from selavpr_ros.map.fsutil import refuse_writing_onto
 from selavpr_ros.ros import diagnostics as diag
 from selavpr_ros.ros.conversions import ns_to_stamp, stamp_to_ns
-from selavpr_ros.ros.params import Param, declare, from_settings, on_live_update
-from selavpr_ros.ros.runtime import (
-    autostart,
-    describe_error,
-    publish_diagnostics_every_second,
-    run_node,
-)
+from selavpr_ros.ros.managed_node import ManagedNode
+from selavpr_ros.ros.params import Param, from_settings, on_live_update
+from selavpr_ros.ros.runtime import autostart, describe_error, run_node
 from selavpr_ros.ros.stats import EventWindow, RollingStats
 from selavpr_ros.ros.topics import image_message_type, subscription_qos
 
-SUCCESS, FAILURE = TransitionCallbackReturn.SUCCESS, TransitionCallbackReturn.FAILURE
 MAX_QUEUE = 300  # images waiting for odometry; older ones are dropped (counted)
 MAX_DEPTHS = 64  # depth images waiting for their colour image
 
@@ -138,6 +132,13 @@ def open_detector(values: dict[str, Any], config: LoopConfig
         raise
 
 
+def check_save_map(values: dict[str, Any]) -> None:
+    """Refuse a save_map that would replace the prior map this node reads."""
+    if values["save_map"]:
+        refuse_writing_onto(values["save_map"], {"prior_map": values["prior_map"]},
+                            "loop_closure_node")
+
+
 def pose_to_msg(position: tuple[float, ...] | None,
                 orientation: tuple[float, ...] | None) -> PoseMsg:
     out = PoseMsg()
@@ -190,12 +191,11 @@ def lio_sam_msg(result: LoopResult) -> Float64MultiArray:
     return Float64MultiArray(data=[result.keyframe.stamp_ns / 1e9, result.then_stamp_ns / 1e9])
 
 
-class LoopClosureNode(LifecycleNode):
+class LoopClosureNode(ManagedNode):
     """Detects loops of the current run from images and odometry."""
 
     def __init__(self) -> None:
-        super().__init__("loop_closure_node")
-        self.values = declare(self, PARAMS)
+        super().__init__("loop_closure_node", PARAMS)
         self.config = loop_config(self.values)
         self.image_msg_type = image_message_type(self.values["image_topic"],
                                                  self.values["image_type"])
@@ -206,15 +206,12 @@ class LoopClosureNode(LifecycleNode):
         self._detector_lock = threading.Lock()  # process vs save
         self._images: deque[tuple[int, Any, float]] = deque()
         self._depths: dict[int, Any] = {}  # stamp -> depth message (a short window)
-        self._poses = PoseTrack()
         self._path = PathTracker(self.values["max_speed"], self.values["max_odom_gap"])
         self._odom_frame = ""
         self._stopping = True
         self.detector: LoopDetector | None = None
         self.extractor: Extractor | None = None
         self.prior: PlaceMap | None = None
-        self.failure_reason = ""
-        self.state_label = "unconfigured"
         self._outputs: dict[str, Any] = {}
         self._subs: list[Any] = []
         self._worker: threading.Thread | None = None
@@ -223,17 +220,18 @@ class LoopClosureNode(LifecycleNode):
         self.processed = EventWindow(self.values["error_window_s"])
         self.counts = dict.fromkeys(("frames_received", "keyframes", "loops", "no_pose",
                                      "bad_frames", "dropped", "errors", "odom_jumps",
-                                     "odom_gaps", "odom_rejected", "bad_depth"), 0)
+                                     "odom_gaps", "odom_rejected", "odom_resets",
+                                     "bad_depth"), 0)
         self._last_frame: float | None = None
 
-        self.create_service(Trigger, "~/save", self._on_save,
-                            callback_group=MutuallyExclusiveCallbackGroup())
-        publish_diagnostics_every_second(self, self.diagnostic_statuses)
+        self.add_trigger_service("~/save", self.save)
+        self.publish_diagnostics(self.diagnostic_statuses)
         autostart(self, bool(self.values["autostart"]), lambda: self.failure_reason)
 
     # --- parameters ---------------------------------------------------------------------
     def _check_update(self, proposed: dict[str, Any]) -> None:
         loop_config(proposed)
+        check_save_map(proposed)
 
     def _apply_update(self, values: dict[str, Any]) -> None:
         self.config = loop_config(values)
@@ -245,29 +243,22 @@ class LoopClosureNode(LifecycleNode):
                 self.detector.set_config(self.config)
 
     # --- lifecycle ----------------------------------------------------------------------
-    def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
-        try:
-            detector, extractor, prior = open_detector(self.values, self.config)
-        except Exception as err:  # noqa: BLE001 - any failure leaves the node unconfigured
-            self.failure_reason = describe_error(err)
-            self.get_logger().error(f"configure failed: {self.failure_reason}")
-            return FAILURE
+    def configure(self) -> None:
+        check_save_map(self.values)
+        detector, extractor, prior = open_detector(self.values, self.config)
         detector.two_view_relative = bool(self.values["relative_pose_two_view"])
         with self._detector_lock:
             self.detector, self.extractor, self.prior = detector, extractor, prior
-        self.failure_reason = ""
         self._outputs = {
             "loop": self.create_publisher(LoopClosure, "loop_closure", 10),
             "lio": self.create_publisher(Float64MultiArray, "loop_closure_detection", 10),
         }
-        self.state_label = "inactive"
         where = (f"prior map {prior.path} ({prior.count} places"
                  f"{'' if self.values['prior_loops'] else ', extractor only'})"
                  if prior is not None else "no prior map")
         self.get_logger().info(f"configured: {extractor.info.describe()}, {where}")
-        return SUCCESS
 
-    def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+    def activate(self) -> None:
         self._stopping = False
         self._subs = [
             self.create_subscription(self.image_msg_type, self.values["image_topic"],
@@ -286,37 +277,13 @@ class LoopClosureNode(LifecycleNode):
                 callback_group=MutuallyExclusiveCallbackGroup()))
         self._worker = threading.Thread(target=self._work, name="loop_worker", daemon=True)
         self._worker.start()
-        self.state_label = "active"
         self.get_logger().info(
             f"selavpr_ros {__version__} loop_closure_node started: camera "
             f"{self.resolve_topic_name(self.values['image_topic'])} "
             f"({self.image_msg_type.__name__}), odometry "
             f"{self.resolve_topic_name(self.values['odom_topic'])}")
-        return SUCCESS
 
-    def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
-        self._stop_processing()
-        self.state_label = "inactive"
-        return SUCCESS
-
-    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
-        self._release(save=False)
-        self.state_label = "unconfigured"
-        return SUCCESS
-
-    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
-        self._stop_processing()
-        self._release(save=True)
-        self.state_label = "finalized"
-        return SUCCESS
-
-    def on_error(self, state: LifecycleState) -> TransitionCallbackReturn:
-        self._stop_processing()
-        self._release(save=True)
-        self.state_label = "unconfigured"
-        return SUCCESS
-
-    def _stop_processing(self) -> None:
+    def deactivate(self) -> None:
         for sub in self._subs:
             self.destroy_subscription(sub)
         self._subs = []
@@ -327,11 +294,10 @@ class LoopClosureNode(LifecycleNode):
             self._worker.join(timeout=60.0)
             self._worker = None
 
-    def _release(self, save: bool) -> None:
-        if save:
-            ok, message = self.save()
-            if message:
-                (self.get_logger().info if ok else self.get_logger().error)(message)
+    def release(self, final: bool) -> None:
+        """Save the run at shutdown (``final``; not at cleanup), then close the prior map."""
+        if final and self.detector is not None:
+            self.log_outcome(*self.save())
         for publisher in self._outputs.values():
             self.destroy_publisher(publisher)
         self._outputs = {}
@@ -397,14 +363,15 @@ class LoopClosureNode(LifecycleNode):
                     f"ignoring odometry at {pose.stamp_ns} ns: older than the last one",
                     throttle_duration_sec=5.0)
                 return
-            if event == "jump":
-                self.counts["odom_jumps"] += 1
+            if event in ("jump", "reset"):  # the run's motion is broken here
+                self.counts["odom_jumps" if event == "jump" else "odom_resets"] += 1
                 with self._detector_lock:
                     if self.detector is not None:
                         self.detector.restart_consistency()
             elif event == "gap":
                 self.counts["odom_gaps"] += 1
-            self._poses.add(pose)
+            elif event == "outlier":
+                self.counts["odom_rejected"] += 1
             self._odom_frame = self._odom_frame or str(msg.header.frame_id)
             self._cond.notify()
 
@@ -441,14 +408,15 @@ class LoopClosureNode(LifecycleNode):
         if not self._images:
             return None
         stamp, msg, arrival = self._images[0]
-        last = self._poses.last_stamp
+        track = self._path.track
+        last = track.last_stamp
         waited = time.monotonic() - arrival >= float(self.values["pose_wait"])
         if not (self._stopping or waited or (last is not None and last >= stamp)):
             return None
         self._images.popleft()
         tolerance = round(float(self.values["pose_tolerance"]) * 1e9)
-        pose = self._poses.at(stamp, tolerance)
-        self._poses.drop_before(stamp - tolerance)
+        pose = track.at(stamp, tolerance)
+        track.drop_before(stamp - tolerance)
         for old in [s for s in self._depths if s < stamp - tolerance]:
             del self._depths[old]
         return stamp, msg, pose, self._path.path_at(stamp)
@@ -524,19 +492,13 @@ class LoopClosureNode(LifecycleNode):
             if not len(detector.db):
                 return False, "no keyframes yet: nothing saved"
             try:
+                check_save_map(self.values)
                 count = detector.db.save(path, extractor, source="loop_closure_node",
                                          map_frame=self._odom_frame or "odom",
                                          camera=detector.camera)
             except (SelaVPRError, OSError, ValueError) as err:
                 return False, f"saving the run to {path} failed: {describe_error(err)}"
         return True, f"saved the run's {count} keyframes to {path}"
-
-    def _on_save(self, _request: Trigger.Request,
-                 response: Trigger.Response) -> Trigger.Response:
-        response.success, response.message = self.save()
-        (self.get_logger().info if response.success else self.get_logger().error)(
-            response.message)
-        return response
 
     # --- diagnostics --------------------------------------------------------------------
     def diagnostic_statuses(self) -> list[Any]:
@@ -547,7 +509,6 @@ class LoopClosureNode(LifecycleNode):
             processed=self.processed.count(now), failed=self.failures.count(now),
             since_last_frame_s=None if last is None else now - last,
             rate_hz=self.stats.rate_hz(now))
-        name = self.get_fully_qualified_name()
         hardware = diag.device_name(str(v["device"]))
         active = self.state_label == "active"
         detector = self.detector
@@ -556,21 +517,15 @@ class LoopClosureNode(LifecycleNode):
                     "latency_p50_ms": f"{self.stats.percentile(50):.1f}",
                     "latency_p95_ms": f"{self.stats.percentile(95):.1f}"}
         return [
-            diag.status(f"{name}: input", hardware,
+            diag.status(self.diagnostic_name("input"), hardware,
                         diag.input_level(window, float(v["stale_after_s"]), active,
                                          self.state_label),
                         {"image_topic": self.resolve_topic_name(v["image_topic"]),
                          "odom_topic": self.resolve_topic_name(v["odom_topic"]),
                          "state": self.state_label}),
-            diag.status(f"{name}: processing", hardware, diag.failure_level(window), counters),
+            diag.status(self.diagnostic_name("processing"), hardware, diag.failure_level(window),
+                        counters),
         ]
-
-    def destroy_node(self) -> None:
-        if self.state_label != "finalized":
-            self._stop_processing()
-            if self.detector is not None:
-                self._release(save=True)
-        super().destroy_node()
 
 
 def main(args: list[str] | None = None) -> int:

@@ -32,11 +32,8 @@ from typing import Any, cast
 
 from geometry_msgs.msg import PoseStamped, PoseWithCovarianceStamped
 from nav_msgs.msg import Odometry
-from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
-from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.qos import QoSProfile
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
-from std_srvs.srv import Trigger
 
 from selavpr_ros import __version__
 from selavpr_ros.errors import ConfigError, SelaVPRError
@@ -50,11 +47,10 @@ from selavpr_ros.mapping.keyframes import KeyframeConfig
 from selavpr_ros.mapping.open_map import map_exists, new_extractor, open_existing
 from selavpr_ros.ros.camera_info import CameraInfoCache
 from selavpr_ros.ros.conversions import stamp_to_ns
-from selavpr_ros.ros.params import Param, declare
-from selavpr_ros.ros.runtime import autostart, describe_error, run_node
+from selavpr_ros.ros.managed_node import ManagedNode
+from selavpr_ros.ros.params import Param
+from selavpr_ros.ros.runtime import autostart, run_node
 from selavpr_ros.ros.topics import is_compressed, subscription_qos
-
-SUCCESS, FAILURE = TransitionCallbackReturn.SUCCESS, TransitionCallbackReturn.FAILURE
 
 POSE_TYPES: dict[str, type] = {
     "odometry": Odometry,
@@ -170,13 +166,12 @@ def _camera_info_topic(topic: str, image_topic: str) -> str:
     return base.rsplit("/", 1)[0] + "/camera_info" if "/" in base else "camera_info"
 
 
-class MapBuilderNode(LifecycleNode):
+class MapBuilderNode(ManagedNode):
     """Builds a place map from an image topic and a pose topic."""
 
     def __init__(self) -> None:
-        super().__init__("map_builder_node")
-        values = declare(self, PARAMS)
-        self.settings = Settings.from_params(values)
+        super().__init__("map_builder_node", PARAMS)
+        self.settings = Settings.from_params(self.values)
         self._cond = threading.Condition()
         self._images: deque[tuple[int, Any, float]] = deque()  # (stamp, msg, arrival)
         self._poses = PoseTrack()
@@ -193,12 +188,11 @@ class MapBuilderNode(LifecycleNode):
         self._source = f"topic:{self.resolve_topic_name(self.settings.image_topic)}"
         self.camera_infos = CameraInfoCache()
         self._depths: dict[int, Any] = {}  # stamp -> depth message (a short window)
-        self.create_service(Trigger, "~/save", self._on_save,
-                            callback_group=MutuallyExclusiveCallbackGroup())
-        autostart(self, bool(values["autostart"]), lambda: self._error or "")
+        self.add_trigger_service("~/save", self.save)
+        autostart(self, bool(self.values["autostart"]), lambda: self._error or "")
 
     # ------------------------------------------------------------------ lifecycle
-    def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
+    def configure(self) -> None:
         s = self.settings
         try:
             if map_exists(s.map_path):
@@ -207,14 +201,12 @@ class MapBuilderNode(LifecycleNode):
                 self.get_logger().info(f"extending map {s.map_path} ({place_map.count} places)")
             else:  # created at the first frame, once the pose frame is known
                 self._extractor = new_extractor(s.extractor, fit_sample=None)
-        except Exception as err:  # noqa: BLE001 - any failure leaves the node unconfigured
-            self._error = describe_error(err)
-            self.get_logger().error(f"cannot build the map: {self._error}")
-            return FAILURE
+        except Exception as err:
+            self._error = str(err)
+            raise SelaVPRError(f"cannot build the map: {err}") from err
         self._error = None
-        return SUCCESS
 
-    def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+    def activate(self) -> None:
         s = self.settings
         image_type = CompressedImage if s.compressed else Image
         self._subscriptions_ = [
@@ -234,25 +226,8 @@ class MapBuilderNode(LifecycleNode):
             f"selavpr_ros {__version__} map_builder_node started: map '{s.map_path}', images "
             f"{self.resolve_topic_name(s.image_topic)} ({image_type.__name__}), poses "
             f"{self.resolve_topic_name(s.pose_topic)} ({POSE_TYPES[s.pose_type].__name__})")
-        return SUCCESS
 
-    def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
-        self._stop_recording()
-        return SUCCESS
-
-    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
-        self._release()
-        return SUCCESS
-
-    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
-        self._stop_recording()
-        self._release()
-        return SUCCESS
-
-    def on_error(self, state: LifecycleState) -> TransitionCallbackReturn:
-        return self.on_shutdown(state)
-
-    def _stop_recording(self) -> None:
+    def deactivate(self) -> None:
         """Record what is queued, commit, and stop listening."""
         for sub in self._subscriptions_:
             self.destroy_subscription(sub)
@@ -264,7 +239,7 @@ class MapBuilderNode(LifecycleNode):
             self._worker.join()
             self._worker = None
 
-    def _release(self) -> None:
+    def release(self, final: bool) -> None:
         """Commit, log the summary, close the map and drop the model."""
         builder, self._builder, self._extractor = self._builder, None, None
         self._error = "node is unconfigured"
@@ -314,21 +289,19 @@ class MapBuilderNode(LifecycleNode):
             self._pose_frame = self._pose_frame or msg.header.frame_id
             self._cond.notify()
 
-    def _on_save(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
+    def save(self) -> tuple[bool, str]:
+        """Commit everything selected so far (by the worker, after the frames before it)."""
         done = threading.Event()
         result: list[Any] = []
         if self._worker is None:  # not active: commit here
             self._answer_saves([(done, result)])
-            response.success, response.message = result
-            return response
+            return result[0], result[1]
         with self._cond:
             self._saves.append((done, result))
             self._cond.notify()
         if not done.wait(timeout=600.0):
-            response.success, response.message = False, "timed out waiting for the commit"
-        else:
-            response.success, response.message = result
-        return response
+            return False, "timed out waiting for the commit"
+        return result[0], result[1]
 
     # ------------------------------------------------------------------ worker
     def _ensure_builder(self) -> MapBuilder | None:
@@ -500,12 +473,6 @@ class MapBuilderNode(LifecycleNode):
             self.get_logger().warning(
                 f"no pose within {self.settings.tolerance_ns / 1e9:.3f} s of image "
                 f"{frame.stamp_ns}; skipped", throttle_duration_sec=5.0)
-
-    def destroy_node(self) -> None:
-        """Commit what is pending before the node goes away (also on Ctrl-C and SIGTERM)."""
-        self._stop_recording()
-        self._release()
-        super().destroy_node()
 
 
 def main(args: list[str] | None = None) -> int:

@@ -1,22 +1,26 @@
 """Process entry helpers shared by the nodes: init, autostart, guarded spin, one-line errors.
 
 A node that cannot start (bad map, bad checkpoint, bad parameter) must say so in one log line
-and exit non-zero, not print a traceback; Ctrl-C and SIGTERM must end it with status 0. Once
-running, no exception escaping a callback may end the process: it is logged in one line and
-the executor spins on.
+and exit non-zero, not print a traceback; Ctrl-C and SIGTERM, once or repeated, must end it
+with status 0 after it finished its work. Once running, no exception escaping a callback may
+end the process: it is logged in one line and the executor spins on.
 """
 
 from __future__ import annotations
 
+import signal
 import sys
+import threading
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 import rclpy
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
-from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
 from rclpy.node import Node
+
+if TYPE_CHECKING:
+    from selavpr_ros.ros.managed_node import ManagedNode
 
 SUCCESS = TransitionCallbackReturn.SUCCESS
 
@@ -40,19 +44,6 @@ def autostart(node: LifecycleNode, enabled: bool, reason: Callable[[], str]) -> 
         raise StartError(reason() or "activate failed")
 
 
-def publish_diagnostics_every_second(node: Node,
-                                     statuses: Callable[[], list[DiagnosticStatus]]) -> None:
-    """Publish ``statuses()`` on /diagnostics once a second, in its own callback group."""
-    publisher = node.create_publisher(DiagnosticArray, "/diagnostics", 10)
-
-    def publish() -> None:
-        array = DiagnosticArray(status=statuses())
-        array.header.stamp = node.get_clock().now().to_msg()
-        publisher.publish(array)
-
-    node.create_timer(1.0, publish, callback_group=MutuallyExclusiveCallbackGroup())
-
-
 def spin_guarded(executor: MultiThreadedExecutor, node: Node) -> None:
     """Spin until shutdown; an exception from a callback is logged and spinning resumes."""
     while rclpy.ok(context=executor.context):
@@ -66,29 +57,44 @@ def spin_guarded(executor: MultiThreadedExecutor, node: Node) -> None:
 
 
 def run_node(
-    make_node: Callable[[], Node], args: Sequence[str] | None = None, num_threads: int = 2
+    make_node: Callable[[], ManagedNode], args: Sequence[str] | None = None,
+    num_threads: int = 2,
 ) -> int:
-    """Create the node with ``make_node`` and spin it until shutdown; return the exit status.
+    """Create the node with ``make_node`` and spin it until a signal; return the exit status.
 
     ``make_node`` may raise :class:`StartError` or any other exception (a bad parameter, a map
     that fails to open): the process prints one ``cannot start:`` line and exits 1.
+
+    SIGINT and SIGTERM (Ctrl-C, ``ros2 launch`` stopping, systemd) only set an event: the
+    executor spins in a thread while the main thread waits for it, then the node finishes
+    (saves, logs) while the context is still valid, and only then is rclpy shut down. rclpy's
+    own signal handlers are not installed: they shut the context down first, so the final
+    log lines could not reach /rosout, and a second signal landed in ``destroy_node``.
     """
-    rclpy.init(args=list(args) if args is not None else sys.argv)
-    node: Node | None = None
+    from rclpy.signals import SignalHandlerOptions
+
+    rclpy.init(args=list(args) if args is not None else sys.argv,
+               signal_handler_options=SignalHandlerOptions.NO)
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    node: ManagedNode | None = None
     try:
         try:
             node = make_node()
-        except (KeyboardInterrupt, ExternalShutdownException):
-            raise
         except Exception as err:  # noqa: BLE001 - any start failure is one line, exit 1
             text = str(err) if isinstance(err, StartError) else describe_error(err)
             rclpy.logging.get_logger("selavpr_ros").fatal(f"cannot start: {text}")
             return 1
         executor = MultiThreadedExecutor(num_threads=num_threads)
         executor.add_node(node)
-        spin_guarded(executor, node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
+        spinner = threading.Thread(target=spin_guarded, args=(executor, node),
+                                   name="executor", daemon=True)
+        spinner.start()
+        while spinner.is_alive() and not stop.wait(0.5):
+            pass
+        executor.shutdown(timeout_sec=5.0)
+        node.finish()  # the context is valid: the last log lines still reach /rosout
     finally:
         if node is not None:
             node.destroy_node()
