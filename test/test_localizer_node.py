@@ -188,8 +188,10 @@ def test_a_burst_is_dropped_not_queued(world, ros_probe, start_process):
     median_ms = sorted(m.processing_ms for m in results)[len(results) // 2]
     print(f"burst of {len(burst)}: {processed} processed, {dropped} dropped, last frame "
           f"latency {last.latency_ms:.0f} ms, median processing {median_ms:.0f} ms")
-    # Without dropping, the last frame would wait for every frame before it.
-    assert last.latency_ms < 0.5 * len(burst) * median_ms
+    # Without dropping, the last frame would wait for every frame before it. Measured from its
+    # arrival at the node (the latency from its stamp also holds DDS delivering the burst,
+    # which a loaded 2-core machine stretched past a second once).
+    assert last.processing_ms < 0.25 * len(burst) * median_ms
 
 
 def test_reload_swaps_the_map_and_a_failed_reload_keeps_it(world, ros_probe, start_process,

@@ -37,7 +37,10 @@ class ManagedNode(LifecycleNode):
 
     # --- hooks ---------------------------------------------------------------------------
     def configure(self) -> None:
-        """Open the map and the model; raise to stay unconfigured (the message is the reason)."""
+        """Open the map and the model; raise to stay unconfigured (the message is the reason).
+
+        A failing configure closes what it opened itself: release is not called after it.
+        """
 
     def activate(self) -> None:
         """Subscribe and start processing."""
@@ -55,7 +58,6 @@ class ManagedNode(LifecycleNode):
         except Exception as err:  # noqa: BLE001 - any failure leaves the node unconfigured
             self.failure_reason = describe_error(err)
             self.get_logger().error(f"configure failed: {self.failure_reason}")
-            self._release_quietly(final=False)
             return FAILURE
         self.failure_reason = ""
         self.state_label = "inactive"
