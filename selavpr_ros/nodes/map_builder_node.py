@@ -16,8 +16,9 @@ records what is queued and commits; cleanup commits, closes the map and releases
 
 Topics: ``image_topic`` (sensor_msgs/Image or CompressedImage), ``pose_topic``
 (nav_msgs/Odometry, geometry_msgs/PoseStamped or PoseWithCovarianceStamped).
-Service: ``~/save`` (std_srvs/Trigger) commits everything selected so far and answers with the
-map's size. The map is also committed when the node shuts down (Ctrl-C, SIGTERM).
+Service: ``~/save`` (std_srvs/Trigger) commits every image received before the call (one still
+waiting for its pose is waited for, up to ``pose_wait``) and answers with the map's size.
+The map is also committed when the node shuts down (Ctrl-C, SIGTERM).
 """
 
 from __future__ import annotations
@@ -176,7 +177,8 @@ class MapBuilderNode(ManagedNode):
         self._images: deque[tuple[int, Any, float]] = deque()  # (stamp, msg, arrival)
         self._poses = PoseTrack()
         self._pose_frame = ""
-        self._saves: list[tuple[threading.Event, list[Any]]] = []
+        # pending saves: (images received at the call, answered, [success, message])
+        self._saves: list[tuple[int, threading.Event, list[Any]]] = []
         self._stopping = False
         self._received = 0
         self._refused = 0  # frames the builder raised on (bad pixels, another camera, ...)
@@ -290,14 +292,14 @@ class MapBuilderNode(ManagedNode):
             self._cond.notify()
 
     def save(self) -> tuple[bool, str]:
-        """Commit everything selected so far (by the worker, after the frames before it)."""
+        """Commit every image received before the call (by the worker, once each is decided)."""
         done = threading.Event()
         result: list[Any] = []
         if self._worker is None:  # not active: commit here
             self._answer_saves([(done, result)])
             return result[0], result[1]
         with self._cond:
-            self._saves.append((done, result))
+            self._saves.append((self._received, done, result))
             self._cond.notify()
         if not done.wait(timeout=600.0):
             return False, "timed out waiting for the commit"
@@ -411,12 +413,18 @@ class MapBuilderNode(ManagedNode):
             done.set()
 
     def _take(self) -> tuple[Frame | None, list[tuple[threading.Event, list[Any]]], bool]:
-        """Return the next ready frame, else the saves to answer; and whether to stop."""
+        """Return the next ready frame, else the saves to answer; and whether to stop.
+
+        A save is answered once every image received before it has left the queue (added,
+        skipped or refused) and no ready frame is left.
+        """
         with self._cond:
             frame = self._next_frame(force=self._stopping)
             saves: list[tuple[threading.Event, list[Any]]] = []
-            if frame is None:  # answer saves once every ready frame is in the builder
-                saves, self._saves = self._saves, []
+            if frame is None:
+                decided = self._received - len(self._images)
+                saves = [(done, result) for mark, done, result in self._saves if mark <= decided]
+                self._saves = [s for s in self._saves if s[0] > decided]
             return frame, saves, self._stopping
 
     def _work(self) -> None:

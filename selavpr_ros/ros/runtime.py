@@ -44,14 +44,18 @@ def autostart(node: LifecycleNode, enabled: bool, reason: Callable[[], str]) -> 
         raise StartError(reason() or "activate failed")
 
 
-def spin_guarded(executor: MultiThreadedExecutor, node: Node) -> None:
-    """Spin until shutdown; an exception from a callback is logged and spinning resumes."""
-    while rclpy.ok(context=executor.context):
+def spin_guarded(executor: MultiThreadedExecutor, node: Node, stop: threading.Event) -> None:
+    """Spin until ``stop`` is set or rclpy shuts down; a failed callback is logged, not fatal.
+
+    ``spin_once`` with a short timeout lets this thread see ``stop`` and return by itself, so
+    the process never exits while it waits inside rclpy: a daemon thread woken there during
+    interpreter shutdown aborts the process ("terminate called without an active exception").
+    """
+    while not stop.is_set() and rclpy.ok(context=executor.context):
         try:
-            executor.spin()
+            executor.spin_once(timeout_sec=0.1)
+        except ExternalShutdownException:
             return
-        except (KeyboardInterrupt, ExternalShutdownException):
-            raise
         except Exception as err:  # noqa: BLE001 - a callback must never end the node
             node.get_logger().error(f"callback failed: {type(err).__name__}: {err}")
 
@@ -88,11 +92,13 @@ def run_node(
             return 1
         executor = MultiThreadedExecutor(num_threads=num_threads)
         executor.add_node(node)
-        spinner = threading.Thread(target=spin_guarded, args=(executor, node),
-                                   name="executor", daemon=True)
+        spinner = threading.Thread(target=spin_guarded, args=(executor, node, stop),
+                                   name="executor")
         spinner.start()
         while spinner.is_alive() and not stop.wait(0.5):
             pass
+        stop.set()
+        spinner.join()  # back from rclpy before anything is shut down
         executor.shutdown(timeout_sec=5.0)
         node.finish()  # the context is valid: the last log lines still reach /rosout
     finally:
