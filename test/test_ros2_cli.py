@@ -80,7 +80,7 @@ def test_localizer_launch_defaults_params_file_namespace_and_overrides(
                   f"checkpoint:={world['checkpoint']}")
     node.wait_for_output("localizer_node started", timeout=90)
     assert param_get("/localizer_node", "map_path") == str(world["map_a"])
-    assert param_get("/localizer_node", "image_topic") == "/camera/image_raw"
+    assert param_get("/localizer_node", "image_topic") == "camera/image_raw"
     assert param_get("/localizer_node", "top_k") == "100"
     assert param_get("/localizer_node", "use_sim_time") == "False"
     assert node.stop() == 0, node.output()

@@ -4,11 +4,16 @@ A single frame's estimate can be wrong (a repeated facade, a wrong place accepte
 AMCL resets its particles on every ``/initialpose``. So an estimate is released only after
 ``consistent_frames`` consecutive estimates (with orientation) agree within ``consistent_m``
 and ``consistent_deg`` of the newest; in ``continuous`` mode at most ``relocalization_rate``
-times per second, in ``on_request`` mode once per request. With ``publish_tf`` the node compares
-the ``map -> odom`` each estimate implies (odometry removes the robot's motion between frames),
-otherwise the poses themselves (a robot moving fast between processed frames then needs a larger
-``consistent_m``). ``map -> odom`` updates that jump more than ``tf_max_jump_m`` /
-``tf_max_jump_deg`` from the held one are refused.
+times per second, in ``on_request`` mode once per request. Whenever odometry is in TF
+(``odom_frame`` -> the robot frame at the image stamp) the node compares the ``map -> odom``
+each estimate implies, which stays still while the robot drives (odometry removes its motion
+between frames), with or without ``publish_tf``. Without odometry in TF it compares the poses
+themselves: the newest and the oldest of the window are then ``consistent_frames - 1``
+processed frames apart, so a robot at speed v needs ``consistent_m`` > v x that time.
+``map -> odom`` updates that jump more than ``tf_max_jump_m`` / ``tf_max_jump_deg`` from the
+held one are refused; the held one is re-published at ``tf_rate`` Hz, stamped
+``transform_tolerance`` s ahead of the node's clock (as AMCL does) so lookups at the newest
+sensor stamps never extrapolate.
 """
 
 from __future__ import annotations
@@ -53,6 +58,11 @@ class RelocalizationConfig:
         "refuse map -> odom updates that move it further (m; 0: no limit)", 0.0, 1e6))
     tf_max_jump_deg: float = field(default=30.0, metadata=setting(
         "refuse map -> odom updates that turn it further (deg; 0: no limit)", 0.0, 180.0))
+    tf_rate: float = field(default=20.0, metadata=setting(
+        "publish_tf: re-publish the held map -> odom this often (Hz, steady clock)", 0.1, 1000.0,
+        live=False))
+    transform_tolerance: float = field(default=1.0, metadata=setting(
+        "publish_tf: map -> odom is stamped this far ahead of the node's clock (s)", 0.0, 60.0))
     camera_info_topic: str = field(default="", metadata=setting(
         "CameraInfo topic ('': camera_info beside the image topic; 'none': no camera info)",
         live=False))

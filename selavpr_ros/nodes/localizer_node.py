@@ -18,17 +18,22 @@ Topics (relative names resolve in the node's namespace; remap as usual):
                 ``pose`` (geometry_msgs/PoseWithCovarianceStamped): consistent estimates with
                 an orientation (``publish_pose``, ``relocalization_mode``); remap to
                 /initialpose for Nav2
-                ``/tf`` map -> odom (``publish_tf``), held between estimates
+                ``/tf`` map -> odom (``publish_tf``), held between estimates, re-published
+                at ``tf_rate`` and post-dated by ``transform_tolerance``
                 ``loop_closure`` (std_msgs/Float64MultiArray [query s, place s])
                 (``publish_loop_closure``)
                 ``candidate_markers`` (visualization_msgs/MarkerArray) (``publish_markers``)
+                (``pose``, ``loop_closure`` and ``candidate_markers`` are advertised only once
+                enabled)
                 ``/diagnostics`` (diagnostic_msgs/DiagnosticArray), once per second
 Services:   ``~/reload_map`` (std_srvs/Trigger): reopen ``map_path`` with the current
             parameters and swap it in once no query uses the old one; a failed reload, whatever
             the cause, keeps the current map and says why.
             ``~/relocalize`` (std_srvs/Trigger): publish the next consistent estimate once
             (``relocalization_mode`` on_request).
-TF (tf2_ros, from apt on a robot) is needed only with ``base_frame`` or ``publish_tf``.
+TF (tf2_ros, from apt on a robot) is needed only with ``base_frame`` or ``publish_tf``. Callbacks
+run on one executor thread and only hand work to the worker; TF lookups happen in the worker at
+the image stamp (waiting briefly for late odometry), never in a callback.
 """
 
 from __future__ import annotations
@@ -95,7 +100,8 @@ PARAMS = [
     Param("precision", "fp32", "fp32; fp16 (CUDA) or bf16 (CUDA, or a CPU with bf16 "
           "instructions) for extraction and re-ranking", read_only=True),
     *from_settings(settings(node_only=True)),
-    Param("image_topic", "/camera/image_raw", "camera topic", read_only=True),
+    Param("image_topic", "camera/image_raw", "camera topic (relative: in the node's namespace)",
+          read_only=True),
     Param("image_type", "auto", "raw, compressed, or auto (compressed if the topic name ends "
           "in /compressed)", read_only=True),
     Param("qos_reliability", "best_effort", "image subscription QoS: best_effort or reliable",
@@ -118,6 +124,15 @@ PARAMS = [
     Param("autostart", True, "configure and activate at start (false: wait for a lifecycle "
           "manager)", read_only=True),
 ]
+
+# outputs advertised only once enabled: name -> (type, topic, depth)
+OPTIONAL_OUTPUTS: dict[str, tuple[type, str, int]] = {
+    "pose": (PoseWithCovarianceStamped, "pose", 10),
+    "loop": (Float64MultiArray, "loop_closure", 10),
+    "markers": (MarkerArray, "candidate_markers", 1),
+}
+# the longest a frame waits for TF at its stamp (odometry published after the image)
+TF_WAIT_S = 0.3
 
 YAML_HEADER = """Parameters of localizer_node (README, "The localizer node"); written by
 selavpr_ros.ros.params.render_yaml from the node's declarations. Pass with
@@ -224,14 +239,15 @@ class LocalizerNode(ManagedNode):
             localizer.place_map.close()
             raise ConfigError(f"base_frame / publish_tf need tf2_ros (apt: "
                               f"ros-jazzy-tf2-ros): {err}") from err
+        map_frame = self.values["map_frame"] or localizer.place_map.map_frame
+        if self.reloc.publish_tf and map_frame == self.reloc.odom_frame:
+            localizer.place_map.close()
+            raise ConfigError(f"publish_tf: the map's frame '{map_frame}' is odom_frame, so "
+                              "map -> odom would be a self-transform; set map_frame (e.g. map)")
         with self._query_lock:
             self.localizer, self.map_info = localizer, map_summary(localizer)
         self._outputs = {
-            "result": self.create_publisher(PlaceRecognition, "place_recognition", 10),
-            "pose": self.create_publisher(PoseWithCovarianceStamped, "pose", 10),
-            "loop": self.create_publisher(Float64MultiArray, "loop_closure", 10),
-            "markers": self.create_publisher(MarkerArray, "candidate_markers", 1),
-        }
+            "result": self.create_publisher(PlaceRecognition, "place_recognition", 10)}
         m = self.map_info
         self.get_logger().info(
             f"configured: map {m['map_path']} ({m['map_places']} places, {m['extractor']}), "
@@ -244,8 +260,8 @@ class LocalizerNode(ManagedNode):
             callback_group=MutuallyExclusiveCallbackGroup())
         info_topic = self.camera_info_topic()
         if info_topic:
-            self._camera_info_sub = self.create_subscription(
-                CameraInfo, info_topic, self._on_camera_info, 10,
+            self._camera_info_sub = self.create_subscription(  # the camera driver's QoS
+                CameraInfo, info_topic, self._on_camera_info, self.qos,
                 callback_group=MutuallyExclusiveCallbackGroup())
         self._worker = threading.Thread(target=self._work, name="localizer_worker", daemon=True)
         self._worker.start()
@@ -350,18 +366,18 @@ class LocalizerNode(ManagedNode):
             latency_ms=(now_ns - stamp_ns) / 1e6)
         gated, new_map_to_odom = None, None
         if estimate is not None and has_publishable_pose(out):
-            gated = estimate
-            if self.reloc.publish_tf:  # agreement of map -> odom: the robot's motion removed
-                new_map_to_odom = self._map_to_odom(estimate, pose_frame or msg.header.frame_id,
-                                                    stamp_ns)
-                gated = None
-                if new_map_to_odom is not None:
-                    position, orientation = matrix_to_pose(new_map_to_odom)
-                    gated = dataclasses.replace(estimate, position=position,
-                                                orientation=orientation)
+            # agreement of the map -> odom each estimate implies (the robot's motion removed)
+            # where odometry is in TF, else of the poses themselves (module doc of the gate)
+            new_map_to_odom = self._map_to_odom(estimate, pose_frame or msg.header.frame_id,
+                                                stamp_ns)
+            gated = None if self.reloc.publish_tf else estimate
+            if new_map_to_odom is not None:
+                position, orientation = matrix_to_pose(new_map_to_odom)
+                gated = dataclasses.replace(estimate, position=position,
+                                            orientation=orientation)
         release = self.gate.add(gated, time.monotonic())
         self._publish(out, release)
-        if release and new_map_to_odom is not None:
+        if release and new_map_to_odom is not None and self.reloc.publish_tf:
             self._update_map_to_odom(new_map_to_odom)
         self.processed.add()
         self.stats.add(processing_ms)
@@ -394,22 +410,33 @@ class LocalizerNode(ManagedNode):
     def _start_tf(self) -> None:
         if not (self.reloc.base_frame or self.reloc.publish_tf) or self._tf:
             return
+        from rclpy.clock import Clock, ClockType
         from tf2_ros import Buffer, TransformBroadcaster, TransformListener
 
-        buffer = Buffer()
+        # tied to the node: its clock (sim time), and cleared when that clock jumps back (a
+        # bag replayed again), so lookups never meet TF_OLD_DATA
+        buffer = Buffer(node=self)
         self._tf = {"buffer": buffer, "listener": TransformListener(buffer, self),
                     "broadcaster": TransformBroadcaster(self)}
-        self.create_timer(0.1, self._broadcast_map_to_odom,
-                          callback_group=MutuallyExclusiveCallbackGroup())
+        # steady: map -> odom keeps its rate whatever /clock does
+        self.create_timer(1.0 / self.reloc.tf_rate, self._broadcast_map_to_odom,
+                          callback_group=MutuallyExclusiveCallbackGroup(),
+                          clock=Clock(clock_type=ClockType.STEADY_TIME))
 
     def _lookup(self, target: str, source: str, stamp_ns: int) -> Any:
+        """Return target <- source at the image stamp, waiting (in the worker) for late TF.
+
+        The wait ends as soon as the transform is there, and is skipped when the two frames
+        are not connected at all (no odometry in TF), so a frame never pays it for nothing.
+        """
         from rclpy.duration import Duration
         from rclpy.time import Time
 
-        if "buffer" not in self._tf:
-            self._start_tf()
-        return transform_matrix(self._tf["buffer"].lookup_transform(
-            target, source, Time(nanoseconds=stamp_ns), timeout=Duration(seconds=0.3)))
+        buffer = self._tf["buffer"]
+        wait = Duration(seconds=TF_WAIT_S) if buffer.can_transform(target, source, Time()) \
+            else Duration()
+        return transform_matrix(buffer.lookup_transform(
+            target, source, Time(nanoseconds=stamp_ns), timeout=wait))
 
     def _robot_pose(self, estimate: PoseEstimate, camera_frame: str,
                     stamp_ns: int) -> tuple[PoseEstimate, str]:
@@ -422,14 +449,21 @@ class LocalizerNode(ManagedNode):
         return robot_pose(estimate, camera_in_base), base
 
     def _map_to_odom(self, estimate: PoseEstimate, robot_frame: str, stamp_ns: int) -> Any:
-        """Return the map <- odom this estimate implies (None without odom in TF: logged)."""
+        """Return the map <- odom this estimate implies; None without odometry in TF.
+
+        Without TF in use (no ``base_frame``, no ``publish_tf``) it is not looked for; a failed
+        lookup is logged only with ``publish_tf``, which needs it.
+        """
         odom = self.reloc.odom_frame
+        if not self._tf or not odom or estimate.orientation is None:
+            return None
         try:
             robot_in_odom = self._lookup(odom, robot_frame, stamp_ns)
         except Exception as err:  # noqa: BLE001 - tf2 raises several unrelated types
-            self.get_logger().warning(
-                f"map -> odom not updated: no transform {odom} <- {robot_frame} at the image "
-                f"stamp: {describe_error(err)}", throttle_duration_sec=5.0)
+            if self.reloc.publish_tf:
+                self.get_logger().warning(
+                    f"map -> odom not updated: no transform {odom} <- {robot_frame} at the "
+                    f"image stamp: {describe_error(err)}", throttle_duration_sec=5.0)
             return None
         return map_to_odom(estimate.matrix(), robot_in_odom)
 
@@ -443,13 +477,24 @@ class LocalizerNode(ManagedNode):
         self._broadcast_map_to_odom()
 
     def _broadcast_map_to_odom(self) -> None:
+        """Send the held map -> odom, post-dated by ``transform_tolerance`` (as AMCL does).
+
+        It goes out stamped now too, so a listener can look up any stamp from the first
+        broadcast on, also right after its buffer was cleared by /clock jumping back.
+        """
+        from rclpy.duration import Duration
+
         held, broadcaster = self.map_to_odom, self._tf.get("broadcaster")
         if held is None or broadcaster is None or not self.reloc.publish_tf:
             return
+        now = self.get_clock().now()
+        if now.nanoseconds == 0:  # sim time before the first /clock
+            return
         frame = self.values["map_frame"] or (
             self.localizer.place_map.map_frame if self.localizer is not None else "map")
-        broadcaster.sendTransform(transform_msg(
-            held, frame, self.reloc.odom_frame, self.get_clock().now().to_msg()))
+        ahead = now + Duration(seconds=self.reloc.transform_tolerance)
+        broadcaster.sendTransform([transform_msg(held, frame, self.reloc.odom_frame, t.to_msg())
+                                   for t in (now, ahead)])
 
     def _relocalize(self) -> tuple[bool, str]:
         self.gate.request()
@@ -457,17 +502,24 @@ class LocalizerNode(ManagedNode):
                       if self.reloc.relocalization_mode == "on_request"
                       else "relocalization_mode is continuous: estimates are published anyway")
 
+    def _output(self, name: str) -> Any:
+        """Return the publisher of an optional output, advertised once it is first enabled."""
+        if name not in self._outputs:
+            msg_type, topic, depth = OPTIONAL_OUTPUTS[name]
+            self._outputs[name] = self.create_publisher(msg_type, topic, depth)
+        return self._outputs[name]
+
     def _publish(self, out: PlaceRecognition, release: bool) -> None:
-        pubs, v = self._outputs, self.values
-        if not pubs:
+        v = self.values
+        if not self._outputs:
             return
-        pubs["result"].publish(out)
+        self._outputs["result"].publish(out)
         if release and v["publish_pose"]:
-            pubs["pose"].publish(pose_msg(out))
+            self._output("pose").publish(pose_msg(out))
         if out.accepted and v["publish_loop_closure"]:
-            pubs["loop"].publish(loop_closure_msg(out))
+            self._output("loop").publish(loop_closure_msg(out))
         if v["publish_markers"]:
-            pubs["markers"].publish(candidate_markers(out))
+            self._output("markers").publish(candidate_markers(out))
 
     def _log_bad_frame(self, err: Exception) -> None:
         now = time.monotonic()

@@ -71,10 +71,11 @@ PARAMS = [
           read_only=True),
     Param("device", "cpu", "cpu, cuda or cuda:N (extraction)", read_only=True),
     *from_settings(settings(config_class=LoopConfig)),
-    Param("image_topic", "/camera/image_raw", "camera topic", read_only=True),
+    Param("image_topic", "camera/image_raw", "camera topic (relative: in the node's namespace)",
+          read_only=True),
     Param("image_type", "auto", "raw, compressed, or auto (compressed if the topic name ends "
           "in /compressed)", read_only=True),
-    Param("odom_topic", "/odom", "odometry topic (nav_msgs/Odometry)", read_only=True),
+    Param("odom_topic", "odom", "odometry topic (nav_msgs/Odometry)", read_only=True),
     Param("camera_info_topic", "", "sensor_msgs/CameraInfo topic enabling the geometric check "
           "(min_inliers; empty: none)", read_only=True),
     Param("depth_topic", "", "registered depth images (16UC1 mm / 32FC1 m, the colour image's "

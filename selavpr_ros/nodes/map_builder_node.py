@@ -71,9 +71,9 @@ PARAMS = [
     _ro("device", "cpu", "cpu, cuda or cuda:N"),
     _ro("precision", "fp32", "fp32, fp16 or bf16"),
     _ro("batch_size", 16, "images per forward pass", 1, 1024),
-    _ro("image_topic", "/camera/image_raw", "camera topic"),
+    _ro("image_topic", "camera/image_raw", "camera topic (relative: in the node's namespace)"),
     _ro("image_type", "auto", "raw (sensor_msgs/Image), compressed, or auto (by topic name)"),
-    _ro("pose_topic", "/odom", "pose topic"),
+    _ro("pose_topic", "odom", "pose topic"),
     _ro("pose_type", "odometry", "odometry, pose (PoseStamped) or pose_with_covariance"),
     _ro("pose_tolerance", 0.1, "max seconds between an image and the poses around it", 0.0, 60.0),
     _ro("pose_wait", 1.0, "wall seconds an image waits for a pose stamped after it", 0.0, 3600.0),
@@ -485,7 +485,7 @@ class MapBuilderNode(ManagedNode):
 
 def main(args: list[str] | None = None) -> int:
     """Entry point of the ``map_builder_node`` executable."""
-    return run_node(MapBuilderNode, args)
+    return run_node(MapBuilderNode, args, num_threads=2)  # ~/save waits for pose callbacks
 
 
 if __name__ == "__main__":

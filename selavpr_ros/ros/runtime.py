@@ -15,7 +15,12 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 import rclpy
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.executors import (
+    Executor,
+    ExternalShutdownException,
+    MultiThreadedExecutor,
+    SingleThreadedExecutor,
+)
 from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
 from rclpy.node import Node
 
@@ -44,7 +49,7 @@ def autostart(node: LifecycleNode, enabled: bool, reason: Callable[[], str]) -> 
         raise StartError(reason() or "activate failed")
 
 
-def spin_guarded(executor: MultiThreadedExecutor, node: Node, stop: threading.Event) -> None:
+def spin_guarded(executor: Executor, node: Node, stop: threading.Event) -> None:
     """Spin until ``stop`` is set or rclpy shuts down; a failed callback is logged, not fatal.
 
     ``spin_once`` with a short timeout lets this thread see ``stop`` and return by itself, so
@@ -62,12 +67,18 @@ def spin_guarded(executor: MultiThreadedExecutor, node: Node, stop: threading.Ev
 
 def run_node(
     make_node: Callable[[], ManagedNode], args: Sequence[str] | None = None,
-    num_threads: int = 2,
+    num_threads: int = 1,
 ) -> int:
     """Create the node with ``make_node`` and spin it until a signal; return the exit status.
 
     ``make_node`` may raise :class:`StartError` or any other exception (a bad parameter, a map
     that fails to open): the process prints one ``cannot start:`` line and exits 1.
+
+    Callbacks run on one thread (``num_threads`` 1) unless a node's callback must wait for
+    another callback: the nodes do their work in their own threads, and Jazzy's
+    MultiThreadedExecutor hands a queued task to its pool again on every wake-up until a pool
+    thread starts it, a busy loop that holds the GIL from the worker whenever callbacks come
+    often (/clock at 50 Hz under sim time, /tf): the localizer ran ~20x slower.
 
     SIGINT and SIGTERM (Ctrl-C, ``ros2 launch`` stopping, systemd) only set an event: the
     executor spins in a thread while the main thread waits for it, then the node finishes
@@ -90,7 +101,8 @@ def run_node(
             text = str(err) if isinstance(err, StartError) else describe_error(err)
             rclpy.logging.get_logger("selavpr_ros").fatal(f"cannot start: {text}")
             return 1
-        executor = MultiThreadedExecutor(num_threads=num_threads)
+        executor: Executor = SingleThreadedExecutor() if num_threads == 1 \
+            else MultiThreadedExecutor(num_threads=num_threads)
         executor.add_node(node)
         spinner = threading.Thread(target=spin_guarded, args=(executor, node, stop),
                                    name="executor")

@@ -1,0 +1,206 @@
+"""localizer_node on a replayed bag with /clock: wall time vs sim time vs sim time + TF.
+
+The synthetic revisit drive with depth (``selavpr make-revisit --depth``) is recorded at
+``--rate`` Hz; its first pass becomes a classical map with depth. ``selavpr replay`` plays the
+whole bag at recorded speed (and /clock at 50 Hz) against three node set-ups, one after the
+other on this machine: ``use_sim_time`` false, true, and true with ``base_frame`` +
+``publish_tf``, where this process relays the bag's odometry to TF (odom -> base_link, and
+base_link -> camera as a static transform) as a robot's odometry node would. Per set-up it
+prints the answers, the node's per-frame processing time (image received -> answer sent, its
+own measurement in PlaceRecognition), the rate and largest gap of map -> odom, and how many
+``map -> base_link`` lookups at the image stamps succeed in this process.
+
+    python bench/bench_node_sim_time.py --frames 60 --rate 10 --replays 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "test"))
+
+import ros_harness  # noqa: E402
+
+NODE = "localizer_node"
+
+
+def prepare(root: Path, frames: int, rate: float) -> tuple[Path, Path]:
+    """Render the revisit bag and build the classical map with depth of its first pass."""
+    from selavpr_ros.cli import main as cli
+
+    bag, place_map = root / "drive", root / "map.selavpr"
+    assert cli(["make-revisit", str(bag), "--frames", str(frames), "--rate", str(rate),
+                "--depth"]) == 0
+    assert cli(["build-map", str(place_map), "--bag", str(bag), "--image-topic",
+                "/camera/image_raw", "--depth-topic", "/camera/depth/image_raw",
+                "--extractor", "classical", "--min-distance", "0", "--limit", str(frames),
+                "--no-progress"]) == 0
+    return bag, place_map
+
+
+class TfRelay:
+    """odom -> base_link from the bag's odometry, base_link -> camera static (identity)."""
+
+    def __init__(self, node: Any) -> None:
+        from geometry_msgs.msg import TransformStamped
+        from nav_msgs.msg import Odometry
+        from tf2_ros import StaticTransformBroadcaster, TransformBroadcaster
+
+        self._broadcaster = TransformBroadcaster(node)
+        static = TransformStamped(child_frame_id="camera")
+        static.header.frame_id = "base_link"
+        static.transform.rotation.w = 1.0
+        self._static = StaticTransformBroadcaster(node)
+        self._static.sendTransform(static)
+        self._sub = node.create_subscription(Odometry, "/odom", self._relay, 100)
+
+    def _relay(self, msg: Any) -> None:
+        from geometry_msgs.msg import TransformStamped
+
+        t = TransformStamped(header=msg.header, child_frame_id="base_link")
+        p = msg.pose.pose
+        t.transform.translation.x, t.transform.translation.y = p.position.x, p.position.y
+        t.transform.translation.z = p.position.z
+        t.transform.rotation = p.orientation
+        self._broadcaster.sendTransform(t)
+
+
+def run_setup(name: str, params: list[str], bag: Path, place_map: Path, replays: int,
+              log_dir: Path, with_tf: bool) -> dict[str, Any]:
+    from rclpy.time import Time
+    from tf2_msgs.msg import TFMessage
+
+    from selavpr_msgs.msg import PlaceRecognition
+
+    probe = ros_harness.RosProbe(f"bench_probe_{name.replace('+', '_').replace(' ', '_')}")
+    procs: list[ros_harness.NodeProcess] = []
+    results: list[Any] = []
+    map_odom: list[tuple[float, int]] = []  # (wall arrival, stamp) of each map -> odom
+    lock = threading.Lock()
+
+    def on_result(msg: Any) -> None:
+        with lock:
+            results.append(msg)
+
+    def on_tf(msg: Any) -> None:
+        for t in msg.transforms:
+            if t.header.frame_id == "map" and t.child_frame_id == "odom":
+                with lock:
+                    map_odom.append((time.monotonic(),
+                                     t.header.stamp.sec * 10**9 + t.header.stamp.nanosec))
+
+    probe.node.create_subscription(PlaceRecognition, "/place_recognition", on_result, 100)
+    probe.node.create_subscription(TFMessage, "/tf", on_tf, 100)
+    buffer = None
+    if with_tf:
+        import tf2_ros
+        from rclpy.parameter import Parameter
+
+        TfRelay(probe.node)
+        # a consumer the way Nav2 runs under sim time: its buffer is cleared when /clock jumps
+        probe.node.set_parameters([Parameter("use_sim_time", Parameter.Type.BOOL, True)])
+        from rclpy.duration import Duration
+
+        # looked up after each replay: keep all of it (a consumer looks up as data comes)
+        buffer = tf2_ros.Buffer(cache_time=Duration(seconds=600), node=probe.node)
+        tf2_ros.TransformListener(buffer, probe.node)
+    try:
+        argv = [ros_harness.executable(NODE), "--ros-args", "-p", f"map_path:={place_map}",
+                "-p", "image_topic:=/camera/image_raw", "-p", "min_margin:=0.0"]
+        for p in params:
+            argv += ["-p", p]
+        node = ros_harness.NodeProcess(argv, log_dir / f"{name}_node.log")
+        procs.append(node)
+        node.wait_for_output(f"{NODE} started", timeout=120)
+        probe.wait_for_subscribers("/camera/image_raw")
+        lookups = ok = 0
+        failures: list[str] = []
+        for replay in range(replays):
+            start = time.monotonic()
+            with lock:
+                before, tf_before = len(results), len(map_odom)
+            player = ros_harness.NodeProcess(
+                [ros_harness.executable("selavpr"), "replay", str(bag), "--wait-for",
+                 "/camera/image_raw"], log_dir / f"{name}_replay{replay}.log")
+            procs.append(player)
+            assert player.proc.wait(timeout=600) == 0, player.output()
+            time.sleep(2.0)  # the last answers
+            print(f"  {name}: replay {replay + 1} took {time.monotonic() - start:.1f} s",
+                  file=sys.stderr)
+            if buffer is not None:  # lookups at the image stamps once map -> odom is known
+                with lock:
+                    stamps = [r.header.stamp for r in results[before:]]
+                    samples = [stamp for _, stamp in map_odom[tf_before:]]
+                first_image = min((st.sec * 10**9 + st.nanosec for st in stamps), default=0)
+                known = min((st for st in samples if st >= first_image), default=None)
+                for stamp in stamps:
+                    if known is not None and stamp.sec * 10**9 + stamp.nanosec >= known:
+                        lookups += 1
+                        try:
+                            buffer.lookup_transform("map", "base_link", Time.from_msg(stamp))
+                            ok += 1
+                        except Exception as err:  # noqa: BLE001 - tf2's several types
+                            failures.append(f"replay {replay} known {known}: {err}"[:300])
+        with lock:
+            got, arrivals = list(results), [arrival for arrival, _ in map_odom]
+        processing = np.array([r.processing_ms for r in got]) if got else np.zeros(1)
+        gaps = np.diff(arrivals) if len(arrivals) > 1 else np.zeros(1)
+        return {
+            "setup": name, "answers": len(got),
+            "accepted": sum(r.accepted for r in got),
+            "pnp": sum(r.pose_source == "pnp" for r in got),
+            "processing_p50_ms": round(float(np.percentile(processing, 50)), 1),
+            "processing_p90_ms": round(float(np.percentile(processing, 90)), 1),
+            "map_odom_msgs": len(arrivals),
+            "map_odom_max_gap_s": round(float(gaps.max()), 3),
+            "lookups": lookups, "lookups_ok": ok,
+            "failed_lookups": failures,
+        }
+    finally:
+        for proc in procs:
+            proc.stop()
+        probe.close()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--frames", type=int, default=60, help="frames per pass")
+    parser.add_argument("--rate", type=float, default=10.0, help="camera rate (Hz)")
+    parser.add_argument("--replays", type=int, default=2, help="replays per set-up")
+    parser.add_argument("--logs", type=Path, help="keep the processes' logs in this folder")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    ros_harness.apply_isolated_dds_env()
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        bag, place_map = prepare(root, args.frames, args.rate)
+        setups = [
+            ("wall time", ["use_sim_time:=false"], False),
+            ("sim time", ["use_sim_time:=true"], False),
+            ("sim time + tf", ["use_sim_time:=true", "base_frame:=base_link",
+                               "publish_tf:=true", "map_frame:=map"], True),
+        ]
+        logs = args.logs or root
+        logs.mkdir(parents=True, exist_ok=True)
+        rows = [run_setup(name, params, bag, place_map, args.replays, logs, tf)
+                for name, params, tf in setups]
+    if args.json:
+        print(json.dumps(rows, indent=1))
+    else:
+        for row in rows:
+            print(" | ".join(f"{k} {v}" for k, v in row.items()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
