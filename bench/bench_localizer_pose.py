@@ -27,6 +27,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from selavpr_ros.geometry.pose import normalized_error_squared  # noqa: E402
+from selavpr_ros.geometry.transforms import pose_matrix  # noqa: E402
 from selavpr_ros.io.poses import rotation_angle  # noqa: E402
 from selavpr_ros.localizer import Localizer, LocalizerConfig  # noqa: E402
 from selavpr_ros.map import PlaceInfo, PlaceMap  # noqa: E402
@@ -81,9 +83,13 @@ def main() -> int:
                 rot = float("nan")
                 if pose.orientation is not None:
                     rot = float(np.degrees(rotation_angle(pose.orientation, truth.orientation)))
+                nees = normalized_error_squared(
+                    pose, pose_matrix(truth.position, truth.orientation)) \
+                    if pose.covariance is not None else float("nan")
                 rows.append((pose.source, float(np.linalg.norm(
                     np.subtract(pose.position, truth.position))), rot,
-                    result.timings_ms["pose"], result.timings_ms["rerank"]))
+                    result.timings_ms["pose"], result.timings_ms["rerank"], nees,
+                    6 if pose.orientation is not None else 3))
         sources = {s: sum(1 for r in rows if r[0] == s) for s in sorted({r[0] for r in rows})}
         t, r, ms, rerank = (np.array([row[j] for row in rows]) for j in (1, 2, 3, 4))
         print(f"{'with' if points else 'without'} depth points, refine {refine}: {sources}; "
@@ -93,6 +99,13 @@ def main() -> int:
               f"(CPU median {np.median(timed.ms):.1f} ms); "
               f"rerank (top {localizer.rerank_k}) median "
               f"{np.median(rerank):.0f} ms; load average {os.getloadavg()}")
+        for source in sources:  # covariance honesty: mean NEES against its chi-square band
+            nees = np.array([row[5] for row in rows if row[0] == source])
+            dim = next(row[6] for row in rows if row[0] == source)
+            half = 1.96 * np.sqrt(2 * dim / len(nees))  # normal approximation, mean of N
+            print(f"  {source}: mean NEES {np.nanmean(nees):.2f} (dimension {dim}, 95% band "
+                  f"{dim - half:.2f}-{dim + half:.2f} for {len(nees)}), median "
+                  f"{np.nanmedian(nees):.2f}, max {np.nanmax(nees):.1f}")
     print(f"load average {os.getloadavg()}")
     return 0
 

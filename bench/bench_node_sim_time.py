@@ -30,49 +30,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "test"))
 
 import ros_harness  # noqa: E402
+from node_testlib import OdometryTf, revisit_bag_and_map  # noqa: E402
 
 NODE = "localizer_node"
-
-
-def prepare(root: Path, frames: int, rate: float) -> tuple[Path, Path]:
-    """Render the revisit bag and build the classical map with depth of its first pass."""
-    from selavpr_ros.cli import main as cli
-
-    bag, place_map = root / "drive", root / "map.selavpr"
-    assert cli(["make-revisit", str(bag), "--frames", str(frames), "--rate", str(rate),
-                "--depth"]) == 0
-    assert cli(["build-map", str(place_map), "--bag", str(bag), "--image-topic",
-                "/camera/image_raw", "--depth-topic", "/camera/depth/image_raw",
-                "--extractor", "classical", "--min-distance", "0", "--limit", str(frames),
-                "--no-progress"]) == 0
-    return bag, place_map
-
-
-class TfRelay:
-    """odom -> base_link from the bag's odometry, base_link -> camera static (identity)."""
-
-    def __init__(self, node: Any) -> None:
-        from geometry_msgs.msg import TransformStamped
-        from nav_msgs.msg import Odometry
-        from tf2_ros import StaticTransformBroadcaster, TransformBroadcaster
-
-        self._broadcaster = TransformBroadcaster(node)
-        static = TransformStamped(child_frame_id="camera")
-        static.header.frame_id = "base_link"
-        static.transform.rotation.w = 1.0
-        self._static = StaticTransformBroadcaster(node)
-        self._static.sendTransform(static)
-        self._sub = node.create_subscription(Odometry, "/odom", self._relay, 100)
-
-    def _relay(self, msg: Any) -> None:
-        from geometry_msgs.msg import TransformStamped
-
-        t = TransformStamped(header=msg.header, child_frame_id="base_link")
-        p = msg.pose.pose
-        t.transform.translation.x, t.transform.translation.y = p.position.x, p.position.y
-        t.transform.translation.z = p.position.z
-        t.transform.rotation = p.orientation
-        self._broadcaster.sendTransform(t)
 
 
 def run_setup(name: str, params: list[str], bag: Path, place_map: Path, replays: int,
@@ -106,7 +66,7 @@ def run_setup(name: str, params: list[str], bag: Path, place_map: Path, replays:
         import tf2_ros
         from rclpy.parameter import Parameter
 
-        TfRelay(probe.node)
+        OdometryTf(probe.node)
         # a consumer the way Nav2 runs under sim time: its buffer is cleared when /clock jumps
         probe.node.set_parameters([Parameter("use_sim_time", Parameter.Type.BOOL, True)])
         from rclpy.duration import Duration
@@ -183,7 +143,7 @@ def main() -> int:
     ros_harness.apply_isolated_dds_env()
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        bag, place_map = prepare(root, args.frames, args.rate)
+        bag, place_map = revisit_bag_and_map(root, args.frames, args.rate)
         setups = [
             ("wall time", ["use_sim_time:=false"], False),
             ("sim time", ["use_sim_time:=true"], False),

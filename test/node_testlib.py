@@ -9,6 +9,7 @@ when it is (nearly) the same image, which is exactly what these tests send.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -53,3 +54,52 @@ def build_map(path: Path, checkpoint: Path, images: list[np.ndarray],
                   for i in range(len(images))]
         place_map.append(features, places)
     return path
+
+
+class OdometryTf:
+    """A robot's odometry node in a test process: odom -> base_link from each Odometry message.
+
+    The synthetic drives record the camera's pose as the odometry of ``base_link``, so
+    base_link -> camera is published once as an identity static transform.
+    """
+
+    def __init__(self, node: Any, odom_topic: str = "/odom") -> None:
+        from geometry_msgs.msg import TransformStamped
+        from nav_msgs.msg import Odometry
+        from tf2_ros import StaticTransformBroadcaster, TransformBroadcaster
+
+        self._broadcaster = TransformBroadcaster(node)
+        static = TransformStamped(child_frame_id="camera")
+        static.header.frame_id = "base_link"
+        static.transform.rotation.w = 1.0
+        self._static = StaticTransformBroadcaster(node)
+        self._static.sendTransform(static)
+        self._sub = node.create_subscription(Odometry, odom_topic, self._relay, 100)
+
+    def _relay(self, msg: Any) -> None:
+        from geometry_msgs.msg import TransformStamped
+
+        t = TransformStamped(header=msg.header, child_frame_id="base_link")
+        p = msg.pose.pose
+        t.transform.translation.x, t.transform.translation.y = p.position.x, p.position.y
+        t.transform.translation.z = p.position.z
+        t.transform.rotation = p.orientation
+        self._broadcaster.sendTransform(t)
+
+
+def revisit_bag_and_map(root: Path, frames: int, rate: float) -> tuple[Path, Path]:
+    """Render the revisit drive with depth into a bag and map its first pass (classical).
+
+    The map keeps the drive's 'odom' frame: a node that publishes map -> odom from it is given
+    ``map_frame`` (the map's coordinates become the robot's map frame).
+    """
+    from selavpr_ros.cli import main as cli
+
+    bag, place_map = root / "drive", root / "map.selavpr"
+    assert cli(["make-revisit", str(bag), "--frames", str(frames), "--rate", str(rate),
+                "--depth"]) == 0
+    assert cli(["build-map", str(place_map), "--bag", str(bag), "--image-topic",
+                "/camera/image_raw", "--depth-topic", "/camera/depth/image_raw",
+                "--extractor", "classical", "--min-distance", "0", "--limit", str(frames),
+                "--no-progress"]) == 0
+    return bag, place_map

@@ -79,3 +79,45 @@ def test_two_view_by_essential_matrices_refuses_or_labels(scene: PoseScene) -> N
         assert r.estimate.source in ("two_view", "keyframe")
         assert r.estimate.source == "two_view" or r.estimate.reason.startswith("two_view:")
         assert np.isfinite(r.translation_error_m)
+
+
+@pytest.mark.parametrize("mode", ["pnp", "two_view"])
+def test_covariances_match_the_errors(scene: PoseScene, mode: str) -> None:
+    # AMCL and an EKF weigh the pose by its covariance: the mean NEES against the truth must be
+    # about the dimension (6), not the 4x (PnP) and 30x (two-view) of the uncalibrated models.
+    # A loose band: 10 queries of one drive, heavy-tailed for two-view.
+    from selavpr_ros.geometry.pose import normalized_error_squared
+    from selavpr_ros.geometry.transforms import pose_matrix
+
+    nees = []
+    for i in QUERIES:
+        result = evaluate_query(scene, i, mode)  # type: ignore[arg-type]
+        if result.estimate.source != mode:
+            continue
+        truth = scene.query_frames[i]
+        nees.append(normalized_error_squared(result.estimate,
+                                             pose_matrix(truth.position, truth.orientation)))
+    assert len(nees) >= 8
+    assert 1.5 < float(np.mean(nees)) < 18.0, nees
+    assert 1.0 < float(np.median(nees)) < 15.0, nees
+
+
+def test_nees_is_the_dimension_for_errors_drawn_from_the_covariance() -> None:
+    import cv2
+
+    from selavpr_ros.geometry.pose import PoseEstimate, normalized_error_squared
+    from selavpr_ros.geometry.transforms import matrix_to_pose, pose_matrix
+
+    rng = np.random.default_rng(3)
+    a = rng.normal(size=(6, 6))
+    cov = a @ a.T * 1e-3 + np.eye(6) * 1e-4
+    truth = pose_matrix((1.0, 2.0, 0.5), (0.0, 0.0, 0.38268343, 0.92387953))
+    values = []
+    for e in rng.multivariate_normal(np.zeros(6), cov, size=4000):
+        moved = np.eye(4)
+        moved[:3, :3] = cv2.Rodrigues(e[3:])[0] @ truth[:3, :3]  # map-frame rotation error
+        moved[:3, 3] = truth[:3, 3] + e[:3]
+        position, orientation = matrix_to_pose(moved)
+        values.append(normalized_error_squared(
+            PoseEstimate("pnp", position, orientation, cov), truth))
+    assert np.mean(values) == pytest.approx(6.0, abs=0.25)

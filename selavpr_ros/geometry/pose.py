@@ -38,6 +38,12 @@ Covariances (6x6, x y z then rotations about the map's x y z axes, as ROS's
   times the mean range (two rays always meet exactly in the plane, so the residual alone
   cannot reveal a wrong direction). Rotation: the spread of the per-place rotations about
   their mean, floored at ``rotation_sigma_deg``.
+- Calibration: both models assume independent, correctly matched pixels; real matches are
+  neither (cell-quantised keypoints, stored depth, near-outliers inside the RANSAC threshold),
+  so the PnP and two-view covariances are scaled by ``pnp_covariance_scale`` and
+  ``two_view_covariance_scale``, measured as the mean NEES over the estimates' dimension against
+  the rendered truth of the synthetic street (``bench/bench_localizer_pose.py``, figures in
+  ``bench/PERFORMANCE.md``).
 - Keyframe: the configured spread of a query around its keyframe (``keyframe_sigma_m``, metres,
   and ``keyframe_sigma_deg``); rotations get :data:`UNKNOWN_VARIANCE` when the place has no
   orientation (no pose is given an orientation the map does not have).
@@ -105,6 +111,8 @@ class PoseConfig:
         direction_sigma_deg: floor of a ray's direction error in the two-view covariance.
         rotation_sigma_deg: floor of the two-view rotation's standard deviation.
         keyframe_sigma_m, keyframe_sigma_deg: standard deviations given to keyframe poses.
+        pnp_covariance_scale, two_view_covariance_scale: factors on the model covariances
+            that make them honest (module docstring, "Calibration").
         optical_in_body: 3x3 rotation of the optical frame in the pose frame of places and
             query (REP 103 body frame by default; the identity if poses are optical).
     """
@@ -127,12 +135,15 @@ class PoseConfig:
     rotation_sigma_deg: float = 0.3
     keyframe_sigma_m: float = 2.0
     keyframe_sigma_deg: float = 10.0
+    pnp_covariance_scale: float = 5.2
+    two_view_covariance_scale: float = 28.0
     optical_in_body: np.ndarray = field(default_factory=lambda: OPTICAL_IN_BODY.copy())
 
     def __post_init__(self) -> None:
         for name in ("pnp_reprojection_px", "essential_threshold_px", "max_range_m",
                      "min_pixel_sigma", "direction_sigma_deg", "rotation_sigma_deg",
-                     "keyframe_sigma_m", "keyframe_sigma_deg"):
+                     "keyframe_sigma_m", "keyframe_sigma_deg", "pnp_covariance_scale",
+                     "two_view_covariance_scale"):
             if not getattr(self, name) > 0:
                 raise ConfigError(f"{name} must be > 0, got {getattr(self, name)}")
         if self.pnp_min_inliers < 4 or self.two_view_min_inliers < 5:
@@ -186,6 +197,35 @@ class PoseEstimate:
         if self.position is None or self.orientation is None:
             raise ValueError(f"a {self.source} estimate without orientation has no matrix")
         return pose_matrix(self.position, self.orientation)
+
+
+def calibrated(estimate: PoseEstimate, config: PoseConfig) -> PoseEstimate:
+    """Scale a PnP or two-view covariance by its calibration factor (module docstring)."""
+    if estimate.covariance is None or estimate.source not in ("pnp", "two_view"):
+        return estimate
+    scale = config.pnp_covariance_scale if estimate.source == "pnp" \
+        else config.two_view_covariance_scale
+    return dataclasses.replace(estimate, covariance=estimate.covariance * scale)
+
+
+def normalized_error_squared(estimate: PoseEstimate, truth: np.ndarray) -> float:
+    """NEES of an estimate against the true 4x4 map <- body: e^T C^-1 e over what C covers.
+
+    e is (position error, rotation vector of R_est R_true^T), the order and the map-frame
+    rotation of the covariance; without an orientation only the position block is used. Its
+    mean over many estimates is the covariance's dimension when the covariance is honest.
+    """
+    if estimate.position is None or estimate.covariance is None:
+        raise ValueError(f"a {estimate.source} estimate without a covariance has no NEES")
+    truth = np.asarray(truth, np.float64)
+    error = np.asarray(estimate.position, np.float64) - truth[:3, 3]
+    cov = np.asarray(estimate.covariance, np.float64)
+    if estimate.orientation is not None:
+        rotation = estimate.matrix()[:3, :3] @ truth[:3, :3].T
+        error = np.concatenate([error, rotation_vector(rotation)])
+    else:
+        cov = cov[:3, :3]
+    return float(error @ np.linalg.solve(cov, error))
 
 
 def refused(reason: str, places: Sequence[int] = ()) -> PoseEstimate:
@@ -586,7 +626,7 @@ def estimate_query_pose(observations: Sequence[PlaceObservation], query_camera: 
         pixels, points = np.concatenate(pixels_list), np.concatenate(points_list)
         result = estimate_pnp(pixels, points, query_camera, config, used)
         if result.ok:
-            return result
+            return calibrated(result, config)
         reasons.append(result.reason)
     views = [PlaceView(o.place_id, pose_matrix(o.position, o.orientation), o.camera,
                        o.place_pixels, o.query_pixels)
@@ -597,7 +637,7 @@ def estimate_query_pose(observations: Sequence[PlaceObservation], query_camera: 
         else:
             result = estimate_two_view(views, query_camera, config)
         if result.ok:
-            return result
+            return calibrated(result, config)
         reasons.append(result.reason)
     elif best.orientation is not None:
         reasons.append("two_view: fewer than two places with poses")
