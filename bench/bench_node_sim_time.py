@@ -5,10 +5,13 @@ The synthetic revisit drive with depth (``selavpr make-revisit --depth``) is rec
 whole bag at recorded speed (and /clock at 50 Hz) against three node set-ups, one after the
 other on this machine: ``use_sim_time`` false, true, and true with ``base_frame`` +
 ``publish_tf``, where this process relays the bag's odometry to TF (odom -> base_link, and
-base_link -> camera as a static transform) as a robot's odometry node would. Per set-up it
-prints the answers, the node's per-frame processing time (image received -> answer sent, its
-own measurement in PlaceRecognition), the rate and largest gap of map -> odom, and how many
-``map -> base_link`` lookups at the image stamps succeed in this process.
+base_link -> camera as a static transform) as a robot's odometry node would; and the AMCL
+set-up between them (odometry in TF, ``base_frame``, no ``publish_tf``: ``pose`` is what goes
+to /initialpose). The gate publishes every consistent estimate (``relocalization_rate`` 0).
+Per set-up it prints the answers, accepted PnP answers and published poses, the node's
+per-frame processing time (image received -> answer sent, its own measurement in
+PlaceRecognition), the count and largest gap of map -> odom, and how many ``map -> base_link``
+lookups at the image stamps succeed in this process (from the first map -> odom on).
 
     python bench/bench_node_sim_time.py --frames 60 --rate 10 --replays 2
 """
@@ -37,6 +40,7 @@ NODE = "localizer_node"
 
 def run_setup(name: str, params: list[str], bag: Path, place_map: Path, replays: int,
               log_dir: Path, with_tf: bool) -> dict[str, Any]:
+    from geometry_msgs.msg import PoseWithCovarianceStamped
     from rclpy.time import Time
     from tf2_msgs.msg import TFMessage
 
@@ -45,6 +49,7 @@ def run_setup(name: str, params: list[str], bag: Path, place_map: Path, replays:
     probe = ros_harness.RosProbe(f"bench_probe_{name.replace('+', '_').replace(' ', '_')}")
     procs: list[ros_harness.NodeProcess] = []
     results: list[Any] = []
+    poses: list[Any] = []
     map_odom: list[tuple[float, int]] = []  # (wall arrival, stamp) of each map -> odom
     lock = threading.Lock()
 
@@ -60,6 +65,7 @@ def run_setup(name: str, params: list[str], bag: Path, place_map: Path, replays:
                                      t.header.stamp.sec * 10**9 + t.header.stamp.nanosec))
 
     probe.node.create_subscription(PlaceRecognition, "/place_recognition", on_result, 100)
+    probe.node.create_subscription(PoseWithCovarianceStamped, "/pose", poses.append, 100)
     probe.node.create_subscription(TFMessage, "/tf", on_tf, 100)
     buffer = None
     if with_tf:
@@ -118,7 +124,8 @@ def run_setup(name: str, params: list[str], bag: Path, place_map: Path, replays:
         return {
             "setup": name, "answers": len(got),
             "accepted": sum(r.accepted for r in got),
-            "pnp": sum(r.pose_source == "pnp" for r in got),
+            "pnp": sum(r.accepted and r.pose_source == "pnp" for r in got),
+            "poses": len(poses),
             "processing_p50_ms": round(float(np.percentile(processing, 50)), 1),
             "processing_p90_ms": round(float(np.percentile(processing, 90)), 1),
             "map_odom_msgs": len(arrivals),
@@ -144,11 +151,14 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         bag, place_map = revisit_bag_and_map(root, args.frames, args.rate)
+        gate = ["relocalization_rate:=0.0"]  # every consistent estimate becomes a pose
         setups = [
-            ("wall time", ["use_sim_time:=false"], False),
-            ("sim time", ["use_sim_time:=true"], False),
+            ("wall time", ["use_sim_time:=false", *gate], False),
+            ("sim time", ["use_sim_time:=true", *gate], False),
+            ("sim time + odometry tf", ["use_sim_time:=true", "base_frame:=base_link", *gate],
+             True),
             ("sim time + tf", ["use_sim_time:=true", "base_frame:=base_link",
-                               "publish_tf:=true", "map_frame:=map"], True),
+                               "publish_tf:=true", "map_frame:=map", *gate], True),
         ]
         logs = args.logs or root
         logs.mkdir(parents=True, exist_ok=True)

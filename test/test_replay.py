@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import time
 
 import numpy as np
@@ -98,3 +99,16 @@ def test_replay_filters_topics_and_lists_the_bag(bag, ros_probe, start_process):
     ros_harness.wait_until(lambda: missing.returncode is not None, 30, "a failed replay")
     assert missing.returncode == 2 and "has no topic /nope" in missing.output()
     assert "Traceback" not in missing.output()
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_stops_the_replay_in_one_line(bag, ros_probe, start_process, signum):
+    from rosgraph_msgs.msg import Clock
+
+    ros_probe.subscribe(Clock, "/clock", 100)
+    player = replay(start_process, bag, "--rate", "0.2", "--wait-for")  # slow: still playing
+    ros_probe.wait_for_messages("/clock", 3, timeout=60)
+    player.proc.send_signal(signum)
+    assert player.proc.wait(timeout=30) == 130, player.output()
+    assert "replay: interrupted after" in player.output()
+    assert "Traceback" not in player.output() and "RCLError" not in player.output()

@@ -50,8 +50,11 @@ def _list(bag: str) -> int:
 def run(args: argparse.Namespace) -> int:
     if args.list:
         return _list(args.bag)
+    import signal
+    import threading
+
     import rclpy
-    from rclpy.executors import ExternalShutdownException
+    from rclpy.signals import SignalHandlerOptions
 
     from selavpr_ros.ros.bag_player import BagPlayer, PlayOptions
 
@@ -59,22 +62,36 @@ def run(args: argparse.Namespace) -> int:
                           clock_hz=args.clock_hz, reliability=args.qos, depth=args.depth,
                           wait_for=None if args.wait_for is None else tuple(args.wait_for),
                           wait_timeout_s=args.wait)
-    rclpy.init(args=["--ros-args"])
+    # Ctrl-C and SIGTERM only stop the playing loop: rclpy's own handlers would invalidate the
+    # context under a publish in flight (an RCLError traceback)
+    rclpy.init(args=["--ros-args"], signal_handler_options=SignalHandlerOptions.NO)
     node = rclpy.create_node("selavpr_bag_player")
     player = None
+    interrupted = threading.Event()
+
+    def on_signal(*_: object) -> None:
+        interrupted.set()
+        if player is not None:
+            player.stop()
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, on_signal)
     try:
         player = BagPlayer(node, args.bag, options)
         print(f"playing {args.bag}: {', '.join(sorted(player.topics))} at x{args.rate:g}",
               flush=True)
+        if interrupted.is_set():
+            player.stop()
         stats = player.play()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        print("replay: interrupted", file=sys.stderr)
-        return 130
     finally:
         if player is not None:
             player.close()
         node.destroy_node()
         rclpy.try_shutdown()
+    if interrupted.is_set() or stats.interrupted:
+        print(f"replay: interrupted after {sum(stats.published.values())} messages",
+              file=sys.stderr)
+        return 130
     total = sum(stats.published.values())
     print(f"published {total} messages in {stats.wall_s:.2f} s (bag span {stats.bag_span_s:.2f} "
           f"s, rate x{args.rate:g}); /clock {stats.clock_messages}; late {stats.late} "
