@@ -38,6 +38,10 @@ from node_testlib import OdometryTf, revisit_bag_and_map  # noqa: E402
 NODE = "localizer_node"
 
 
+def stamp_of(msg: Any) -> int:
+    return int(msg.header.stamp.sec) * 10**9 + int(msg.header.stamp.nanosec)
+
+
 def run_setup(name: str, params: list[str], bag: Path, place_map: Path, replays: int,
               log_dir: Path, with_tf: bool) -> dict[str, Any]:
     from geometry_msgs.msg import PoseWithCovarianceStamped
@@ -121,11 +125,17 @@ def run_setup(name: str, params: list[str], bag: Path, place_map: Path, replays:
             got, arrivals = list(results), [arrival for arrival, _ in map_odom]
         processing = np.array([r.processing_ms for r in got]) if got else np.zeros(1)
         gaps = np.diff(arrivals) if len(arrivals) > 1 else np.zeros(1)
+        # the gate's release ratio once converged: accepted PnP frames whose two predecessors
+        # (consistent_frames 3) were accepted PnP too, and how many of them became a pose
+        pnp = [r.accepted and r.pose_source == "pnp" for r in got]
+        converged = {stamp_of(r) for i, r in enumerate(got) if i >= 2 and all(pnp[i - 2:i + 1])}
+        released = len(converged & {stamp_of(q) for q in poses})
         return {
             "setup": name, "answers": len(got),
             "accepted": sum(r.accepted for r in got),
             "pnp": sum(r.accepted and r.pose_source == "pnp" for r in got),
             "poses": len(poses),
+            "converged_pnp": len(converged), "converged_released": released,
             "processing_p50_ms": round(float(np.percentile(processing, 50)), 1),
             "processing_p90_ms": round(float(np.percentile(processing, 90)), 1),
             "map_odom_msgs": len(arrivals),

@@ -308,3 +308,27 @@ def test_shipped_parameter_file_is_derived_from_the_declarations_and_applies_in_
     ros_probe.wait_for_node(NODE)
     assert f"{PLACES} places" in node.output()
     assert node.stop() == 0, node.output()
+
+
+def test_default_topics_are_relative_and_disabled_outputs_not_advertised(world, ros_probe,
+                                                                         start_process):
+    from rclpy.qos import qos_profile_sensor_data
+    from sensor_msgs.msg import CameraInfo
+
+    node = start_process([ros_harness.executable(NODE), "--ros-args", "-r", "__ns:=/robot1",
+                          "-p", f"map_path:={world['map_a']}",
+                          "-p", f"checkpoint:={world['checkpoint']}"])
+    node.wait_for_output(f"{NODE} started", timeout=60)
+    # under a namespace the default camera is the robot's own, not the global one
+    ros_probe.wait_for_subscribers("/robot1/camera/image_raw")
+    assert ros_probe.node.count_subscribers("/camera/image_raw") == 0
+    # a best-effort camera driver's camera_info matches (the image subscription's QoS)
+    info = ros_probe.node.create_publisher(CameraInfo, "/robot1/camera/camera_info",
+                                           qos_profile_sensor_data)
+    ros_harness.wait_until(lambda: info.get_subscription_count() == 1, 30,
+                           "camera_info matched best-effort")
+    ros_probe.wait_for_publishers("/robot1/place_recognition")
+    ros_probe.wait_for_publishers("/robot1/pose")  # publish_pose is on by default
+    for topic in ("loop_closure", "candidate_markers"):  # off by default
+        assert ros_probe.node.count_publishers(f"/robot1/{topic}") == 0, f"{topic} advertised"
+    assert node.stop() == 0, node.output()

@@ -146,3 +146,28 @@ def test_messages_carry_the_estimate() -> None:
     rejected = LocalizationResult("id", "map", (cand,), False, 0.0, "margin", None)
     msg = result_to_msg(rejected, header, max_candidates=5)
     assert msg.pose_source == "none" and not has_publishable_pose(msg)
+
+
+def test_map_to_odom_estimates_are_compared_where_the_robot_is_now() -> None:
+    # A robot 200 m from its odom origin, estimates 0.3 deg apart in yaw: as map -> odom they
+    # differ by ~1 m (rotation x distance), carried forward to the robot they agree to ~0.
+    config = RelocalizationConfig(consistent_frames=2, consistent_m=0.5, consistent_deg=2.0,
+                                  relocalization_rate=0.0)
+    robot_in_odom = pose_matrix((200.0, 0.0, 0.0), (0.0, 0.0, 0.0, 1.0))
+    truth = pose_matrix((205.0, 3.0, 0.0), (0.0, 0.0, 0.0, 1.0))  # robot in map
+
+    def map_odom(yaw_deg: float) -> PoseEstimate:
+        half = math.radians(yaw_deg) / 2
+        robot = truth.copy()
+        robot[:3, :3] = pose_matrix((0, 0, 0), (0, 0, math.sin(half), math.cos(half)))[:3, :3]
+        m = map_to_odom(robot, robot_in_odom)
+        q = (0.0, 0.0, math.sin(half), math.cos(half))
+        return PoseEstimate("pnp", tuple(m[:3, 3]), q, np.eye(6) * 0.01, 50, 1.0)  # type: ignore[arg-type]
+
+    a, b = map_odom(0.0), map_odom(0.3)
+    assert math.dist(a.position, b.position) > 0.9  # as map -> odom they seem 1 m apart
+    plain = ConsistencyGate(config)
+    assert not plain.add(a, 0.0) and not plain.add(b, 1.0)
+    carried = ConsistencyGate(config)
+    assert not carried.add(a, 0.0, at=robot_in_odom)
+    assert carried.add(b, 1.0, at=robot_in_odom)

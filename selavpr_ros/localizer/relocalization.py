@@ -7,8 +7,9 @@ and ``consistent_deg`` of the newest; in ``continuous`` mode at most ``relocaliz
 times per second, in ``on_request`` mode once per request. Whenever odometry is in TF
 (``odom_frame`` -> the robot frame at the image stamp) the node compares the ``map -> odom``
 each estimate implies, which stays still while the robot drives (odometry removes its motion
-between frames), with or without ``publish_tf``. Without odometry in TF it compares the poses
-themselves: the newest and the oldest of the window are then ``consistent_frames - 1``
+between frames), with or without ``publish_tf``, applied to the newest robot pose in odom (the
+estimates carried forward by odometry to the newest frame). Without odometry in TF it compares
+the poses themselves: the newest and the oldest of the window are then ``consistent_frames - 1``
 processed frames apart, so a robot at speed v needs ``consistent_m`` > v x that time.
 ``map -> odom`` updates that jump more than ``tf_max_jump_m`` / ``tf_max_jump_deg`` from the
 held one are refused; the held one is re-published at ``tf_rate`` Hz, stamped
@@ -96,15 +97,23 @@ class ConsistencyGate:
     def requested(self) -> bool:
         return self._requested
 
-    def _agree(self, a: PoseEstimate, b: PoseEstimate) -> bool:
-        assert a.position is not None and b.position is not None
-        if math.dist(a.position, b.position) > self.config.consistent_m:
+    def _agree(self, a: PoseEstimate, b: PoseEstimate, at: np.ndarray | None) -> bool:
+        ma, mb = a.matrix(), b.matrix()
+        if at is not None:  # map -> odom estimates: compare where the robot is now
+            ma, mb = ma @ at, mb @ at
+        if math.dist(ma[:3, 3], mb[:3, 3]) > self.config.consistent_m:
             return False
-        ra, rb = a.matrix()[:3, :3], b.matrix()[:3, :3]
-        return rotation_angle_deg(ra, rb) <= self.config.consistent_deg
+        return rotation_angle_deg(ma[:3, :3], mb[:3, :3]) <= self.config.consistent_deg
 
-    def add(self, estimate: PoseEstimate | None, now_s: float) -> bool:
-        """Record one frame's estimate (None: rejected frame); True when it is to be published."""
+    def add(self, estimate: PoseEstimate | None, now_s: float,
+            at: np.ndarray | None = None) -> bool:
+        """Record one frame's estimate (None: rejected frame); True when it is to be published.
+
+        ``at``: when the estimates are ``map -> odom``, the newest robot pose in odom: each
+        ``map -> odom`` is applied to it, so they are compared as the robot's pose now (their
+        own difference would grow with the distance from the odom origin, by the rotation
+        error times that distance).
+        """
         cfg = self.config
         if estimate is None or estimate.position is None or estimate.orientation is None:
             self._recent.clear()  # a frame without a full pose breaks the run
@@ -113,7 +122,7 @@ class ConsistencyGate:
         while len(self._recent) > cfg.consistent_frames:
             self._recent.popleft()
         if len(self._recent) < cfg.consistent_frames or not all(
-                self._agree(e, estimate) for e in self._recent):
+                self._agree(e, estimate, at) for e in self._recent):
             if len(self._recent) == cfg.consistent_frames:
                 self._recent.popleft()
             return False

@@ -23,7 +23,7 @@ Topics (relative names resolve in the node's namespace; remap as usual):
                 ``loop_closure`` (std_msgs/Float64MultiArray [query s, place s])
                 (``publish_loop_closure``)
                 ``candidate_markers`` (visualization_msgs/MarkerArray) (``publish_markers``)
-                (``pose``, ``loop_closure`` and ``candidate_markers`` are advertised only once
+                (``pose``, ``loop_closure`` and ``candidate_markers`` are advertised only when
                 enabled)
                 ``/diagnostics`` (diagnostic_msgs/DiagnosticArray), once per second
 Services:   ``~/reload_map`` (std_srvs/Trigger): reopen ``map_path`` with the current
@@ -125,12 +125,15 @@ PARAMS = [
           "manager)", read_only=True),
 ]
 
-# outputs advertised only once enabled: name -> (type, topic, depth)
+# outputs advertised only while enabled (at configure, or when a live parameter enables them):
+# name -> (type, topic, depth), and the parameter that enables it
 OPTIONAL_OUTPUTS: dict[str, tuple[type, str, int]] = {
     "pose": (PoseWithCovarianceStamped, "pose", 10),
     "loop": (Float64MultiArray, "loop_closure", 10),
     "markers": (MarkerArray, "candidate_markers", 1),
 }
+OUTPUT_SWITCHES = {"pose": "publish_pose", "loop": "publish_loop_closure",
+                   "markers": "publish_markers"}
 # the longest a frame waits for TF at its stamp (odometry published after the image)
 TF_WAIT_S = 0.3
 
@@ -248,6 +251,9 @@ class LocalizerNode(ManagedNode):
             self.localizer, self.map_info = localizer, map_summary(localizer)
         self._outputs = {
             "result": self.create_publisher(PlaceRecognition, "place_recognition", 10)}
+        for name, parameter in OUTPUT_SWITCHES.items():  # enabled ones now: subscribers match
+            if self.values[parameter]:                     # before the first message
+                self._output(name)
         m = self.map_info
         self.get_logger().info(
             f"configured: map {m['map_path']} ({m['map_places']} places, {m['extractor']}), "
@@ -364,18 +370,20 @@ class LocalizerNode(ManagedNode):
             map_frame=v["map_frame"] or None, pose=estimate, pose_frame=pose_frame,
             extra_stages=[("decode", decode_ms)], processing_ms=processing_ms,
             latency_ms=(now_ns - stamp_ns) / 1e6)
-        gated, new_map_to_odom = None, None
+        gated, new_map_to_odom, robot_in_odom = None, None, None
         if estimate is not None and has_publishable_pose(out):
             # agreement of the map -> odom each estimate implies (the robot's motion removed)
             # where odometry is in TF, else of the poses themselves (module doc of the gate)
-            new_map_to_odom = self._map_to_odom(estimate, pose_frame or msg.header.frame_id,
-                                                stamp_ns)
-            gated = None if self.reloc.publish_tf else estimate
+            new_map_to_odom, robot_in_odom, odometry = self._map_to_odom(
+                estimate, pose_frame or msg.header.frame_id, stamp_ns)
             if new_map_to_odom is not None:
                 position, orientation = matrix_to_pose(new_map_to_odom)
                 gated = dataclasses.replace(estimate, position=position,
                                             orientation=orientation)
-        release = self.gate.add(gated, time.monotonic())
+            elif not (odometry or self.reloc.publish_tf):
+                gated = estimate  # no odometry in TF at all: the poses themselves
+            # else this frame's odometry is missing: it breaks the run (never mixes the two)
+        release = self.gate.add(gated, time.monotonic(), at=robot_in_odom)
         self._publish(out, release)
         if release and new_map_to_odom is not None and self.reloc.publish_tf:
             self._update_map_to_odom(new_map_to_odom)
@@ -448,15 +456,19 @@ class LocalizerNode(ManagedNode):
                            f"{describe_error(err)}", estimate.places), base
         return robot_pose(estimate, camera_in_base), base
 
-    def _map_to_odom(self, estimate: PoseEstimate, robot_frame: str, stamp_ns: int) -> Any:
-        """Return the map <- odom this estimate implies; None without odometry in TF.
+    def _map_to_odom(self, estimate: PoseEstimate, robot_frame: str,
+                     stamp_ns: int) -> tuple[Any, Any, bool]:
+        """Return map <- odom as this estimate implies it, odom <- robot, and if odom is in TF.
 
+        The transforms are None where odometry is not in TF, or not at this image's stamp.
         Without TF in use (no ``base_frame``, no ``publish_tf``) it is not looked for; a failed
         lookup is logged only with ``publish_tf``, which needs it.
         """
+        from rclpy.time import Time
+
         odom = self.reloc.odom_frame
         if not self._tf or not odom or estimate.orientation is None:
-            return None
+            return None, None, False
         try:
             robot_in_odom = self._lookup(odom, robot_frame, stamp_ns)
         except Exception as err:  # noqa: BLE001 - tf2 raises several unrelated types
@@ -464,8 +476,8 @@ class LocalizerNode(ManagedNode):
                 self.get_logger().warning(
                     f"map -> odom not updated: no transform {odom} <- {robot_frame} at the "
                     f"image stamp: {describe_error(err)}", throttle_duration_sec=5.0)
-            return None
-        return map_to_odom(estimate.matrix(), robot_in_odom)
+            return None, None, bool(self._tf["buffer"].can_transform(odom, robot_frame, Time()))
+        return map_to_odom(estimate.matrix(), robot_in_odom), robot_in_odom, True
 
     def _update_map_to_odom(self, new: Any) -> None:
         why = jump_too_large(self.map_to_odom, new, self.reloc)
@@ -503,7 +515,7 @@ class LocalizerNode(ManagedNode):
                       else "relocalization_mode is continuous: estimates are published anyway")
 
     def _output(self, name: str) -> Any:
-        """Return the publisher of an optional output, advertised once it is first enabled."""
+        """Return the publisher of an optional output, advertised the first time it is on."""
         if name not in self._outputs:
             msg_type, topic, depth = OPTIONAL_OUTPUTS[name]
             self._outputs[name] = self.create_publisher(msg_type, topic, depth)
