@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import yaml
 
@@ -26,6 +27,7 @@ pytestmark = [pytest.mark.ros, pytest.mark.slow, pytest.mark.ros_tools]
 ROS2 = Path(sys.executable).parent / "ros2"
 SHARE = Path(sys.prefix) / "share" / "selavpr_ros"
 TOLERANCE_S = 0.5
+SETTLE_NS = 10**9
 
 
 def stamp_ns(stamp: Any) -> int:
@@ -94,7 +96,7 @@ class Consumer:
             return len(self.answers), len(self.poses), len(self.map_odom)
 
     def lookups(self, since: int) -> tuple[int, list[str]]:
-        """Look up map -> base_link at the stamps of answers[since:] once map -> odom was known."""
+        """Look up map -> base_link at answers[since:]'s stamps once map -> odom was known."""
         from rclpy.time import Time
 
         with self.lock:
@@ -102,6 +104,9 @@ class Consumer:
             samples = [stamp for _, stamp, _ in self.map_odom]
         first = min((s for s in samples if s >= min(stamps)), default=None)
         assert first is not None, "no map -> odom during the replay"
+        # this consumer's buffer is cleared by its own /clock jump, which may come after the
+        # first transforms of the new replay reached it: its first second is not looked up
+        first = max(first, min(stamps) + SETTLE_NS)
         ok, failed = 0, []
         for stamp in (s for s in stamps if s >= first):
             try:
@@ -165,9 +170,12 @@ def test_sim_time_tf_and_a_bag_replayed_twice_under_ros2_launch(drive, ros_probe
         accepted_pnp = [a for a in consumer.answers if a.accepted and a.pose_source == "pnp"]
         samples = list(consumer.map_odom)
     assert len(accepted_pnp) >= 8
-    # post-dated: the newest sample of each broadcast is transform_tolerance ahead of /clock
+    # post-dated: each broadcast is stamped now and transform_tolerance ahead of /clock, so
+    # the upper half of (stamp - clock at arrival) is the tolerance (a percentile: a sample
+    # crossing a /clock jump back, or a late clock here, must not decide)
     ahead = [(stamp - clock) / 1e9 for _, stamp, clock in samples if clock]
-    assert max(ahead) == pytest.approx(TOLERANCE_S, abs=0.25)
+    assert float(np.percentile(ahead, 75)) == pytest.approx(TOLERANCE_S, abs=0.2)
+    assert float(np.percentile(ahead, 25)) == pytest.approx(0.0, abs=0.2)
 
     # /clock stopped with the bag: map -> odom goes on (steady timer), diagnostics say STALE
     ended = time.monotonic()
