@@ -78,7 +78,7 @@ def run_node(
     another callback: the nodes do their work in their own threads, and Jazzy's
     MultiThreadedExecutor hands a queued task to its pool again on every wake-up until a pool
     thread starts it, a busy loop that holds the GIL from the worker whenever callbacks come
-    often (/clock at 50 Hz under sim time, /tf): the localizer ran ~20x slower.
+    often (/clock at 50 Hz under sim time, /tf; bench/PERFORMANCE.md, issue 25).
 
     SIGINT and SIGTERM (Ctrl-C, ``ros2 launch`` stopping, systemd) only set an event: the
     executor spins in a thread while the main thread waits for it, then the node finishes
