@@ -8,6 +8,8 @@ when it is (nearly) the same image, which is exactly what these tests send.
 
 from __future__ import annotations
 
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -103,3 +105,98 @@ def revisit_bag_and_map(root: Path, frames: int, rate: float) -> tuple[Path, Pat
                 "--extractor", "classical", "--min-distance", "0", "--limit", str(frames),
                 "--no-progress"]) == 0
     return bag, place_map
+
+
+# a sim-time consumer's TF buffer is cleared by its own /clock jump, which may come after the
+# first transforms of a new replay reached it: LiveConsumer skips a replay's first second
+SETTLE_NS = 10**9
+
+
+def stamp_ns(stamp: Any) -> int:
+    return stamp.sec * 10**9 + stamp.nanosec
+
+
+class LiveConsumer:
+    """What a robot's other nodes see of the localizer under sim time, on a test's probe node.
+
+    Answers, poses, map -> odom samples (with the /clock at their arrival) and diagnostics
+    levels; odometry is relayed to TF (:class:`OdometryTf`) and a TF buffer listens as Nav2's
+    does under sim time: it is cleared when /clock jumps back.
+    """
+
+    def __init__(self, probe: Any) -> None:
+        import tf2_ros
+        from diagnostic_msgs.msg import DiagnosticArray
+        from geometry_msgs.msg import PoseWithCovarianceStamped
+        from rclpy.duration import Duration
+        from rclpy.parameter import Parameter
+        from rosgraph_msgs.msg import Clock
+        from tf2_msgs.msg import TFMessage
+
+        from selavpr_msgs.msg import PlaceRecognition
+
+        node = probe.node
+        node.set_parameters([Parameter("use_sim_time", Parameter.Type.BOOL, True)])
+        self.lock = threading.Lock()
+        self.answers: list[Any] = []
+        self.poses: list[Any] = []
+        self.map_odom: list[tuple[float, int, int]] = []  # (arrival, stamp, clock at arrival)
+        self.diagnostics: list[tuple[float, dict[str, int]]] = []
+        self.clock_ns = 0
+        self.odometry = OdometryTf(node)
+        # lookups are made after each replay: keep the whole drive
+        self.buffer = tf2_ros.Buffer(cache_time=Duration(seconds=600), node=node)
+        self.listener = tf2_ros.TransformListener(self.buffer, node)
+        node.create_subscription(PlaceRecognition, "/place_recognition",
+                                 self._keep(self.answers), 100)
+        node.create_subscription(PoseWithCovarianceStamped, "/pose", self._keep(self.poses), 100)
+        node.create_subscription(TFMessage, "/tf", self._on_tf, 100)
+        node.create_subscription(Clock, "/clock", self._on_clock, 100)
+        node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, 100)
+
+    def _keep(self, into: list[Any]) -> Any:
+        def store(msg: Any) -> None:
+            with self.lock:
+                into.append(msg)
+        return store
+
+    def _on_clock(self, msg: Any) -> None:
+        with self.lock:
+            self.clock_ns = stamp_ns(msg.clock)
+
+    def _on_tf(self, msg: Any) -> None:
+        for t in msg.transforms:
+            if t.header.frame_id == "map" and t.child_frame_id == "odom":
+                with self.lock:
+                    self.map_odom.append((time.monotonic(), stamp_ns(t.header.stamp),
+                                          self.clock_ns))
+
+    def _on_diagnostics(self, msg: Any) -> None:
+        levels = {s.name: int.from_bytes(s.level, "little") if isinstance(s.level, bytes)
+                  else int(s.level) for s in msg.status if s.name.startswith("localizer_node")}
+        if levels:
+            with self.lock:
+                self.diagnostics.append((time.monotonic(), levels))
+
+    def counts(self) -> tuple[int, int, int]:
+        with self.lock:
+            return len(self.answers), len(self.poses), len(self.map_odom)
+
+    def lookups(self, since: int) -> tuple[int, list[str]]:
+        """Look up map -> base_link at answers[since:]'s stamps once map -> odom was known."""
+        from rclpy.time import Time
+
+        with self.lock:
+            stamps = [stamp_ns(a.header.stamp) for a in self.answers[since:]]
+            samples = [stamp for _, stamp, _ in self.map_odom]
+        first = min((s for s in samples if s >= min(stamps)), default=None)
+        assert first is not None, "no map -> odom during the replay"
+        first = max(first, min(stamps) + SETTLE_NS)
+        ok, failed = 0, []
+        for stamp in (s for s in stamps if s >= first):
+            try:
+                self.buffer.lookup_transform("map", "base_link", Time(nanoseconds=stamp))
+                ok += 1
+            except Exception as err:  # noqa: BLE001 - tf2 raises several unrelated types
+                failed.append(f"{stamp}: {err}")
+        return ok, failed

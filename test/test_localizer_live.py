@@ -10,111 +10,21 @@ back. The node runs under ``ros2 launch`` with ``use_sim_time``, ``base_frame`` 
 from __future__ import annotations
 
 import sys
-import threading
 import time
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
 import yaml
 
 import ros_harness
-from node_testlib import OdometryTf, revisit_bag_and_map
+from node_testlib import LiveConsumer, revisit_bag_and_map
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow, pytest.mark.ros_tools]
 
 ROS2 = Path(sys.executable).parent / "ros2"
 SHARE = Path(sys.prefix) / "share" / "selavpr_ros"
 TOLERANCE_S = 0.5
-SETTLE_NS = 10**9
-
-
-def stamp_ns(stamp: Any) -> int:
-    return stamp.sec * 10**9 + stamp.nanosec
-
-
-class Consumer:
-    """What a robot's other nodes see: answers, poses, map -> odom samples, diagnostics."""
-
-    def __init__(self, probe: ros_harness.RosProbe) -> None:
-        import tf2_ros
-        from diagnostic_msgs.msg import DiagnosticArray
-        from geometry_msgs.msg import PoseWithCovarianceStamped
-        from rclpy.duration import Duration
-        from rclpy.parameter import Parameter
-        from rosgraph_msgs.msg import Clock
-        from tf2_msgs.msg import TFMessage
-
-        from selavpr_msgs.msg import PlaceRecognition
-
-        node = probe.node
-        node.set_parameters([Parameter("use_sim_time", Parameter.Type.BOOL, True)])
-        self.lock = threading.Lock()
-        self.answers: list[Any] = []
-        self.poses: list[Any] = []
-        self.map_odom: list[tuple[float, int, int]] = []  # (arrival, stamp, clock at arrival)
-        self.diagnostics: list[tuple[float, dict[str, int]]] = []
-        self.clock_ns = 0
-        self.odometry = OdometryTf(node)
-        # lookups are made after each replay: keep the whole drive
-        self.buffer = tf2_ros.Buffer(cache_time=Duration(seconds=600), node=node)
-        self.listener = tf2_ros.TransformListener(self.buffer, node)
-        node.create_subscription(PlaceRecognition, "/place_recognition",
-                                 self._keep(self.answers), 100)
-        node.create_subscription(PoseWithCovarianceStamped, "/pose", self._keep(self.poses), 100)
-        node.create_subscription(TFMessage, "/tf", self._on_tf, 100)
-        node.create_subscription(Clock, "/clock", self._on_clock, 100)
-        node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, 100)
-
-    def _keep(self, into: list[Any]) -> Any:
-        def store(msg: Any) -> None:
-            with self.lock:
-                into.append(msg)
-        return store
-
-    def _on_clock(self, msg: Any) -> None:
-        with self.lock:
-            self.clock_ns = stamp_ns(msg.clock)
-
-    def _on_tf(self, msg: Any) -> None:
-        for t in msg.transforms:
-            if t.header.frame_id == "map" and t.child_frame_id == "odom":
-                with self.lock:
-                    self.map_odom.append((time.monotonic(), stamp_ns(t.header.stamp),
-                                          self.clock_ns))
-
-    def _on_diagnostics(self, msg: Any) -> None:
-        levels = {s.name: int.from_bytes(s.level, "little") if isinstance(s.level, bytes)
-                  else int(s.level) for s in msg.status if s.name.startswith("localizer_node")}
-        if levels:
-            with self.lock:
-                self.diagnostics.append((time.monotonic(), levels))
-
-    def counts(self) -> tuple[int, int, int]:
-        with self.lock:
-            return len(self.answers), len(self.poses), len(self.map_odom)
-
-    def lookups(self, since: int) -> tuple[int, list[str]]:
-        """Look up map -> base_link at answers[since:]'s stamps once map -> odom was known."""
-        from rclpy.time import Time
-
-        with self.lock:
-            stamps = [stamp_ns(a.header.stamp) for a in self.answers[since:]]
-            samples = [stamp for _, stamp, _ in self.map_odom]
-        first = min((s for s in samples if s >= min(stamps)), default=None)
-        assert first is not None, "no map -> odom during the replay"
-        # this consumer's buffer is cleared by its own /clock jump, which may come after the
-        # first transforms of the new replay reached it: its first second is not looked up
-        first = max(first, min(stamps) + SETTLE_NS)
-        ok, failed = 0, []
-        for stamp in (s for s in stamps if s >= first):
-            try:
-                self.buffer.lookup_transform("map", "base_link", Time(nanoseconds=stamp))
-                ok += 1
-            except Exception as err:  # noqa: BLE001 - tf2 raises several unrelated types
-                failed.append(f"{stamp}: {err}")
-        return ok, failed
 
 
 @pytest.fixture(scope="module")
@@ -132,7 +42,7 @@ def test_sim_time_tf_and_a_bag_replayed_twice_under_ros2_launch(drive, ros_probe
     import os
 
     bag, place_map = drive
-    consumer = Consumer(ros_probe)
+    consumer = LiveConsumer(ros_probe)
     values = yaml.safe_load((SHARE / "config" / "localizer.yaml").read_text())
     values["/**"]["ros__parameters"].update(
         base_frame="base_link", publish_tf=True, map_frame="map", min_margin=0.0,
